@@ -1,0 +1,366 @@
+//! Ed25519 signatures with domain separation and strict verification.
+
+use std::fmt;
+
+use ed25519_dalek::Signer as _;
+use rand_core::CryptoRng;
+use serde::de::{self, SeqAccess, Visitor};
+use serde::ser::SerializeTuple;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// The prefix of every signed context: `"tigress/v1/" || kind || 0x00 || body`.
+pub const SIGNATURE_DOMAIN: &str = "tigress/v1/";
+
+/// What a signature is for. Each kind is its own domain: a signature of one kind never
+/// verifies as another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SignatureKind {
+    /// A genesis, by the sender's device key.
+    Genesis,
+    /// A claim, by the claim key and by the recipient's device key.
+    Claim,
+    /// A receipt, by a replica's node key.
+    Receipt,
+    /// A message, by its author.
+    Message,
+    /// A delete, by the sender or a recipient with the delete right.
+    Delete,
+    /// A relinquish, by a recipient.
+    Relinquish,
+    /// A resolve of a contested mailbox, by the sender.
+    Resolve,
+    /// A read request, by the reader (a request, not a stored record).
+    Read,
+}
+
+impl SignatureKind {
+    /// Every kind, in a fixed order.
+    pub const ALL: [SignatureKind; 8] = [
+        SignatureKind::Genesis,
+        SignatureKind::Claim,
+        SignatureKind::Receipt,
+        SignatureKind::Message,
+        SignatureKind::Delete,
+        SignatureKind::Relinquish,
+        SignatureKind::Resolve,
+        SignatureKind::Read,
+    ];
+
+    /// The kind's name inside the signed context.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SignatureKind::Genesis => "genesis",
+            SignatureKind::Claim => "claim",
+            SignatureKind::Receipt => "receipt",
+            SignatureKind::Message => "message",
+            SignatureKind::Delete => "delete",
+            SignatureKind::Relinquish => "relinquish",
+            SignatureKind::Resolve => "resolve",
+            SignatureKind::Read => "read",
+        }
+    }
+}
+
+impl fmt::Display for SignatureKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Exactly the bytes an Ed25519 signature of `kind` over `body` covers.
+pub fn signed_bytes(kind: SignatureKind, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(SIGNATURE_DOMAIN.len() + kind.as_str().len() + 1 + body.len());
+    out.extend_from_slice(SIGNATURE_DOMAIN.as_bytes());
+    out.extend_from_slice(kind.as_str().as_bytes());
+    out.push(0);
+    out.extend_from_slice(body);
+    out
+}
+
+/// The signature did not verify (or the key is invalid or weak).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("signature verification failed")]
+pub struct SignatureError;
+
+/// An Ed25519 secret key. Zeroized on drop; `Debug` prints nothing secret.
+#[derive(Clone)]
+pub struct SigningKey(ed25519_dalek::SigningKey);
+
+impl SigningKey {
+    /// A fresh random key.
+    pub fn generate(rng: &mut impl CryptoRng) -> Self {
+        let mut seed = zeroize::Zeroizing::new([0u8; 32]);
+        rng.fill_bytes(seed.as_mut());
+        Self::from_seed(&seed)
+    }
+
+    /// The key whose 32-byte seed (RFC 8032 secret key) is `seed`.
+    pub fn from_seed(seed: &[u8; 32]) -> Self {
+        Self(ed25519_dalek::SigningKey::from_bytes(seed))
+    }
+
+    /// The 32-byte seed. Handle with care: it is the secret.
+    pub fn to_seed(&self) -> zeroize::Zeroizing<[u8; 32]> {
+        zeroize::Zeroizing::new(self.0.to_bytes())
+    }
+
+    /// The public half.
+    pub fn public_key(&self) -> PublicKey {
+        PublicKey(self.0.verifying_key().to_bytes())
+    }
+
+    /// Signs `body` in the domain of `kind`.
+    pub fn sign(&self, kind: SignatureKind, body: &[u8]) -> Signature {
+        Signature(self.0.sign(&signed_bytes(kind, body)).to_bytes())
+    }
+}
+
+impl fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "SigningKey(public={}, secret=<redacted>)",
+            self.public_key()
+        )
+    }
+}
+
+impl Serialize for SigningKey {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(self.0.as_bytes())
+    }
+}
+
+impl<'de> Deserialize<'de> for SigningKey {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let bytes =
+            zeroize::Zeroizing::new(serde_bytes::ByteBuf::deserialize(deserializer)?.into_vec());
+        let seed: [u8; 32] = bytes
+            .as_slice()
+            .try_into()
+            .map_err(|_| de::Error::custom("a signing key seed is 32 bytes"))?;
+        Ok(Self::from_seed(&seed))
+    }
+}
+
+impl PartialEq for SigningKey {
+    fn eq(&self, other: &Self) -> bool {
+        use subtle::ConstantTimeEq;
+        self.0.as_bytes().ct_eq(other.0.as_bytes()).into()
+    }
+}
+impl Eq for SigningKey {}
+
+/// An Ed25519 public key as its 32 bytes. Whether the bytes are a valid, non-weak key is
+/// checked by [`PublicKey::verify`] and [`PublicKey::validate`].
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct PublicKey(pub [u8; 32]);
+
+impl PublicKey {
+    /// The raw bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// Checks that the bytes decode to a curve point that is not of small order.
+    pub fn validate(&self) -> Result<(), SignatureError> {
+        self.decode().map(|_| ())
+    }
+
+    fn decode(&self) -> Result<ed25519_dalek::VerifyingKey, SignatureError> {
+        let key = ed25519_dalek::VerifyingKey::from_bytes(&self.0).map_err(|_| SignatureError)?;
+        if key.is_weak() {
+            return Err(SignatureError);
+        }
+        Ok(key)
+    }
+
+    /// Verifies `signature` over `body` in the domain of `kind`, strictly: non-canonical
+    /// encodings and small-order keys are refused.
+    pub fn verify(
+        &self,
+        kind: SignatureKind,
+        body: &[u8],
+        signature: &Signature,
+    ) -> Result<(), SignatureError> {
+        let key = self.decode()?;
+        let sig = ed25519_dalek::Signature::from_bytes(&signature.0);
+        key.verify_strict(&signed_bytes(kind, body), &sig)
+            .map_err(|_| SignatureError)
+    }
+
+    /// The first 8 bytes in hex: enough to tell keys apart in logs.
+    pub fn short(&self) -> String {
+        hex_lower(self.0.get(..8).unwrap_or(&[]))
+    }
+}
+
+impl fmt::Display for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex_lower(&self.0))
+    }
+}
+
+impl fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PublicKey({})", self.short())
+    }
+}
+
+impl std::str::FromStr for PublicKey {
+    type Err = SignatureError;
+
+    /// Parses 64 hex digits.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bytes = hex_decode(s).ok_or(SignatureError)?;
+        let arr: [u8; 32] = bytes.try_into().map_err(|_| SignatureError)?;
+        Ok(PublicKey(arr))
+    }
+}
+
+/// An Ed25519 signature (64 bytes).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Signature(pub [u8; 64]);
+
+impl fmt::Debug for Signature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Signature({}…)",
+            hex_lower(self.0.get(..8).unwrap_or(&[]))
+        )
+    }
+}
+
+impl Serialize for Signature {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut tuple = serializer.serialize_tuple(64)?;
+        for byte in &self.0 {
+            tuple.serialize_element(byte)?;
+        }
+        tuple.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Signature {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SigVisitor;
+        impl<'de> Visitor<'de> for SigVisitor {
+            type Value = Signature;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("64 signature bytes")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Signature, A::Error> {
+                let mut out = [0u8; 64];
+                for (i, slot) in out.iter_mut().enumerate() {
+                    *slot = seq
+                        .next_element()?
+                        .ok_or_else(|| de::Error::invalid_length(i, &self))?;
+                }
+                Ok(Signature(out))
+            }
+        }
+        deserializer.deserialize_tuple(64, SigVisitor)
+    }
+}
+
+pub(crate) fn hex_lower(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        for nibble in [b >> 4, b & 0x0f] {
+            if let Some(d) = DIGITS.get(usize::from(nibble)) {
+                s.push(char::from(*d));
+            }
+        }
+    }
+    s
+}
+
+pub(crate) fn hex_decode(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    s.as_bytes()
+        .chunks_exact(2)
+        .map(|pair| {
+            let hi = char::from(*pair.first()?).to_digit(16)?;
+            let lo = char::from(*pair.get(1)?).to_digit(16)?;
+            u8::try_from(hi * 16 + lo).ok()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng;
+
+    #[test]
+    fn signatures_are_bound_to_their_kind_and_body() {
+        let mut rng = ChaCha20Rng::from_seed([1; 32]);
+        let key = SigningKey::generate(&mut rng);
+        let sig = key.sign(SignatureKind::Message, b"body");
+        let public = key.public_key();
+        assert!(public.verify(SignatureKind::Message, b"body", &sig).is_ok());
+        assert!(public.verify(SignatureKind::Delete, b"body", &sig).is_err());
+        assert!(
+            public
+                .verify(SignatureKind::Message, b"bodY", &sig)
+                .is_err()
+        );
+        let other = SigningKey::generate(&mut rng).public_key();
+        assert!(other.verify(SignatureKind::Message, b"body", &sig).is_err());
+    }
+
+    #[test]
+    fn weak_and_invalid_keys_are_refused() {
+        // The identity point (small order) encodes as 0x01 followed by zeros.
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        assert!(PublicKey(identity).validate().is_err());
+        // A y-coordinate that is not on the curve.
+        let mut off_curve = [0u8; 32];
+        off_curve[0] = 2;
+        assert!(PublicKey(off_curve).validate().is_err());
+    }
+
+    #[test]
+    fn non_canonical_signature_scalar_is_refused() {
+        let key = SigningKey::from_seed(&[7; 32]);
+        let mut sig = key.sign(SignatureKind::Claim, b"x");
+        // Add the group order to s: same value mod l, but a non-canonical encoding.
+        const L: [u8; 32] = [
+            0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9,
+            0xde, 0x14, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+        ];
+        let mut carry = 0u16;
+        for (s, l) in sig.0[32..].iter_mut().zip(L) {
+            let sum = u16::from(*s) + u16::from(l) + carry;
+            *s = (sum & 0xff) as u8;
+            carry = sum >> 8;
+        }
+        assert!(
+            key.public_key()
+                .verify(SignatureKind::Claim, b"x", &sig)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn debug_is_redacted() {
+        let key = SigningKey::from_seed(&[9; 32]);
+        let shown = format!("{key:?}");
+        assert!(shown.contains("redacted"));
+        assert!(!shown.contains(&hex_lower(&[9; 32])));
+    }
+
+    #[test]
+    fn hex_round_trip() {
+        let key = SigningKey::from_seed(&[3; 32]).public_key();
+        assert_eq!(key.to_string().parse::<PublicKey>(), Ok(key));
+        assert!("zz".parse::<PublicKey>().is_err());
+    }
+}

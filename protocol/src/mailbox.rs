@@ -1,0 +1,783 @@
+//! The mailbox state machine: what a replica accepts, given the records it holds and `now`.
+//!
+//! A [`MailboxState`] is created from a valid genesis; every other record is applied with a
+//! method that first checks everything, then changes the state. On error the state is
+//! unchanged. Each method returns an [`Outcome`] telling a new record from a repeat of one
+//! already applied, so callers can answer idempotently (the draft's 201 for a repeated
+//! `Mailbox-Request-ID`).
+//!
+//! Replica-local facts (the receipts this replica granted) live here too, since "at most
+//! `max_recipients` claimants per replica, same claimant = same receipt" is a rule.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+use crate::crypto::{CryptoProvider, HpkePublicKey, PublicKey, SigningKey};
+use crate::error::Role;
+use crate::id::Address;
+use crate::record::{
+    Claim, ClaimCertificate, Delete, Genesis, Message, ReadRequest, Receipt, ReceiptBody, Record,
+    Relinquish, Resolve, Rights,
+};
+use crate::wire::{BoundedVec, FORMAT_VERSION};
+
+/// Network-wide limits every replica applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The longest mailbox lifetime (default 7 days).
+    pub max_ttl_secs: u64,
+    /// How far in the future a record's timestamp may lie (default 5 minutes).
+    pub max_clock_skew_secs: u64,
+    /// How old (or new) a read request may be (default 5 minutes).
+    pub read_window_secs: u64,
+    /// The algorithms accepted.
+    pub provider: CryptoProvider,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_ttl_secs: 7 * 24 * 3600,
+            max_clock_skew_secs: 300,
+            read_window_secs: 300,
+            provider: CryptoProvider::default(),
+        }
+    }
+}
+
+impl Limits {
+    fn not_future(&self, t: u64, now: u64) -> Result<(), Error> {
+        if t > now.saturating_add(self.max_clock_skew_secs) {
+            Err(Error::FromTheFuture)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// Whether an operation changed the state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The record was new and is now part of the state.
+    Applied,
+    /// The same record was already applied; nothing changed.
+    Duplicate,
+}
+
+/// A recipient: a claimant holding a certificate, or kept by a resolve.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Recipient {
+    /// The recipient's per-share signing key.
+    pub key: PublicKey,
+    /// The recipient's per-share HPKE key.
+    pub hpke: HpkePublicKey,
+}
+
+/// A party proven by a signature: the sender or a recipient.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Party {
+    /// Which side.
+    pub role: Role,
+    /// Its per-share signing key.
+    pub key: PublicKey,
+}
+
+/// A message's place: (from, to, sequence number).
+pub type MessageKey = (PublicKey, PublicKey, u64);
+
+/// A summary of a mailbox for `status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MailboxStatus {
+    /// Expiry (unix seconds).
+    pub expires_at: u64,
+    /// Whether it expired.
+    pub expired: bool,
+    /// Whether it was deleted.
+    pub deleted: bool,
+    /// Whether claimants raced and the sender must resolve.
+    pub contested: bool,
+    /// Whether the sender resolved a contest.
+    pub resolved: bool,
+    /// Certified recipients.
+    pub recipients: Vec<PublicKey>,
+    /// The policy's limit.
+    pub max_recipients: u8,
+    /// Messages stored, both directions.
+    pub messages: usize,
+}
+
+/// What a replica knows about one mailbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MailboxState {
+    genesis: Genesis,
+    genesis_digest: [u8; 32],
+    grants: Vec<Receipt>,
+    certificates: Vec<ClaimCertificate>,
+    recipients: Vec<Recipient>,
+    contested: bool,
+    resolve: Option<Resolve>,
+    relinquished: BTreeSet<PublicKey>,
+    messages: BTreeMap<MessageKey, [u8; 32]>,
+    deleted: Option<Delete>,
+}
+
+/// Checks a genesis completely: shape, signature, keys, times, algorithms.
+pub fn validate_genesis(genesis: &Genesis, limits: &Limits, now: u64) -> Result<(), Error> {
+    genesis.check_shape()?;
+    let h = genesis.header();
+    h.sender
+        .validate()
+        .map_err(|_| Error::InvalidKey("sender"))?;
+    h.claim_key
+        .validate()
+        .map_err(|_| Error::InvalidKey("claim_key"))?;
+    limits.provider.check_hpke(h.sender_hpke.suite)?;
+    h.sender_hpke.validate()?;
+    limits.provider.check_aead(genesis.body.payload.algorithm)?;
+    genesis.verify_signature()?;
+    limits.not_future(h.created_at, now)?;
+    if h.expires_at <= h.created_at {
+        return Err(Error::ExpiryBeforeCreation);
+    }
+    if h.expires_at - h.created_at > limits.max_ttl_secs {
+        return Err(Error::ExpiryTooFar {
+            max_secs: limits.max_ttl_secs,
+        });
+    }
+    if now >= h.expires_at {
+        return Err(Error::Expired);
+    }
+    Ok(())
+}
+
+/// Checks a claim against its genesis: address, both signatures, keys, time.
+pub fn validate_claim(
+    genesis: &Genesis,
+    claim: &Claim,
+    limits: &Limits,
+    now: u64,
+) -> Result<(), Error> {
+    claim.check_shape()?;
+    if claim.body.address != genesis.header().address {
+        return Err(Error::WrongAddress);
+    }
+    limits.not_future(claim.body.claimed_at, now)?;
+    claim
+        .body
+        .recipient
+        .validate()
+        .map_err(|_| Error::InvalidKey("recipient"))?;
+    if claim.body.recipient == genesis.header().sender {
+        return Err(Error::InvalidField {
+            field: "recipient",
+            reason: "the sender cannot claim its own mailbox",
+        });
+    }
+    limits
+        .provider
+        .check_hpke(claim.body.recipient_hpke.suite)?;
+    claim.body.recipient_hpke.validate()?;
+    claim.verify(&genesis.header().claim_key)
+}
+
+/// Checks a receipt's origin: address, a member of the replica set, signature.
+fn validate_receipt(genesis: &Genesis, receipt: &Receipt) -> Result<(), Error> {
+    receipt.check_shape()?;
+    if receipt.body.address != genesis.header().address {
+        return Err(Error::WrongAddress);
+    }
+    if !genesis.header().replicas.contains(&receipt.body.replica) {
+        return Err(Error::NotAReplica);
+    }
+    receipt.verify_signature()
+}
+
+/// Checks a certificate offline against its genesis: a valid claim and valid receipts for
+/// exactly that claim from a strict majority of distinct replica-set members.
+pub fn validate_certificate(
+    genesis: &Genesis,
+    cert: &ClaimCertificate,
+    limits: &Limits,
+    now: u64,
+) -> Result<(), Error> {
+    validate_claim(genesis, &cert.claim, limits, now)?;
+    let digest = cert.claim.digest();
+    let mut replicas = BTreeSet::new();
+    for receipt in cert.receipts.iter() {
+        validate_receipt(genesis, receipt)?;
+        if receipt.body.recipient != cert.claim.body.recipient
+            || receipt.body.claim_digest != digest
+        {
+            return Err(Error::InvalidField {
+                field: "receipts",
+                reason: "a receipt grants another claim",
+            });
+        }
+        replicas.insert(receipt.body.replica);
+    }
+    let need = genesis.header().majority();
+    if replicas.len() < need {
+        return Err(Error::MinorityCertificate {
+            have: replicas.len(),
+            need,
+        });
+    }
+    Ok(())
+}
+
+/// Where a claim stands, judged from the receipts an entry node collected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimTally {
+    /// The claim has a majority: here is its certificate.
+    Certified(Box<ClaimCertificate>),
+    /// The claim may still reach a majority: wait for more answers.
+    Pending,
+    /// The claim cannot reach a majority, but another claimant can (or did).
+    Lost,
+    /// No claimant can reach a majority for a free slot: the sender must resolve.
+    Contested,
+}
+
+/// For each claimant in `receipts`, the replicas that granted it; receipts that fail
+/// validation are ignored.
+fn grants_by_claimant(
+    genesis: &Genesis,
+    receipts: &[Receipt],
+) -> BTreeMap<PublicKey, BTreeSet<PublicKey>> {
+    let mut by_claimant: BTreeMap<PublicKey, BTreeSet<PublicKey>> = BTreeMap::new();
+    for r in receipts {
+        if validate_receipt(genesis, r).is_ok() {
+            by_claimant
+                .entry(r.body.recipient)
+                .or_default()
+                .insert(r.body.replica);
+        }
+    }
+    by_claimant
+}
+
+/// Whether `claimant` can still collect a majority: its grants plus every replica that did
+/// not grant it and still has a free slot (replicas not heard from count as free).
+fn can_reach(
+    genesis: &Genesis,
+    by_claimant: &BTreeMap<PublicKey, BTreeSet<PublicKey>>,
+    claimant: &PublicKey,
+) -> bool {
+    let max = usize::from(genesis.header().policy.max_recipients);
+    let mine = by_claimant.get(claimant);
+    let possible = genesis
+        .header()
+        .replicas
+        .iter()
+        .filter(|replica| {
+            if mine.is_some_and(|m| m.contains(replica)) {
+                return true;
+            }
+            let used = by_claimant.values().filter(|g| g.contains(replica)).count();
+            used < max
+        })
+        .count();
+    possible >= genesis.header().majority()
+}
+
+/// Whether the receipts show a contest: fewer claimants certified than slots, and no
+/// uncertified claimant able to reach a majority.
+fn shows_contest(
+    genesis: &Genesis,
+    by_claimant: &BTreeMap<PublicKey, BTreeSet<PublicKey>>,
+) -> bool {
+    let need = genesis.header().majority();
+    let certified = by_claimant.values().filter(|g| g.len() >= need).count();
+    if certified >= usize::from(genesis.header().policy.max_recipients) {
+        return false;
+    }
+    let uncertified: Vec<_> = by_claimant
+        .iter()
+        .filter(|(_, g)| g.len() < need)
+        .map(|(c, _)| c)
+        .collect();
+    !uncertified.is_empty()
+        && uncertified
+            .iter()
+            .all(|c| !can_reach(genesis, by_claimant, c))
+}
+
+/// Judges `claim` from every receipt collected so far (for it and for rivals).
+pub fn tally_claim(genesis: &Genesis, claim: &Claim, receipts: &[Receipt]) -> ClaimTally {
+    let by_claimant = grants_by_claimant(genesis, receipts);
+    let digest = claim.digest();
+    let mine: Vec<Receipt> = receipts
+        .iter()
+        .filter(|r| {
+            r.body.recipient == claim.body.recipient
+                && r.body.claim_digest == digest
+                && validate_receipt(genesis, r).is_ok()
+        })
+        .fold(Vec::new(), |mut acc, r| {
+            if !acc
+                .iter()
+                .any(|a: &Receipt| a.body.replica == r.body.replica)
+            {
+                acc.push(r.clone());
+            }
+            acc
+        });
+    if mine.len() >= genesis.header().majority()
+        && let Some(receipts) = BoundedVec::new(mine)
+    {
+        return ClaimTally::Certified(Box::new(ClaimCertificate {
+            claim: claim.clone(),
+            receipts,
+        }));
+    }
+    if can_reach(genesis, &by_claimant, &claim.body.recipient) {
+        ClaimTally::Pending
+    } else if shows_contest(genesis, &by_claimant) {
+        ClaimTally::Contested
+    } else {
+        ClaimTally::Lost
+    }
+}
+
+impl MailboxState {
+    /// A new mailbox from a genesis, which must be valid at `now`.
+    pub fn create(genesis: Genesis, limits: &Limits, now: u64) -> Result<Self, Error> {
+        validate_genesis(&genesis, limits, now)?;
+        Ok(Self {
+            genesis_digest: genesis.digest(),
+            genesis,
+            grants: Vec::new(),
+            certificates: Vec::new(),
+            recipients: Vec::new(),
+            contested: false,
+            resolve: None,
+            relinquished: BTreeSet::new(),
+            messages: BTreeMap::new(),
+            deleted: None,
+        })
+    }
+
+    /// A genesis arriving for an address that already has this state: the same bytes are
+    /// an idempotent success, anything else a conflict (or gone, after a delete).
+    pub fn offer_genesis(&self, genesis: &Genesis, now: u64) -> Result<Outcome, Error> {
+        self.live(now)?;
+        if genesis.digest() == self.genesis_digest {
+            Ok(Outcome::Duplicate)
+        } else {
+            Err(Error::GenesisConflict)
+        }
+    }
+
+    /// The genesis.
+    pub fn genesis(&self) -> &Genesis {
+        &self.genesis
+    }
+
+    /// The mailbox address.
+    pub fn address(&self) -> Address {
+        self.genesis.header().address
+    }
+
+    /// The certified recipients.
+    pub fn recipients(&self) -> &[Recipient] {
+        &self.recipients
+    }
+
+    /// The certificates stored.
+    pub fn certificates(&self) -> &[ClaimCertificate] {
+        &self.certificates
+    }
+
+    /// The receipts this replica granted.
+    pub fn grants(&self) -> &[Receipt] {
+        &self.grants
+    }
+
+    /// The resolve, if the sender settled a contest.
+    pub fn resolution(&self) -> Option<&Resolve> {
+        self.resolve.as_ref()
+    }
+
+    /// The delete record, if the mailbox is a tombstone.
+    pub fn deletion(&self) -> Option<&Delete> {
+        self.deleted.as_ref()
+    }
+
+    /// The keys of every message stored, in order.
+    pub fn message_keys(&self) -> impl Iterator<Item = (&MessageKey, &[u8; 32])> {
+        self.messages.iter()
+    }
+
+    /// Whether the background sweep may remove this mailbox (live or tombstone).
+    pub fn is_sweepable(&self, now: u64) -> bool {
+        now >= self.genesis.header().expires_at
+    }
+
+    /// Refuses anything on an expired or deleted mailbox.
+    pub fn live(&self, now: u64) -> Result<(), Error> {
+        if self.deleted.is_some() {
+            Err(Error::Deleted)
+        } else if now >= self.genesis.header().expires_at {
+            Err(Error::Expired)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The status summary.
+    pub fn status(&self, now: u64) -> MailboxStatus {
+        MailboxStatus {
+            expires_at: self.genesis.header().expires_at,
+            expired: now >= self.genesis.header().expires_at,
+            deleted: self.deleted.is_some(),
+            contested: self.contested,
+            resolved: self.resolve.is_some(),
+            recipients: self.recipients.iter().map(|r| r.key).collect(),
+            max_recipients: self.genesis.header().policy.max_recipients,
+            messages: self.messages.len(),
+        }
+    }
+
+    /// The role of `key`, if it is a party.
+    pub fn role_of(&self, key: &PublicKey) -> Option<Role> {
+        if *key == self.genesis.header().sender {
+            Some(Role::Sender)
+        } else if self.recipients.iter().any(|r| r.key == *key) {
+            Some(Role::Recipient)
+        } else {
+            None
+        }
+    }
+
+    fn require_right(&self, role: Role, right: Rights) -> Result<(), Error> {
+        let policy = &self.genesis.header().policy;
+        let rights = match role {
+            Role::Sender => policy.sender_rights,
+            Role::Recipient => policy.recipient_rights,
+        };
+        if rights.allows(right) {
+            Ok(())
+        } else {
+            Err(Error::RightDenied {
+                role,
+                right: right.name(),
+            })
+        }
+    }
+
+    fn active_grants(&self) -> usize {
+        self.grants
+            .iter()
+            .filter(|g| !self.relinquished.contains(&g.body.recipient))
+            .count()
+    }
+
+    /// A replica grants `claim` a slot, signing a receipt with its node key: first come,
+    /// at most `max_recipients` distinct claimants; the same claimant gets the same receipt.
+    pub fn grant(
+        &mut self,
+        claim: &Claim,
+        replica: &SigningKey,
+        limits: &Limits,
+        now: u64,
+    ) -> Result<(Receipt, Outcome), Error> {
+        self.live(now)?;
+        validate_claim(&self.genesis, claim, limits, now)?;
+        let me = replica.public_key();
+        if !self.genesis.header().replicas.contains(&me) {
+            return Err(Error::NotAReplica);
+        }
+        let who = claim.body.recipient;
+        if self.relinquished.contains(&who) {
+            return Err(Error::Relinquished);
+        }
+        if let Some(existing) = self.grants.iter().find(|g| g.body.recipient == who) {
+            return Ok((existing.clone(), Outcome::Duplicate));
+        }
+        if self.resolve.is_some() {
+            return Err(Error::AlreadyClaimed);
+        }
+        if self.contested {
+            return Err(Error::Contested);
+        }
+        if self.active_grants() >= usize::from(self.genesis.header().policy.max_recipients) {
+            return Err(Error::AlreadyClaimed);
+        }
+        let receipt = Receipt::sign(
+            ReceiptBody {
+                version: FORMAT_VERSION,
+                address: self.address(),
+                replica: me,
+                recipient: who,
+                claim_digest: claim.digest(),
+                granted_at: now,
+            },
+            replica,
+        );
+        self.grants.push(receipt.clone());
+        Ok((receipt, Outcome::Applied))
+    }
+
+    /// Stores a certificate: its claimant becomes a recipient.
+    pub fn accept_certificate(
+        &mut self,
+        cert: &ClaimCertificate,
+        limits: &Limits,
+        now: u64,
+    ) -> Result<Outcome, Error> {
+        self.live(now)?;
+        validate_certificate(&self.genesis, cert, limits, now)?;
+        let who = cert.claim.body.recipient;
+        if self.relinquished.contains(&who) {
+            return Err(Error::Relinquished);
+        }
+        if self.recipients.iter().any(|r| r.key == who) {
+            return Ok(Outcome::Duplicate);
+        }
+        if self.resolve.is_some() {
+            return Err(Error::ResolveConflict);
+        }
+        if self.recipients.len() >= usize::from(self.genesis.header().policy.max_recipients) {
+            return Err(Error::AlreadyClaimed);
+        }
+        self.recipients.push(Recipient {
+            key: who,
+            hpke: cert.claim.body.recipient_hpke.clone(),
+        });
+        self.certificates.push(cert.clone());
+        Ok(Outcome::Applied)
+    }
+
+    /// Marks the mailbox contested, given receipts (from any replicas) that show no
+    /// claimant can still reach a majority for a free slot.
+    pub fn mark_contested(&mut self, evidence: &[Receipt], now: u64) -> Result<Outcome, Error> {
+        self.live(now)?;
+        if self.contested {
+            return Ok(Outcome::Duplicate);
+        }
+        if self.resolve.is_some() {
+            return Err(Error::ResolveConflict);
+        }
+        for r in evidence {
+            validate_receipt(&self.genesis, r)?;
+        }
+        let mut all = evidence.to_vec();
+        all.extend(self.grants.iter().cloned());
+        if !shows_contest(&self.genesis, &grants_by_claimant(&self.genesis, &all)) {
+            return Err(Error::InvalidField {
+                field: "evidence",
+                reason: "the receipts do not show a contest",
+            });
+        }
+        self.contested = true;
+        Ok(Outcome::Applied)
+    }
+
+    /// Applies the sender's resolve: the kept claimants become the recipients.
+    pub fn resolve(
+        &mut self,
+        resolve: &Resolve,
+        limits: &Limits,
+        now: u64,
+    ) -> Result<Outcome, Error> {
+        self.live(now)?;
+        resolve.check_shape()?;
+        if resolve.body.address != self.address() {
+            return Err(Error::WrongAddress);
+        }
+        limits.not_future(resolve.body.resolved_at, now)?;
+        resolve.verify_signature(&self.genesis.header().sender)?;
+        if let Some(existing) = &self.resolve {
+            return if existing.digest() == resolve.digest() {
+                Ok(Outcome::Duplicate)
+            } else {
+                Err(Error::ResolveConflict)
+            };
+        }
+        let keep = &resolve.body.keep;
+        if keep.is_empty() || keep.len() > usize::from(self.genesis.header().policy.max_recipients)
+        {
+            return Err(Error::InvalidField {
+                field: "keep",
+                reason: "between 1 and max_recipients claimants",
+            });
+        }
+        let mut seen = BTreeSet::new();
+        for claim in keep.iter() {
+            validate_claim(&self.genesis, claim, limits, now)?;
+            if self.relinquished.contains(&claim.body.recipient) {
+                return Err(Error::Relinquished);
+            }
+            if !seen.insert(claim.body.recipient) {
+                return Err(Error::InvalidField {
+                    field: "keep",
+                    reason: "claimants must be distinct",
+                });
+            }
+        }
+        self.recipients = keep
+            .iter()
+            .map(|c| Recipient {
+                key: c.body.recipient,
+                hpke: c.body.recipient_hpke.clone(),
+            })
+            .collect();
+        self.contested = false;
+        self.resolve = Some(resolve.clone());
+        Ok(Outcome::Applied)
+    }
+
+    /// Checks a message: only from a party with the write right, to the other party, under a
+    /// sequence number not yet used in that direction (any such number: a replica that
+    /// missed one still takes the next). The same record again is a duplicate; a different
+    /// one under a used number is a replay.
+    pub fn check_message(
+        &self,
+        msg: &Message,
+        limits: &Limits,
+        now: u64,
+    ) -> Result<Outcome, Error> {
+        self.live(now)?;
+        msg.check_shape()?;
+        let h = msg.header();
+        if h.address != self.address() {
+            return Err(Error::WrongAddress);
+        }
+        let role = self.role_of(&h.from).ok_or(Error::NotAParty)?;
+        msg.verify_signature()?;
+        let to_ok = match role {
+            Role::Sender => self.recipients.iter().any(|r| r.key == h.to),
+            Role::Recipient => h.to == self.genesis.header().sender,
+        };
+        if !to_ok {
+            return Err(Error::WrongRecipient);
+        }
+        self.require_right(role, Rights::WRITE)?;
+        limits.not_future(h.sent_at, now)?;
+        if let Some(digest) = self.messages.get(&(h.from, h.to, h.seq)) {
+            return if *digest == msg.digest() {
+                Ok(Outcome::Duplicate)
+            } else {
+                Err(Error::Replay { seq: h.seq })
+            };
+        }
+        let max = self.genesis.header().policy.max_messages;
+        if self.messages.len() >= usize::from(max) {
+            return Err(Error::TooManyMessages { max });
+        }
+        Ok(Outcome::Applied)
+    }
+
+    /// Applies a message (see [`MailboxState::check_message`]).
+    pub fn apply_message(
+        &mut self,
+        msg: &Message,
+        limits: &Limits,
+        now: u64,
+    ) -> Result<Outcome, Error> {
+        let outcome = self.check_message(msg, limits, now)?;
+        if outcome == Outcome::Applied {
+            let h = msg.header();
+            self.messages.insert((h.from, h.to, h.seq), msg.digest());
+        }
+        Ok(outcome)
+    }
+
+    /// Deletes the mailbox: it becomes a tombstone until its original expiry, refusing any
+    /// later record.
+    pub fn delete(&mut self, delete: &Delete, limits: &Limits, now: u64) -> Result<Outcome, Error> {
+        if let Some(existing) = &self.deleted {
+            return if existing.digest() == delete.digest() {
+                Ok(Outcome::Duplicate)
+            } else {
+                Err(Error::Deleted)
+            };
+        }
+        self.live(now)?;
+        let role = self.party_action(&delete.body, limits, now)?;
+        delete.verify_signature()?;
+        self.require_right(role, Rights::DELETE)?;
+        self.deleted = Some(delete.clone());
+        self.messages.clear();
+        self.certificates.clear();
+        self.grants.clear();
+        Ok(Outcome::Applied)
+    }
+
+    fn party_action(
+        &self,
+        body: &crate::record::ActionBody,
+        limits: &Limits,
+        now: u64,
+    ) -> Result<Role, Error> {
+        if body.version != FORMAT_VERSION {
+            return Err(Error::Decode(crate::wire::DecodeError::UnsupportedVersion(
+                body.version,
+            )));
+        }
+        if body.address != self.address() {
+            return Err(Error::WrongAddress);
+        }
+        limits.not_future(body.at, now)?;
+        self.role_of(&body.by).ok_or(Error::NotAParty)
+    }
+
+    /// A recipient (certified, or a claimant holding this replica's grant) gives its slot
+    /// back. The key can never claim again; the slot is free for another claimant.
+    pub fn relinquish(
+        &mut self,
+        rel: &Relinquish,
+        limits: &Limits,
+        now: u64,
+    ) -> Result<Outcome, Error> {
+        self.live(now)?;
+        rel.check_shape()?;
+        let who = rel.body.by;
+        if self.relinquished.contains(&who) {
+            rel.verify_signature()?;
+            return Ok(Outcome::Duplicate);
+        }
+        if rel.body.address != self.address() {
+            return Err(Error::WrongAddress);
+        }
+        limits.not_future(rel.body.at, now)?;
+        let certified = self.recipients.iter().any(|r| r.key == who);
+        let granted = self.grants.iter().any(|g| g.body.recipient == who);
+        if !certified && !granted {
+            return Err(Error::NotAParty);
+        }
+        rel.verify_signature()?;
+        self.recipients.retain(|r| r.key != who);
+        self.certificates.retain(|c| c.claim.body.recipient != who);
+        self.relinquished.insert(who);
+        Ok(Outcome::Applied)
+    }
+
+    /// Checks a signed read request: a party with the read right, signed within the window.
+    pub fn authorize_read(
+        &self,
+        req: &ReadRequest,
+        limits: &Limits,
+        now: u64,
+    ) -> Result<Party, Error> {
+        self.live(now)?;
+        req.check_shape()?;
+        if req.body.at.abs_diff(now) > limits.read_window_secs {
+            return Err(Error::StaleRequest);
+        }
+        let role = self.party_action(&req.body, limits, now)?;
+        req.verify_signature()?;
+        self.require_right(role, Rights::READ)?;
+        Ok(Party {
+            role,
+            key: req.body.by,
+        })
+    }
+
+    /// Whether `reader` may see the message at `key` (it wrote it or it is addressed to it).
+    pub fn visible_to(reader: &PublicKey, key: &MessageKey) -> bool {
+        key.0 == *reader || key.1 == *reader
+    }
+}

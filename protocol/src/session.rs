@@ -1,0 +1,621 @@
+//! The two parties of a share, sans-IO: what the sender and the recipient compute.
+//!
+//! A [`SenderSession`] creates a share (genesis + invitation), learns its recipients from
+//! their certificates, and seals and opens messages. A [`RecipientSession`] opens an
+//! invitation (derives the keys, verifies the genesis, decrypts the first payload), makes
+//! the claim, and then does the same with messages. Both deliver incoming messages strictly
+//! in order per direction, holding back anything after a gap until the gap fills.
+//!
+//! Sessions are plain data: [`SenderSession::to_bytes`] and friends let a client persist
+//! them (they contain secrets: store them privately).
+
+use std::collections::BTreeMap;
+
+use rand_core::CryptoRng;
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+use crate::crypto::aead::NONCE_LEN;
+use crate::crypto::{
+    self, AeadAlgorithm, HpkeContext, HpkeKeyPair, HpkeSuite, PublicKey, SigningKey, pad,
+};
+use crate::id::{Address, MailboxId, Secret};
+use crate::invitation::{ShareUrl, Vertical};
+use crate::mailbox::{self, Limits, Recipient};
+use crate::record::{
+    Claim, ClaimBody, ClaimCertificate, Delete, DisplayInfo, Genesis, GenesisBody, GenesisHeader,
+    Message, MessageBody, MessageHeader, Policy, ReadRequest, Record, Relinquish, Resolve,
+    ResolveBody, SealedPayload,
+};
+use crate::wire::{self, BoundedBytes, BoundedVec, FORMAT_VERSION};
+
+/// What the sender chooses when creating a share.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShareOptions {
+    /// Lifetime in seconds (default 24 h; at most the network's maximum).
+    pub ttl_secs: u64,
+    /// Recipients, rights and message limit.
+    pub policy: Policy,
+    /// Public display information for the preview page (none by default).
+    pub display: Option<DisplayInfo>,
+    /// An opaque device attestation.
+    pub attestation: Option<Vec<u8>>,
+    /// The AEAD of the first payload.
+    pub aead: AeadAlgorithm,
+    /// The HPKE suite of the device keys.
+    pub hpke: HpkeSuite,
+    /// The vertical named in the invitation.
+    pub vertical: Vertical,
+}
+
+impl Default for ShareOptions {
+    fn default() -> Self {
+        Self {
+            ttl_secs: 24 * 3600,
+            policy: Policy::default(),
+            display: None,
+            attestation: None,
+            aead: AeadAlgorithm::default(),
+            hpke: HpkeSuite::default(),
+            vertical: Vertical::General,
+        }
+    }
+}
+
+/// A message opened and delivered in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivered {
+    /// The author's per-share key.
+    pub from: PublicKey,
+    /// The sequence number in the author's direction.
+    pub seq: u64,
+    /// The request ID the author gave.
+    pub request_id: [u8; 16],
+    /// When the author sent it (unix seconds).
+    pub sent_at: u64,
+    /// The plaintext.
+    pub plaintext: Vec<u8>,
+}
+
+/// The message machinery both parties share: sequence numbers out, ordered delivery in.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Channel {
+    address: Address,
+    signing: SigningKey,
+    hpke: HpkeKeyPair,
+    next_out: BTreeMap<PublicKey, u64>,
+    next_in: BTreeMap<PublicKey, u64>,
+    held: BTreeMap<PublicKey, BTreeMap<u64, Delivered>>,
+}
+
+/// The most messages held back behind a gap per direction.
+const MAX_HELD: usize = 64;
+
+impl Channel {
+    fn new(address: Address, signing: SigningKey, hpke: HpkeKeyPair) -> Self {
+        Self {
+            address,
+            signing,
+            hpke,
+            next_out: BTreeMap::new(),
+            next_in: BTreeMap::new(),
+            held: BTreeMap::new(),
+        }
+    }
+
+    fn seal(
+        &mut self,
+        to: &Recipient,
+        psk: &[u8; 32],
+        plaintext: &[u8],
+        request_id: [u8; 16],
+        now: u64,
+        rng: &mut impl CryptoRng,
+    ) -> Result<Message, Error> {
+        let padded = pad::pad(plaintext)?;
+        let seq = self.next_out.get(&to.key).copied().unwrap_or(1);
+        let header = MessageHeader {
+            version: FORMAT_VERSION,
+            address: self.address,
+            from: self.signing.public_key(),
+            to: to.key,
+            seq,
+            request_id,
+            sent_at: now,
+        };
+        let ctx_info = header.hpke_info();
+        let ctx_aad = header.hpke_aad();
+        let ctx = HpkeContext {
+            info: &ctx_info,
+            aad: &ctx_aad,
+            psk,
+            psk_id: self.address.as_bytes(),
+        };
+        let (enc, ciphertext) = crypto::hpke::seal(&to.hpke, &ctx, &padded, rng)?;
+        let body = MessageBody {
+            header,
+            enc: BoundedBytes::new(enc).ok_or(Error::InvalidKey("hpke enc"))?,
+            ciphertext: BoundedBytes::new(ciphertext).ok_or(Error::PayloadTooLarge {
+                len: plaintext.len(),
+                max: pad::MAX_PLAINTEXT,
+            })?,
+        };
+        self.next_out.insert(to.key, seq + 1);
+        Ok(Message::sign(body, &self.signing))
+    }
+
+    fn receive(
+        &mut self,
+        msg: &Message,
+        from_allowed: &[PublicKey],
+        psk: &[u8; 32],
+    ) -> Result<Vec<Delivered>, Error> {
+        msg.check_shape()?;
+        let h = msg.header();
+        if h.address != self.address {
+            return Err(Error::WrongAddress);
+        }
+        if h.to != self.signing.public_key() {
+            return Err(Error::WrongRecipient);
+        }
+        if !from_allowed.contains(&h.from) {
+            return Err(Error::NotAParty);
+        }
+        msg.verify_signature()?;
+        let next = self.next_in.get(&h.from).copied().unwrap_or(1);
+        let held = self.held.entry(h.from).or_default();
+        if h.seq < next || held.contains_key(&h.seq) {
+            return Ok(Vec::new());
+        }
+        if held.len() >= MAX_HELD {
+            return Err(Error::TooManyMessages {
+                max: MAX_HELD as u16,
+            });
+        }
+        let info = h.hpke_info();
+        let aad = h.hpke_aad();
+        let ctx = HpkeContext {
+            info: &info,
+            aad: &aad,
+            psk,
+            psk_id: self.address.as_bytes(),
+        };
+        let padded = self.hpke.open(&ctx, &msg.body.enc, &msg.body.ciphertext)?;
+        let plaintext = pad::unpad(padded)?;
+        held.insert(
+            h.seq,
+            Delivered {
+                from: h.from,
+                seq: h.seq,
+                request_id: h.request_id,
+                sent_at: h.sent_at,
+                plaintext,
+            },
+        );
+        let mut out = Vec::new();
+        let mut next = next;
+        while let Some(d) = held.remove(&next) {
+            out.push(d);
+            next += 1;
+        }
+        self.next_in.insert(h.from, next);
+        Ok(out)
+    }
+
+    fn held_back(&self) -> usize {
+        self.held.values().map(BTreeMap::len).sum()
+    }
+}
+
+/// The sender's side of one share.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SenderSession {
+    id: MailboxId,
+    secret: Secret,
+    vertical: Vertical,
+    genesis: Genesis,
+    recipients: Vec<Recipient>,
+    channel: Channel,
+}
+
+impl SenderSession {
+    /// Creates a share: fresh mailbox ID, secret and device keys; the genesis (naming
+    /// `replicas`) with the first payload sealed; and the invitation on `base_url`.
+    pub fn create(
+        base_url: &str,
+        replicas: Vec<PublicKey>,
+        payload: &[u8],
+        options: &ShareOptions,
+        now: u64,
+        rng: &mut impl CryptoRng,
+    ) -> Result<(Self, ShareUrl), Error> {
+        let id = MailboxId::random(rng);
+        let secret = Secret::random(rng);
+        let url = ShareUrl::new(base_url, id, options.vertical, secret.clone()).map_err(|_| {
+            Error::InvalidField {
+                field: "base_url",
+                reason: "an http(s)://host[:port] URL",
+            }
+        })?;
+        let keys = secret.derive_keys(&id);
+        let signing = SigningKey::generate(rng);
+        let hpke = HpkeKeyPair::generate(options.hpke, rng);
+        let attestation = match &options.attestation {
+            None => None,
+            Some(a) => Some(BoundedBytes::new(a.clone()).ok_or(Error::InvalidField {
+                field: "attestation",
+                reason: "at most 8192 bytes",
+            })?),
+        };
+        let header = GenesisHeader {
+            version: FORMAT_VERSION,
+            address: id.address(),
+            created_at: now,
+            expires_at: now.saturating_add(options.ttl_secs),
+            sender: signing.public_key(),
+            sender_hpke: hpke.public_key().clone(),
+            claim_key: keys.claim.public_key(),
+            replicas: BoundedVec::new(replicas).ok_or(Error::InvalidField {
+                field: "replicas",
+                reason: "at most 16 replicas",
+            })?,
+            policy: options.policy,
+            display: options.display.clone(),
+            attestation,
+        };
+        let padded = pad::pad(payload)?;
+        let mut nonce = [0u8; NONCE_LEN];
+        rng.fill_bytes(&mut nonce);
+        let ciphertext =
+            options
+                .aead
+                .seal(&keys.payload_key, &nonce, &header.payload_aad(), &padded);
+        let body = GenesisBody {
+            header,
+            payload: SealedPayload {
+                algorithm: options.aead,
+                nonce,
+                ciphertext: BoundedBytes::from_vec_unchecked(ciphertext),
+            },
+        };
+        let genesis = Genesis::sign(body, &signing);
+        genesis.check_shape()?;
+        let session = Self {
+            id,
+            secret,
+            vertical: options.vertical,
+            genesis,
+            recipients: Vec::new(),
+            channel: Channel::new(id.address(), signing, hpke),
+        };
+        Ok((session, url))
+    }
+
+    /// The mailbox ID.
+    pub fn mailbox_id(&self) -> MailboxId {
+        self.id
+    }
+
+    /// The mailbox address.
+    pub fn address(&self) -> Address {
+        self.channel.address
+    }
+
+    /// The genesis to store on the replicas.
+    pub fn genesis(&self) -> &Genesis {
+        &self.genesis
+    }
+
+    /// The invitation again, on `base_url`.
+    pub fn share_url(&self, base_url: &str) -> Result<ShareUrl, Error> {
+        ShareUrl::new(base_url, self.id, self.vertical, self.secret.clone()).map_err(|_| {
+            Error::InvalidField {
+                field: "base_url",
+                reason: "an http(s)://host[:port] URL",
+            }
+        })
+    }
+
+    /// The sender's per-share signing key (public half).
+    pub fn public_key(&self) -> PublicKey {
+        self.channel.signing.public_key()
+    }
+
+    /// The recipients learned so far.
+    pub fn recipients(&self) -> &[Recipient] {
+        &self.recipients
+    }
+
+    /// Learns a recipient from its certificate, checked against the genesis.
+    pub fn add_certificate(
+        &mut self,
+        cert: &ClaimCertificate,
+        limits: &Limits,
+        now: u64,
+    ) -> Result<Recipient, Error> {
+        mailbox::validate_certificate(&self.genesis, cert, limits, now)?;
+        let recipient = Recipient {
+            key: cert.claim.body.recipient,
+            hpke: cert.claim.body.recipient_hpke.clone(),
+        };
+        if !self.recipients.contains(&recipient) {
+            self.recipients.push(recipient.clone());
+        }
+        Ok(recipient)
+    }
+
+    /// Settles a contest: keeps the claimants of `keep`, who become the recipients.
+    pub fn resolve(
+        &mut self,
+        keep: Vec<Claim>,
+        limits: &Limits,
+        now: u64,
+    ) -> Result<Resolve, Error> {
+        for claim in &keep {
+            mailbox::validate_claim(&self.genesis, claim, limits, now)?;
+        }
+        let recipients: Vec<Recipient> = keep
+            .iter()
+            .map(|c| Recipient {
+                key: c.body.recipient,
+                hpke: c.body.recipient_hpke.clone(),
+            })
+            .collect();
+        let body = ResolveBody {
+            version: FORMAT_VERSION,
+            address: self.address(),
+            keep: BoundedVec::new(keep).ok_or(Error::InvalidField {
+                field: "keep",
+                reason: "at most 16 claimants",
+            })?,
+            resolved_at: now,
+        };
+        self.recipients = recipients;
+        Ok(Resolve::sign(body, &self.channel.signing))
+    }
+
+    /// Seals the next message to the recipient `to`.
+    pub fn seal(
+        &mut self,
+        to: &PublicKey,
+        plaintext: &[u8],
+        request_id: [u8; 16],
+        now: u64,
+        rng: &mut impl CryptoRng,
+    ) -> Result<Message, Error> {
+        let recipient = self
+            .recipients
+            .iter()
+            .find(|r| r.key == *to)
+            .cloned()
+            .ok_or(Error::NotAParty)?;
+        let psk = self.secret.derive_keys(&self.id).psk;
+        self.channel
+            .seal(&recipient, &psk, plaintext, request_id, now, rng)
+    }
+
+    /// Opens a message from a recipient; returns what is now deliverable, in order.
+    pub fn receive(&mut self, msg: &Message) -> Result<Vec<Delivered>, Error> {
+        let allowed: Vec<PublicKey> = self.recipients.iter().map(|r| r.key).collect();
+        let psk = self.secret.derive_keys(&self.id).psk;
+        self.channel.receive(msg, &allowed, &psk)
+    }
+
+    /// Messages received but held back behind a sequence gap.
+    pub fn held_back(&self) -> usize {
+        self.channel.held_back()
+    }
+
+    /// A signed delete.
+    pub fn delete(&self, now: u64) -> Delete {
+        Delete::sign(self.address(), &self.channel.signing, now)
+    }
+
+    /// A signed read request.
+    pub fn read_request(&self, now: u64) -> ReadRequest {
+        ReadRequest::sign(self.address(), &self.channel.signing, now)
+    }
+
+    /// Local persistence (contains secrets).
+    pub fn to_bytes(&self) -> Result<Vec<u8>, Error> {
+        Ok(wire::encode_local(self)?)
+    }
+
+    /// Restores a session saved with [`SenderSession::to_bytes`].
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
+        Ok(wire::decode_local(bytes)?)
+    }
+}
+
+/// The recipient's side of one share.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecipientSession {
+    id: MailboxId,
+    secret: Secret,
+    genesis: Genesis,
+    claim: Claim,
+    certificate: Option<ClaimCertificate>,
+    kept_by: Option<Resolve>,
+    channel: Channel,
+}
+
+impl RecipientSession {
+    /// Opens an invitation against the genesis fetched from the network: checks that the
+    /// genesis belongs to the invitation and is valid, decrypts the first payload, and
+    /// makes fresh device keys and the claim.
+    pub fn open(
+        url: &ShareUrl,
+        genesis: Genesis,
+        limits: &Limits,
+        now: u64,
+        rng: &mut impl CryptoRng,
+    ) -> Result<(Self, Vec<u8>), Error> {
+        let id = url.mailbox_id();
+        let keys = url.secret().derive_keys(&id);
+        if genesis.header().address != id.address() {
+            return Err(Error::WrongAddress);
+        }
+        if genesis.header().claim_key != keys.claim.public_key() {
+            return Err(Error::NotInvited);
+        }
+        mailbox::validate_genesis(&genesis, limits, now)?;
+        let payload = &genesis.body.payload;
+        let padded = payload.algorithm.open(
+            &keys.payload_key,
+            &payload.nonce,
+            &genesis.header().payload_aad(),
+            &payload.ciphertext,
+        )?;
+        let first = pad::unpad(padded)?;
+        let signing = SigningKey::generate(rng);
+        let hpke = HpkeKeyPair::generate(genesis.header().sender_hpke.suite, rng);
+        let claim = Claim::sign(
+            ClaimBody {
+                version: FORMAT_VERSION,
+                address: id.address(),
+                recipient: signing.public_key(),
+                recipient_hpke: hpke.public_key().clone(),
+                claimed_at: now,
+            },
+            &keys.claim,
+            &signing,
+        );
+        let session = Self {
+            id,
+            secret: url.secret().clone(),
+            genesis,
+            claim,
+            certificate: None,
+            kept_by: None,
+            channel: Channel::new(id.address(), signing, hpke),
+        };
+        Ok((session, first))
+    }
+
+    /// The mailbox ID.
+    pub fn mailbox_id(&self) -> MailboxId {
+        self.id
+    }
+
+    /// The mailbox address.
+    pub fn address(&self) -> Address {
+        self.channel.address
+    }
+
+    /// The genesis.
+    pub fn genesis(&self) -> &Genesis {
+        &self.genesis
+    }
+
+    /// The claim to submit.
+    pub fn claim(&self) -> &Claim {
+        &self.claim
+    }
+
+    /// The recipient's per-share signing key (public half).
+    pub fn public_key(&self) -> PublicKey {
+        self.channel.signing.public_key()
+    }
+
+    /// The certificate, once accepted.
+    pub fn certificate(&self) -> Option<&ClaimCertificate> {
+        self.certificate.as_ref()
+    }
+
+    /// Whether this claimant is a recipient: certified, or kept by the sender's resolve.
+    pub fn is_recipient(&self) -> bool {
+        self.certificate.is_some() || self.kept_by.is_some()
+    }
+
+    /// Accepts the certificate for this session's claim, checked against the genesis.
+    pub fn accept_certificate(
+        &mut self,
+        cert: ClaimCertificate,
+        limits: &Limits,
+        now: u64,
+    ) -> Result<(), Error> {
+        if cert.claim != self.claim {
+            return Err(Error::InvalidField {
+                field: "certificate",
+                reason: "certifies another claim",
+            });
+        }
+        mailbox::validate_certificate(&self.genesis, &cert, limits, now)?;
+        self.certificate = Some(cert);
+        Ok(())
+    }
+
+    /// Accepts a resolve that keeps this claimant, in place of a certificate.
+    pub fn accept_resolve(&mut self, resolve: &Resolve) -> Result<(), Error> {
+        resolve.verify_signature(&self.genesis.header().sender)?;
+        if resolve.body.address != self.address() {
+            return Err(Error::WrongAddress);
+        }
+        if !resolve.body.keep.contains(&self.claim) {
+            return Err(Error::NotAParty);
+        }
+        self.kept_by = Some(resolve.clone());
+        Ok(())
+    }
+
+    fn sender(&self) -> Recipient {
+        Recipient {
+            key: self.genesis.header().sender,
+            hpke: self.genesis.header().sender_hpke.clone(),
+        }
+    }
+
+    /// Seals the next message to the sender. Requires a certificate (or a resolve).
+    pub fn seal(
+        &mut self,
+        plaintext: &[u8],
+        request_id: [u8; 16],
+        now: u64,
+        rng: &mut impl CryptoRng,
+    ) -> Result<Message, Error> {
+        if !self.is_recipient() {
+            return Err(Error::NotAParty);
+        }
+        let sender = self.sender();
+        let psk = self.secret.derive_keys(&self.id).psk;
+        self.channel
+            .seal(&sender, &psk, plaintext, request_id, now, rng)
+    }
+
+    /// Opens a message from the sender; returns what is now deliverable, in order.
+    pub fn receive(&mut self, msg: &Message) -> Result<Vec<Delivered>, Error> {
+        let psk = self.secret.derive_keys(&self.id).psk;
+        let sender = self.genesis.header().sender;
+        self.channel.receive(msg, &[sender], &psk)
+    }
+
+    /// Messages received but held back behind a sequence gap.
+    pub fn held_back(&self) -> usize {
+        self.channel.held_back()
+    }
+
+    /// A signed relinquish.
+    pub fn relinquish(&self, now: u64) -> Relinquish {
+        Relinquish::sign(self.address(), &self.channel.signing, now)
+    }
+
+    /// A signed delete (effective only with the delete right).
+    pub fn delete(&self, now: u64) -> Delete {
+        Delete::sign(self.address(), &self.channel.signing, now)
+    }
+
+    /// A signed read request.
+    pub fn read_request(&self, now: u64) -> ReadRequest {
+        ReadRequest::sign(self.address(), &self.channel.signing, now)
+    }
+
+    /// Local persistence (contains secrets).
+    pub fn to_bytes(&self) -> Result<Vec<u8>, Error> {
+        Ok(wire::encode_local(self)?)
+    }
+
+    /// Restores a session saved with [`RecipientSession::to_bytes`].
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
+        Ok(wire::decode_local(bytes)?)
+    }
+}

@@ -1,0 +1,2 @@
+//! Integration tests across the tigress crates live in `tests/integration/`; this library
+//! is empty.
