@@ -194,8 +194,19 @@ fn validate_receipt(genesis: &Genesis, receipt: &Receipt) -> Result<(), Error> {
     receipt.verify_signature()
 }
 
+/// The slot a certificate's receipts grant (all must agree; checked by
+/// [`validate_certificate`]).
+pub fn certificate_slot(cert: &ClaimCertificate) -> Result<u8, Error> {
+    cert.receipts
+        .first()
+        .map(|r| r.body.slot)
+        .ok_or(Error::MinorityCertificate { have: 0, need: 1 })
+}
+
 /// Checks a certificate offline against its genesis: a valid claim and valid receipts for
-/// exactly that claim from a strict majority of distinct replica-set members.
+/// exactly that claim and one slot, from a strict majority of distinct replica-set members.
+/// Majorities intersect and a replica gives a slot to one claimant at a time, so each slot
+/// has at most one certificate.
 pub fn validate_certificate(
     genesis: &Genesis,
     cert: &ClaimCertificate,
@@ -204,11 +215,19 @@ pub fn validate_certificate(
 ) -> Result<(), Error> {
     validate_claim(genesis, &cert.claim, limits, now)?;
     let digest = cert.claim.digest();
+    let slot = certificate_slot(cert)?;
+    if slot >= genesis.header().policy.max_recipients {
+        return Err(Error::InvalidField {
+            field: "receipts",
+            reason: "slot beyond max_recipients",
+        });
+    }
     let mut replicas = BTreeSet::new();
     for receipt in cert.receipts.iter() {
         validate_receipt(genesis, receipt)?;
         if receipt.body.recipient != cert.claim.body.recipient
             || receipt.body.claim_digest != digest
+            || receipt.body.slot != slot
         {
             return Err(Error::InvalidField {
                 field: "receipts",
@@ -240,101 +259,123 @@ pub enum ClaimTally {
     Contested,
 }
 
-/// For each claimant in `receipts`, the replicas that granted it; receipts that fail
-/// validation are ignored.
-fn grants_by_claimant(
-    genesis: &Genesis,
-    receipts: &[Receipt],
-) -> BTreeMap<PublicKey, BTreeSet<PublicKey>> {
-    let mut by_claimant: BTreeMap<PublicKey, BTreeSet<PublicKey>> = BTreeMap::new();
-    for r in receipts {
-        if validate_receipt(genesis, r).is_ok() {
-            by_claimant
-                .entry(r.body.recipient)
-                .or_default()
-                .insert(r.body.replica);
+/// Which slot each replica granted to each claimant, from a set of receipts (receipts
+/// that fail validation are ignored; a replica's first receipt per claimant counts).
+#[derive(Default)]
+struct GrantMap {
+    /// (replica, claimant) -> slot.
+    by_pair: BTreeMap<(PublicKey, PublicKey), u8>,
+}
+
+impl GrantMap {
+    fn new(genesis: &Genesis, receipts: &[Receipt]) -> Self {
+        let mut map = GrantMap::default();
+        for r in receipts {
+            if validate_receipt(genesis, r).is_ok() {
+                map.by_pair
+                    .entry((r.body.replica, r.body.recipient))
+                    .or_insert(r.body.slot);
+            }
+        }
+        map
+    }
+
+    fn claimants(&self) -> BTreeSet<PublicKey> {
+        self.by_pair.keys().map(|(_, c)| *c).collect()
+    }
+
+    fn slot_of(&self, replica: &PublicKey, claimant: &PublicKey) -> Option<u8> {
+        self.by_pair.get(&(*replica, *claimant)).copied()
+    }
+
+    fn slot_taken(&self, replica: &PublicKey, slot: u8) -> bool {
+        self.by_pair
+            .iter()
+            .any(|((r, _), s)| r == replica && *s == slot)
+    }
+
+    /// Replicas that granted `claimant` exactly `slot`.
+    fn count(&self, genesis: &Genesis, claimant: &PublicKey, slot: u8) -> usize {
+        genesis
+            .header()
+            .replicas
+            .iter()
+            .filter(|r| self.slot_of(r, claimant) == Some(slot))
+            .count()
+    }
+
+    fn is_certified(&self, genesis: &Genesis, claimant: &PublicKey) -> bool {
+        (0..genesis.header().policy.max_recipients)
+            .any(|slot| self.count(genesis, claimant, slot) >= genesis.header().majority())
+    }
+
+    /// Whether `claimant` can still collect a majority for some slot: replicas that granted
+    /// it that slot, plus replicas that granted it nothing and are not known to have given
+    /// that slot away (a replica not heard from counts as free).
+    fn can_reach(&self, genesis: &Genesis, claimant: &PublicKey) -> bool {
+        let h = genesis.header();
+        (0..h.policy.max_recipients).any(|slot| {
+            let possible = h
+                .replicas
+                .iter()
+                .filter(|r| match self.slot_of(r, claimant) {
+                    Some(s) => s == slot,
+                    None => !self.slot_taken(r, slot),
+                })
+                .count();
+            possible >= h.majority()
+        })
+    }
+
+    /// A contest: some claimant is uncertified, none of the uncertified can still reach a
+    /// majority for any slot, and fewer slots than the policy allows are certified.
+    fn shows_contest(&self, genesis: &Genesis) -> bool {
+        let claimants = self.claimants();
+        let certified = claimants
+            .iter()
+            .filter(|c| self.is_certified(genesis, c))
+            .count();
+        if certified >= usize::from(genesis.header().policy.max_recipients) {
+            return false;
+        }
+        let mut uncertified = claimants
+            .iter()
+            .filter(|c| !self.is_certified(genesis, c))
+            .peekable();
+        uncertified.peek().is_some() && uncertified.all(|c| !self.can_reach(genesis, c))
+    }
+}
+
+/// Judges `claim` from every receipt collected so far (for it and for rivals; an entry node
+/// includes the grants a full replica reports when it refuses).
+pub fn tally_claim(genesis: &Genesis, claim: &Claim, receipts: &[Receipt]) -> ClaimTally {
+    let map = GrantMap::new(genesis, receipts);
+    let digest = claim.digest();
+    let who = claim.body.recipient;
+    for slot in 0..genesis.header().policy.max_recipients {
+        let mut mine: Vec<Receipt> = Vec::new();
+        for r in receipts {
+            let fits = r.body.recipient == who
+                && r.body.slot == slot
+                && r.body.claim_digest == digest
+                && !mine.iter().any(|m| m.body.replica == r.body.replica)
+                && validate_receipt(genesis, r).is_ok();
+            if fits {
+                mine.push(r.clone());
+            }
+        }
+        if mine.len() >= genesis.header().majority()
+            && let Some(receipts) = BoundedVec::new(mine)
+        {
+            return ClaimTally::Certified(Box::new(ClaimCertificate {
+                claim: claim.clone(),
+                receipts,
+            }));
         }
     }
-    by_claimant
-}
-
-/// Whether `claimant` can still collect a majority: its grants plus every replica that did
-/// not grant it and still has a free slot (replicas not heard from count as free).
-fn can_reach(
-    genesis: &Genesis,
-    by_claimant: &BTreeMap<PublicKey, BTreeSet<PublicKey>>,
-    claimant: &PublicKey,
-) -> bool {
-    let max = usize::from(genesis.header().policy.max_recipients);
-    let mine = by_claimant.get(claimant);
-    let possible = genesis
-        .header()
-        .replicas
-        .iter()
-        .filter(|replica| {
-            if mine.is_some_and(|m| m.contains(replica)) {
-                return true;
-            }
-            let used = by_claimant.values().filter(|g| g.contains(replica)).count();
-            used < max
-        })
-        .count();
-    possible >= genesis.header().majority()
-}
-
-/// Whether the receipts show a contest: fewer claimants certified than slots, and no
-/// uncertified claimant able to reach a majority.
-fn shows_contest(
-    genesis: &Genesis,
-    by_claimant: &BTreeMap<PublicKey, BTreeSet<PublicKey>>,
-) -> bool {
-    let need = genesis.header().majority();
-    let certified = by_claimant.values().filter(|g| g.len() >= need).count();
-    if certified >= usize::from(genesis.header().policy.max_recipients) {
-        return false;
-    }
-    let uncertified: Vec<_> = by_claimant
-        .iter()
-        .filter(|(_, g)| g.len() < need)
-        .map(|(c, _)| c)
-        .collect();
-    !uncertified.is_empty()
-        && uncertified
-            .iter()
-            .all(|c| !can_reach(genesis, by_claimant, c))
-}
-
-/// Judges `claim` from every receipt collected so far (for it and for rivals).
-pub fn tally_claim(genesis: &Genesis, claim: &Claim, receipts: &[Receipt]) -> ClaimTally {
-    let by_claimant = grants_by_claimant(genesis, receipts);
-    let digest = claim.digest();
-    let mine: Vec<Receipt> = receipts
-        .iter()
-        .filter(|r| {
-            r.body.recipient == claim.body.recipient
-                && r.body.claim_digest == digest
-                && validate_receipt(genesis, r).is_ok()
-        })
-        .fold(Vec::new(), |mut acc, r| {
-            if !acc
-                .iter()
-                .any(|a: &Receipt| a.body.replica == r.body.replica)
-            {
-                acc.push(r.clone());
-            }
-            acc
-        });
-    if mine.len() >= genesis.header().majority()
-        && let Some(receipts) = BoundedVec::new(mine)
-    {
-        return ClaimTally::Certified(Box::new(ClaimCertificate {
-            claim: claim.clone(),
-            receipts,
-        }));
-    }
-    if can_reach(genesis, &by_claimant, &claim.body.recipient) {
+    if map.can_reach(genesis, &who) {
         ClaimTally::Pending
-    } else if shows_contest(genesis, &by_claimant) {
+    } else if map.shows_contest(genesis) {
         ClaimTally::Contested
     } else {
         ClaimTally::Lost
@@ -467,15 +508,15 @@ impl MailboxState {
         }
     }
 
-    fn active_grants(&self) -> usize {
+    fn active_grants(&self) -> impl Iterator<Item = &Receipt> {
         self.grants
             .iter()
             .filter(|g| !self.relinquished.contains(&g.body.recipient))
-            .count()
     }
 
     /// A replica grants `claim` a slot, signing a receipt with its node key: first come,
-    /// at most `max_recipients` distinct claimants; the same claimant gets the same receipt.
+    /// the lowest free slot of `0..max_recipients`, each slot to one claimant at a time;
+    /// the same claimant gets the same receipt.
     pub fn grant(
         &mut self,
         claim: &Claim,
@@ -502,15 +543,16 @@ impl MailboxState {
         if self.contested {
             return Err(Error::Contested);
         }
-        if self.active_grants() >= usize::from(self.genesis.header().policy.max_recipients) {
-            return Err(Error::AlreadyClaimed);
-        }
+        let slot = (0..self.genesis.header().policy.max_recipients)
+            .find(|slot| !self.active_grants().any(|g| g.body.slot == *slot))
+            .ok_or(Error::AlreadyClaimed)?;
         let receipt = Receipt::sign(
             ReceiptBody {
                 version: FORMAT_VERSION,
                 address: self.address(),
                 replica: me,
                 recipient: who,
+                slot,
                 claim_digest: claim.digest(),
                 granted_at: now,
             },
@@ -539,7 +581,14 @@ impl MailboxState {
         if self.resolve.is_some() {
             return Err(Error::ResolveConflict);
         }
-        if self.recipients.len() >= usize::from(self.genesis.header().policy.max_recipients) {
+        let slot = certificate_slot(cert)?;
+        let slot_held = self
+            .certificates
+            .iter()
+            .any(|c| certificate_slot(c) == Ok(slot));
+        if slot_held
+            || self.recipients.len() >= usize::from(self.genesis.header().policy.max_recipients)
+        {
             return Err(Error::AlreadyClaimed);
         }
         self.recipients.push(Recipient {
@@ -565,7 +614,7 @@ impl MailboxState {
         }
         let mut all = evidence.to_vec();
         all.extend(self.grants.iter().cloned());
-        if !shows_contest(&self.genesis, &grants_by_claimant(&self.genesis, &all)) {
+        if !GrantMap::new(&self.genesis, &all).shows_contest(&self.genesis) {
             return Err(Error::InvalidField {
                 field: "evidence",
                 reason: "the receipts do not show a contest",

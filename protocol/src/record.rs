@@ -406,6 +406,9 @@ pub struct ReceiptBody {
     pub replica: PublicKey,
     /// The claimant granted.
     pub recipient: PublicKey,
+    /// The recipient slot granted, `0..max_recipients`. A certificate needs a majority of
+    /// receipts for one slot, so no more than `max_recipients` certificates can exist.
+    pub slot: u8,
     /// SHA-256 of the exact claim granted.
     pub claim_digest: [u8; 32],
     /// Grant time (unix seconds).
