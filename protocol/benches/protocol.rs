@@ -31,6 +31,7 @@ fn setup(payload: usize) -> Setup {
     let limits = Limits::default();
     let replicas: Vec<SigningKey> = (0..5).map(|_| SigningKey::generate(&mut rng)).collect();
     let (mut sender, url) = SenderSession::create(
+        tigress_protocol::session::ShareIdentity::random(&mut rng),
         "https://relay.example",
         replicas.iter().map(SigningKey::public_key).collect(),
         &vec![7u8; payload],
@@ -80,6 +81,7 @@ fn bench_genesis(c: &mut Criterion) {
             let payload = vec![7u8; size];
             b.iter(|| {
                 SenderSession::create(
+                    tigress_protocol::session::ShareIdentity::random(&mut s.rng),
                     "https://relay.example",
                     replica_keys.clone(),
                     &payload,

@@ -135,6 +135,7 @@ fn signatures() -> Value {
     let now = 1_800_000_000;
     let replica = SigningKey::generate(&mut rng);
     let (mut sender, url) = SenderSession::create(
+        tigress_protocol::session::ShareIdentity::random(&mut rng),
         "https://relay.example",
         vec![replica.public_key()],
         b"vector payload",

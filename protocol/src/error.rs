@@ -8,7 +8,7 @@ use crate::crypto::SignatureKind;
 use crate::wire::DecodeError;
 
 /// The classes of refusal, one per row of the design's error table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum ErrorCode {
     /// The input is not well formed (HTTP 400).
@@ -98,12 +98,15 @@ impl std::fmt::Display for ErrorCode {
 }
 
 /// Which party a right or a rule concerns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Role {
     /// The party that created the mailbox.
     Sender,
     /// A party holding a claim certificate (or kept by a resolve).
     Recipient,
+    /// A holder of the invitation that has not claimed (signs with the claim key): may
+    /// open the genesis, nothing else.
+    Invitee,
 }
 
 impl std::fmt::Display for Role {
@@ -111,6 +114,7 @@ impl std::fmt::Display for Role {
         f.write_str(match self {
             Role::Sender => "sender",
             Role::Recipient => "recipient",
+            Role::Invitee => "invitee",
         })
     }
 }

@@ -15,7 +15,7 @@
 //! use rand_core::SeedableRng;
 //! use tigress_protocol::crypto::SigningKey;
 //! use tigress_protocol::mailbox::{tally_claim, ClaimTally, Limits, MailboxState};
-//! use tigress_protocol::session::{RecipientSession, SenderSession, ShareOptions};
+//! use tigress_protocol::session::{RecipientSession, SenderSession, ShareIdentity, ShareOptions};
 //! use tigress_protocol::invitation::ShareUrl;
 //!
 //! let mut rng = ChaCha20Rng::from_seed([7; 32]);
@@ -24,8 +24,9 @@
 //! let replica = SigningKey::generate(&mut rng);
 //!
 //! // The sender creates the share; a replica stores the genesis.
+//! let identity = ShareIdentity::random(&mut rng);
 //! let (mut sender, url) = SenderSession::create(
-//!     "https://relay.example", vec![replica.public_key()], b"car key",
+//!     identity, "https://relay.example", vec![replica.public_key()], b"car key",
 //!     &ShareOptions::default(), now, &mut rng,
 //! )?;
 //! let mut state = MailboxState::create(sender.genesis().clone(), &limits, now)?;
@@ -57,6 +58,7 @@ pub mod id;
 pub mod invitation;
 pub mod mailbox;
 pub mod record;
+pub mod rpc;
 pub mod session;
 pub mod wire;
 

@@ -114,6 +114,7 @@ pub struct MailboxState {
     genesis: Genesis,
     genesis_digest: [u8; 32],
     grants: Vec<Receipt>,
+    claims: Vec<Claim>,
     certificates: Vec<ClaimCertificate>,
     recipients: Vec<Recipient>,
     contested: bool,
@@ -390,6 +391,7 @@ impl MailboxState {
             genesis_digest: genesis.digest(),
             genesis,
             grants: Vec::new(),
+            claims: Vec::new(),
             certificates: Vec::new(),
             recipients: Vec::new(),
             contested: false,
@@ -429,6 +431,11 @@ impl MailboxState {
     /// The certificates stored.
     pub fn certificates(&self) -> &[ClaimCertificate] {
         &self.certificates
+    }
+
+    /// The claims this replica granted (what a sender needs to resolve a contest).
+    pub fn claims(&self) -> &[Claim] {
+        &self.claims
     }
 
     /// The receipts this replica granted.
@@ -497,6 +504,7 @@ impl MailboxState {
         let rights = match role {
             Role::Sender => policy.sender_rights,
             Role::Recipient => policy.recipient_rights,
+            Role::Invitee => return Err(Error::NotAParty),
         };
         if rights.allows(right) {
             Ok(())
@@ -559,6 +567,7 @@ impl MailboxState {
             replica,
         );
         self.grants.push(receipt.clone());
+        self.claims.push(claim.clone());
         Ok((receipt, Outcome::Applied))
     }
 
@@ -699,6 +708,7 @@ impl MailboxState {
         let to_ok = match role {
             Role::Sender => self.recipients.iter().any(|r| r.key == h.to),
             Role::Recipient => h.to == self.genesis.header().sender,
+            Role::Invitee => false,
         };
         if !to_ok {
             return Err(Error::WrongRecipient);
@@ -752,6 +762,7 @@ impl MailboxState {
         self.messages.clear();
         self.certificates.clear();
         self.grants.clear();
+        self.claims.clear();
         Ok(Outcome::Applied)
     }
 
@@ -821,6 +832,27 @@ impl MailboxState {
         self.require_right(role, Rights::READ)?;
         Ok(Party {
             role,
+            key: req.body.by,
+        })
+    }
+
+    /// Checks a signed request to open the genesis: from a party, or from a holder of the
+    /// invitation signing with the claim key (a recipient before it claims).
+    pub fn authorize_open(&self, req: &ReadRequest, limits: &Limits, now: u64) -> Result<Party, Error> {
+        if req.body.by != self.genesis.header().claim_key {
+            return self.authorize_read(req, limits, now);
+        }
+        self.live(now)?;
+        req.check_shape()?;
+        if req.body.at.abs_diff(now) > limits.read_window_secs {
+            return Err(Error::StaleRequest);
+        }
+        if req.body.address != self.address() {
+            return Err(Error::WrongAddress);
+        }
+        req.verify_signature()?;
+        Ok(Party {
+            role: Role::Invitee,
             key: req.body.by,
         })
     }

@@ -62,6 +62,31 @@ impl Default for ShareOptions {
     }
 }
 
+/// The identity of a new share: its mailbox ID and secret. Drawn first, so the sender can
+/// locate the replicas of the address before it signs the genesis that names them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShareIdentity {
+    /// The mailbox ID.
+    pub id: MailboxId,
+    /// The secret.
+    pub secret: Secret,
+}
+
+impl ShareIdentity {
+    /// A fresh random mailbox ID and secret.
+    pub fn random(rng: &mut impl CryptoRng) -> Self {
+        Self {
+            id: MailboxId::random(rng),
+            secret: Secret::random(rng),
+        }
+    }
+
+    /// The DHT address.
+    pub fn address(&self) -> Address {
+        self.id.address()
+    }
+}
+
 /// A message opened and delivered in order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Delivered {
@@ -205,6 +230,13 @@ impl Channel {
     fn held_back(&self) -> usize {
         self.held.values().map(BTreeMap::len).sum()
     }
+
+    fn cursor(&self, authors: &[PublicKey]) -> Vec<(PublicKey, u64)> {
+        authors
+            .iter()
+            .map(|a| (*a, self.next_in.get(a).copied().unwrap_or(1)))
+            .collect()
+    }
 }
 
 /// The sender's side of one share.
@@ -219,9 +251,11 @@ pub struct SenderSession {
 }
 
 impl SenderSession {
-    /// Creates a share: fresh mailbox ID, secret and device keys; the genesis (naming
-    /// `replicas`) with the first payload sealed; and the invitation on `base_url`.
+    /// Creates a share from its new identity (see [`ShareIdentity::random`]): fresh device
+    /// keys, the genesis (naming `replicas`) with the first payload sealed, and the
+    /// invitation on `base_url`.
     pub fn create(
+        identity: ShareIdentity,
         base_url: &str,
         replicas: Vec<PublicKey>,
         payload: &[u8],
@@ -229,8 +263,7 @@ impl SenderSession {
         now: u64,
         rng: &mut impl CryptoRng,
     ) -> Result<(Self, ShareUrl), Error> {
-        let id = MailboxId::random(rng);
-        let secret = Secret::random(rng);
+        let ShareIdentity { id, secret } = identity;
         let url = ShareUrl::new(base_url, id, options.vertical, secret.clone()).map_err(|_| {
             Error::InvalidField {
                 field: "base_url",
@@ -404,6 +437,12 @@ impl SenderSession {
     /// Messages received but held back behind a sequence gap.
     pub fn held_back(&self) -> usize {
         self.channel.held_back()
+    }
+
+    /// For each recipient, the next sequence number expected from it.
+    pub fn cursor(&self) -> Vec<(PublicKey, u64)> {
+        let authors: Vec<PublicKey> = self.recipients.iter().map(|r| r.key).collect();
+        self.channel.cursor(&authors)
     }
 
     /// A signed delete.
@@ -592,6 +631,18 @@ impl RecipientSession {
     /// Messages received but held back behind a sequence gap.
     pub fn held_back(&self) -> usize {
         self.channel.held_back()
+    }
+
+    /// The next sequence number expected from the sender.
+    pub fn cursor(&self) -> Vec<(PublicKey, u64)> {
+        self.channel.cursor(&[self.genesis.header().sender])
+    }
+
+    /// A signed request to open the genesis, made with the invitation's claim key (before
+    /// claiming, the recipient is not yet a party).
+    pub fn open_request(url: &ShareUrl, now: u64) -> ReadRequest {
+        let keys = url.secret().derive_keys(&url.mailbox_id());
+        ReadRequest::sign(url.mailbox_id().address(), &keys.claim, now)
     }
 
     /// A signed relinquish.

@@ -59,9 +59,9 @@ const CONFIG: Config = bincode::config::standard()
 /// The canonical bytes of `value`.
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
     // Encoding an in-memory value of this crate's serde-derived types cannot fail: every
-    // type is supported and every bounded field is far below the limit.
+    // type is supported and every bounded field bounds the total far below the limit.
     #[allow(clippy::expect_used)]
-    bincode::serde::encode_to_vec(value, CONFIG).expect("canonical encoding of an owned value")
+    bincode::serde::encode_to_vec(value, FRAME_CONFIG).expect("canonical encoding of an owned value")
 }
 
 /// Decodes exactly one `T` from `bytes`, with every bound checked.
@@ -77,6 +77,48 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8], max: usize) -> Result<T, Decode
         bincode::serde::decode_from_slice::<T, _>(bytes, CONFIG).map_err(|e| match e {
             bincode::error::DecodeError::UnexpectedEnd { .. } => DecodeError::Truncated,
             bincode::error::DecodeError::LimitExceeded => DecodeError::Truncated,
+            other => DecodeError::Invalid(other.to_string()),
+        })?;
+    if used != bytes.len() {
+        return Err(DecodeError::TrailingBytes(bytes.len() - used));
+    }
+    Ok(value)
+}
+
+/// The largest protocol frame (see `rpc::MAX_FRAME`).
+const FRAME_LIMIT: usize = 1024 * 1024;
+
+const FRAME_CONFIG: bincode::config::Configuration<
+    bincode::config::LittleEndian,
+    bincode::config::Fixint,
+    bincode::config::Limit<FRAME_LIMIT>,
+> = bincode::config::standard()
+    .with_little_endian()
+    .with_fixed_int_encoding()
+    .with_limit::<FRAME_LIMIT>();
+
+/// Encodes a protocol frame body, refusing one over 1 MiB.
+pub fn encode_frame<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, DecodeError> {
+    bincode::serde::encode_to_vec(value, FRAME_CONFIG).map_err(|_| DecodeError::TooLarge {
+        len: FRAME_LIMIT + 1,
+        max: FRAME_LIMIT,
+    })
+}
+
+/// Decodes exactly one `T` of at most `max` (≤ 1 MiB) bytes: for protocol frames, which
+/// carry several records.
+pub fn decode_with_limit<T: DeserializeOwned>(bytes: &[u8], max: usize) -> Result<T, DecodeError> {
+    let max = max.min(FRAME_LIMIT);
+    if bytes.len() > max {
+        return Err(DecodeError::TooLarge {
+            len: bytes.len(),
+            max,
+        });
+    }
+    let (value, used) =
+        bincode::serde::decode_from_slice::<T, _>(bytes, FRAME_CONFIG).map_err(|e| match e {
+            bincode::error::DecodeError::UnexpectedEnd { .. }
+            | bincode::error::DecodeError::LimitExceeded => DecodeError::Truncated,
             other => DecodeError::Invalid(other.to_string()),
         })?;
     if used != bytes.len() {

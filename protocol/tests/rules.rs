@@ -543,6 +543,7 @@ fn oversized_payloads_and_records_are_refused() {
     let mut rng = rand_chacha::ChaCha20Rng::from_seed([5; 32]);
     let replica = SigningKey::generate(&mut rng);
     let err = tigress_protocol::session::SenderSession::create(
+        tigress_protocol::session::ShareIdentity::random(&mut rng),
         "https://relay.example",
         vec![replica.public_key()],
         &vec![0u8; 65536],

@@ -33,6 +33,7 @@ impl Fixture {
             .map(|_| SigningKey::generate(&mut rng))
             .collect();
         let (sender, url) = SenderSession::create(
+            tigress_protocol::session::ShareIdentity::random(&mut rng),
             "https://relay.example",
             replicas.iter().map(SigningKey::public_key).collect(),
             payload,

@@ -1,0 +1,389 @@
+//! The wire formats of the two request-response protocols, and their framing.
+//!
+//! `/tigress/client/1` is what a client speaks to any node (its *entry* node);
+//! `/tigress/replica/1` is what an entry node speaks to the replicas of a mailbox. Both
+//! carry the records of [`crate::record`]; a frame is a 4-byte big-endian length followed by
+//! the canonical encoding, and the length is checked against [`MAX_FRAME`] before anything
+//! is read or allocated.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ErrorCode;
+use crate::id::Address;
+use crate::mailbox::{MailboxStatus, MessageKey};
+use crate::record::{
+    Claim, ClaimCertificate, Delete, Genesis, MAX_REPLICAS, Message, ReadRequest, Receipt,
+    Relinquish, Resolve,
+};
+use crate::crypto::PublicKey;
+use crate::wire::{self, BoundedString, BoundedVec, DecodeError};
+
+/// The client protocol name.
+pub const CLIENT_PROTOCOL: &str = "/tigress/client/1";
+/// The replica protocol name.
+pub const REPLICA_PROTOCOL: &str = "/tigress/replica/1";
+/// The largest frame body accepted (a fetch answer of several full messages fits).
+pub const MAX_FRAME: usize = 1024 * 1024;
+/// The most messages in one fetch answer.
+pub const MAX_FETCH: usize = 64;
+/// The most receipts offered as evidence of a contest.
+pub const MAX_EVIDENCE: usize = 256;
+/// The longest long-poll wait a node honours, in milliseconds.
+pub const MAX_WAIT_MS: u32 = 120_000;
+
+/// Where a reader stands: for each author, the next sequence number it expects.
+pub type Cursor = BoundedVec<(PublicKey, u64), 17>;
+
+/// A refusal carried over the wire.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteError {
+    /// The class.
+    pub code: ErrorCode,
+    /// A one-line human message.
+    pub message: BoundedString<512>,
+}
+
+impl RemoteError {
+    /// An error of class `code` with `message` (cut to 512 bytes).
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        let mut message: String = message.into();
+        if message.len() > 512 {
+            let mut cut = 512;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+        }
+        Self {
+            code,
+            message: BoundedString::new(message).unwrap_or_default(),
+        }
+    }
+}
+
+impl From<&crate::Error> for RemoteError {
+    fn from(e: &crate::Error) -> Self {
+        RemoteError::new(e.code(), e.to_string())
+    }
+}
+
+impl std::fmt::Display for RemoteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code, self.message.as_str())
+    }
+}
+
+impl std::error::Error for RemoteError {}
+
+/// What a node tells clients about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// The node's key (its libp2p identity).
+    pub node_key: PublicKey,
+    /// The base of share URLs made through this node (its HTTP gateway).
+    pub public_url: BoundedString<512>,
+    /// The network's replication factor.
+    pub replication: u8,
+    /// The network's maximum mailbox lifetime.
+    pub max_ttl_secs: u64,
+}
+
+/// What a party reads about its mailbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MailboxView {
+    /// The genesis.
+    pub genesis: Genesis,
+    /// The status.
+    pub status: MailboxStatus,
+    /// The certificates known.
+    pub certificates: BoundedVec<ClaimCertificate, 16>,
+    /// The claims granted so far (what a sender resolves a contest with).
+    pub claims: BoundedVec<Claim, 64>,
+    /// The sender's resolve, if any.
+    pub resolve: Option<Resolve>,
+}
+
+/// A request from a client to its entry node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[allow(clippy::large_enum_variant)]
+pub enum ClientRequest {
+    /// The node's [`NodeInfo`].
+    Info,
+    /// The replica set a new mailbox at `address` should name.
+    Locate {
+        /// The address.
+        address: Address,
+    },
+    /// Store a genesis on its replicas.
+    Create {
+        /// The genesis.
+        genesis: Genesis,
+    },
+    /// The genesis, to a party or to an invitee signing with the claim key.
+    Open {
+        /// The signed request.
+        request: ReadRequest,
+    },
+    /// Claim the mailbox; answered with the certificate.
+    Claim {
+        /// The claim.
+        claim: Claim,
+    },
+    /// The party's view of its mailbox.
+    Read {
+        /// The signed request.
+        request: ReadRequest,
+    },
+    /// Store a message.
+    Send {
+        /// The message.
+        message: Message,
+    },
+    /// Messages addressed to the reader after `cursor`, waiting up to `wait_ms` for one.
+    Fetch {
+        /// The signed request.
+        request: ReadRequest,
+        /// Where the reader stands.
+        cursor: Cursor,
+        /// How long to wait for a first message (long-poll).
+        wait_ms: u32,
+    },
+    /// Delete the mailbox.
+    Delete {
+        /// The signed delete.
+        delete: Delete,
+    },
+    /// Give a recipient slot back.
+    Relinquish {
+        /// The signed relinquish.
+        relinquish: Relinquish,
+    },
+    /// Settle a contest.
+    Resolve {
+        /// The signed resolve.
+        resolve: Resolve,
+    },
+    /// The public status of a mailbox.
+    Status {
+        /// The address.
+        address: Address,
+    },
+}
+
+/// A node's answer to a client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[allow(clippy::large_enum_variant)]
+pub enum ClientResponse {
+    /// Node information.
+    Info(NodeInfo),
+    /// The replica set for a new mailbox.
+    Located {
+        /// Node keys, closest first.
+        replicas: BoundedVec<PublicKey, MAX_REPLICAS>,
+    },
+    /// A write was stored by a majority.
+    Stored {
+        /// Whether it was already there (an idempotent repeat).
+        duplicate: bool,
+    },
+    /// The genesis.
+    Genesis(Genesis),
+    /// The claim's certificate.
+    Certified(ClaimCertificate),
+    /// The party's view.
+    View(MailboxView),
+    /// Messages, in (author, sequence) order.
+    Messages {
+        /// The messages.
+        messages: BoundedVec<Message, MAX_FETCH>,
+    },
+    /// The status.
+    Status(MailboxStatus),
+    /// A refusal.
+    Error(RemoteError),
+}
+
+/// A request from an entry node to a replica.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[allow(clippy::large_enum_variant)]
+pub enum ReplicaRequest {
+    /// Store a genesis.
+    StoreGenesis {
+        /// The genesis.
+        genesis: Genesis,
+    },
+    /// Grant a claim a slot.
+    Grant {
+        /// The claim.
+        claim: Claim,
+    },
+    /// Store a certificate.
+    StoreCertificate {
+        /// The certificate.
+        certificate: ClaimCertificate,
+    },
+    /// Mark the mailbox contested, with the receipts that show it.
+    MarkContested {
+        /// The address.
+        address: Address,
+        /// Receipts from the replicas.
+        evidence: BoundedVec<Receipt, MAX_EVIDENCE>,
+    },
+    /// Store a message.
+    StoreMessage {
+        /// The message.
+        message: Message,
+    },
+    /// Delete.
+    Delete {
+        /// The signed delete.
+        delete: Delete,
+    },
+    /// Relinquish.
+    Relinquish {
+        /// The signed relinquish.
+        relinquish: Relinquish,
+    },
+    /// Resolve.
+    Resolve {
+        /// The signed resolve.
+        resolve: Resolve,
+    },
+    /// The genesis, for a party or an invitee.
+    Open {
+        /// The signed request.
+        request: ReadRequest,
+    },
+    /// A party's view.
+    Read {
+        /// The signed request.
+        request: ReadRequest,
+    },
+    /// Messages for the reader after the cursor, waiting up to `wait_ms`.
+    Fetch {
+        /// The signed request.
+        request: ReadRequest,
+        /// Where the reader stands.
+        cursor: Cursor,
+        /// Long-poll wait.
+        wait_ms: u32,
+    },
+    /// The public status.
+    Status {
+        /// The address.
+        address: Address,
+    },
+    /// Everything this replica holds for the address, as digests (anti-entropy).
+    Digest {
+        /// The address.
+        address: Address,
+    },
+    /// The messages at these keys (anti-entropy).
+    GetMessages {
+        /// The address.
+        address: Address,
+        /// The keys wanted.
+        keys: BoundedVec<MessageKey, MAX_FETCH>,
+    },
+}
+
+/// What a replica holds for one mailbox, summarised for anti-entropy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaDigest {
+    /// The genesis.
+    pub genesis: Genesis,
+    /// Certificates held.
+    pub certificates: BoundedVec<ClaimCertificate, 16>,
+    /// The resolve, if any.
+    pub resolve: Option<Resolve>,
+    /// The delete, if the mailbox is a tombstone.
+    pub delete: Option<Delete>,
+    /// Relinquishes held.
+    pub relinquished: BoundedVec<Relinquish, 64>,
+    /// Keys of the messages held.
+    pub messages: BoundedVec<MessageKey, 1024>,
+}
+
+/// A replica's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[allow(clippy::large_enum_variant)]
+pub enum ReplicaResponse {
+    /// The write is durable.
+    Stored {
+        /// Whether it was already there.
+        duplicate: bool,
+    },
+    /// The claim's receipt.
+    Granted(Receipt),
+    /// The claim was refused; the replica's own grants are attached so the entry node can
+    /// tell a lost race from a contest.
+    Refused {
+        /// Why.
+        error: RemoteError,
+        /// The replica's current grants.
+        grants: BoundedVec<Receipt, 16>,
+    },
+    /// The genesis.
+    Genesis(Genesis),
+    /// A party's view.
+    View(MailboxView),
+    /// Messages.
+    Messages {
+        /// The messages.
+        messages: BoundedVec<Message, MAX_FETCH>,
+    },
+    /// The status.
+    Status(MailboxStatus),
+    /// The anti-entropy digest.
+    Digest(ReplicaDigest),
+    /// A refusal.
+    Error(RemoteError),
+}
+
+/// Encodes `value` as a frame body (the caller writes the 4-byte length first); refuses a
+/// body over [`MAX_FRAME`].
+pub fn encode_body<T: Serialize>(value: &T) -> Result<Vec<u8>, DecodeError> {
+    wire::encode_frame(value)
+}
+
+/// Decodes a frame body of at most [`MAX_FRAME`] bytes.
+pub fn decode_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, DecodeError> {
+    wire::decode_with_limit(body, MAX_FRAME)
+}
+
+/// Checks a frame's 4-byte length prefix before the body is read.
+pub fn frame_len(prefix: [u8; 4]) -> Result<usize, DecodeError> {
+    let len = usize::try_from(u32::from_be_bytes(prefix)).unwrap_or(usize::MAX);
+    if len > MAX_FRAME {
+        Err(DecodeError::TooLarge {
+            len,
+            max: MAX_FRAME,
+        })
+    } else {
+        Ok(len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_and_refuse_oversize() {
+        let req = ClientRequest::Status {
+            address: Address([3; 32]),
+        };
+        let body = encode_body(&req).unwrap();
+        assert_eq!(decode_body::<ClientRequest>(&body).unwrap(), req);
+        assert!(decode_body::<ClientRequest>(&body[..body.len() - 1]).is_err());
+        assert!(frame_len((MAX_FRAME as u32 + 1).to_be_bytes()).is_err());
+        assert_eq!(frame_len(10u32.to_be_bytes()), Ok(10));
+        assert!(decode_body::<ClientRequest>(&[0xff; 8]).is_err());
+    }
+
+    #[test]
+    fn remote_errors_are_cut_on_a_char_boundary() {
+        let e = RemoteError::new(ErrorCode::Conflict, "é".repeat(400));
+        assert!(e.message.as_str().len() <= 512);
+    }
+}
