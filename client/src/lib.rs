@@ -1,9 +1,36 @@
 //! `tigress-client`: the client library and the `tigress` CLI of the tigress relay network.
 //!
-//! Not yet built: it will connect to any node over `/tigress/client/1` and drive the
-//! sender and recipient sessions of [`tigress_protocol::session`]. It never depends on the
-//! node crate.
+//! A [`Client`] connects to any node (its entry node) over `/tigress/client/1` and runs the
+//! sender's and the recipient's side of a share with the sessions of
+//! [`tigress_protocol::session`], keeping per-share state (keys, sequence numbers, the
+//! outbox) in a [`StateDir`]. It does not run a node and never depends on the node crate.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), tigress_client::ClientError> {
+//! use tigress_client::{Client, StateDir};
+//! use tigress_protocol::session::ShareOptions;
+//!
+//! let node: libp2p::Multiaddr = "/ip4/127.0.0.1/tcp/4001".parse().unwrap();
+//! let sender = Client::connect(&node, StateDir::open("/tmp/alice")?).await?;
+//! let shared = sender.share(b"car key", &ShareOptions::default(), None).await?;
+//!
+//! let recipient = Client::connect(&node, StateDir::open("/tmp/bob")?).await?;
+//! let first = recipient.accept(&shared.url).await?;
+//! assert_eq!(first, b"car key");
+//! # Ok(()) }
+//! ```
 
 #![warn(missing_docs)]
 
+pub mod cli;
+pub mod client;
+pub mod codec;
+pub mod connection;
+pub mod error;
+pub mod state;
+
+pub use client::{Client, Received, Sent, Shared, unix_now};
+pub use connection::Connection;
+pub use error::ClientError;
+pub use state::{Party, ShareState, StateDir};
 pub use tigress_protocol as protocol;

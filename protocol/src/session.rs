@@ -498,14 +498,7 @@ impl RecipientSession {
             return Err(Error::NotInvited);
         }
         mailbox::validate_genesis(&genesis, limits, now)?;
-        let payload = &genesis.body.payload;
-        let padded = payload.algorithm.open(
-            &keys.payload_key,
-            &payload.nonce,
-            &genesis.header().payload_aad(),
-            &payload.ciphertext,
-        )?;
-        let first = pad::unpad(padded)?;
+        let first = open_first_payload(&genesis, &keys.payload_key)?;
         let signing = SigningKey::generate(rng);
         let hpke = HpkeKeyPair::generate(genesis.header().sender_hpke.suite, rng);
         let claim = Claim::sign(
@@ -544,6 +537,12 @@ impl RecipientSession {
     /// The genesis.
     pub fn genesis(&self) -> &Genesis {
         &self.genesis
+    }
+
+    /// The first payload again, decrypted from the stored genesis.
+    pub fn first_payload(&self) -> Result<Vec<u8>, Error> {
+        let keys = self.secret.derive_keys(&self.id);
+        open_first_payload(&self.genesis, &keys.payload_key)
     }
 
     /// The claim to submit.
@@ -669,4 +668,15 @@ impl RecipientSession {
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
         Ok(wire::decode_local(bytes)?)
     }
+}
+
+fn open_first_payload(genesis: &Genesis, payload_key: &[u8; 32]) -> Result<Vec<u8>, Error> {
+    let payload = &genesis.body.payload;
+    let padded = payload.algorithm.open(
+        payload_key,
+        &payload.nonce,
+        &genesis.header().payload_aad(),
+        &payload.ciphertext,
+    )?;
+    pad::unpad(padded)
 }

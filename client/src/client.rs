@@ -1,0 +1,373 @@
+//! The client: share operations for both roles, on top of a [`Connection`] and a
+//! [`StateDir`]. Every rule is the protocol crate's; this module moves records and keeps
+//! the device's state.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use libp2p::Multiaddr;
+use rand_core::UnwrapErr;
+use tigress_protocol::crypto::PublicKey;
+use tigress_protocol::mailbox::{Limits, MailboxStatus};
+use tigress_protocol::record::{ClaimCertificate, Message};
+use tigress_protocol::rpc::{ClientRequest, ClientResponse, Cursor, MAX_WAIT_MS, MailboxView, NodeInfo};
+use tigress_protocol::session::{Delivered, RecipientSession, SenderSession, ShareIdentity, ShareOptions};
+use tigress_protocol::{Address, MailboxId, ShareUrl};
+
+use crate::connection::Connection;
+use crate::error::ClientError;
+use crate::state::{Party, ShareState, StateDir};
+
+/// The current unix time in seconds.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn rng() -> UnwrapErr<getrandom::SysRng> {
+    UnwrapErr(getrandom::SysRng)
+}
+
+/// A new share.
+#[derive(Debug, Clone)]
+pub struct Shared {
+    /// The invitation.
+    pub url: ShareUrl,
+    /// The mailbox ID.
+    pub share_id: MailboxId,
+    /// Expiry (unix seconds).
+    pub expires_at: u64,
+}
+
+/// A message this device sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sent {
+    /// To whom.
+    pub to: PublicKey,
+    /// Its sequence number.
+    pub seq: u64,
+}
+
+/// What `recv` found.
+#[derive(Debug, Clone, Default)]
+pub struct Received {
+    /// Messages delivered in order.
+    pub messages: Vec<Delivered>,
+    /// Whether the mailbox is contested (the sender must resolve or delete).
+    pub contested: bool,
+}
+
+/// A client of the tigress network, bound to one entry node and one state directory.
+#[derive(Debug, Clone)]
+pub struct Client {
+    conn: Connection,
+    state: StateDir,
+    limits: Limits,
+}
+
+impl Client {
+    /// Connects to the node at `addr` and uses `state` for per-share state.
+    pub async fn connect(addr: &Multiaddr, state: StateDir) -> Result<Self, ClientError> {
+        Ok(Self {
+            conn: Connection::connect(addr).await?,
+            state,
+            limits: Limits::default(),
+        })
+    }
+
+    /// The connection.
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// The state directory.
+    pub fn state(&self) -> &StateDir {
+        &self.state
+    }
+
+    /// The entry node's information.
+    pub async fn info(&self) -> Result<NodeInfo, ClientError> {
+        match self.conn.request(ClientRequest::Info).await? {
+            ClientResponse::Info(info) => Ok(info),
+            _ => Err(ClientError::UnexpectedResponse("info")),
+        }
+    }
+
+    /// The public status of a mailbox.
+    pub async fn status(&self, address: Address) -> Result<MailboxStatus, ClientError> {
+        match self.conn.request(ClientRequest::Status { address }).await? {
+            ClientResponse::Status(s) => Ok(s),
+            _ => Err(ClientError::UnexpectedResponse("status")),
+        }
+    }
+
+    async fn stored(&self, request: ClientRequest) -> Result<bool, ClientError> {
+        match self.conn.request(request).await? {
+            ClientResponse::Stored { duplicate } => Ok(duplicate),
+            _ => Err(ClientError::UnexpectedResponse("stored")),
+        }
+    }
+
+    /// Creates a share of `payload`; the invitation's base is `base_url` or the entry
+    /// node's public URL.
+    pub async fn share(
+        &self,
+        payload: &[u8],
+        options: &ShareOptions,
+        base_url: Option<&str>,
+    ) -> Result<Shared, ClientError> {
+        let info = self.info().await?;
+        let mut rng = rng();
+        let identity = ShareIdentity::random(&mut rng);
+        let replicas = match self
+            .conn
+            .request(ClientRequest::Locate {
+                address: identity.address(),
+            })
+            .await?
+        {
+            ClientResponse::Located { replicas } => replicas.into_vec(),
+            _ => return Err(ClientError::UnexpectedResponse("located")),
+        };
+        let base = base_url.unwrap_or(info.public_url.as_str());
+        let now = unix_now();
+        let (session, url) =
+            SenderSession::create(identity, base, replicas, payload, options, now, &mut rng)?;
+        let expires_at = session.genesis().header().expires_at;
+        let genesis = session.genesis().clone();
+        let state = ShareState {
+            party: Party::Sender(session),
+            outbox: Vec::new(),
+        };
+        // Saved first: a share the network stored but the device forgot would be lost.
+        self.state.save(&state)?;
+        self.stored(ClientRequest::Create { genesis }).await?;
+        Ok(Shared {
+            share_id: url.mailbox_id(),
+            url,
+            expires_at,
+        })
+    }
+
+    /// Opens and claims an invitation; returns the first payload.
+    pub async fn accept(&self, url: &ShareUrl) -> Result<Vec<u8>, ClientError> {
+        let id = url.mailbox_id();
+        let mut state = if self.state.contains(&id) {
+            self.state.load(&id)?
+        } else {
+            let request = RecipientSession::open_request(url, unix_now());
+            let genesis = match self.conn.request(ClientRequest::Open { request }).await? {
+                ClientResponse::Genesis(g) => g,
+                _ => return Err(ClientError::UnexpectedResponse("genesis")),
+            };
+            let (session, _) =
+                RecipientSession::open(url, genesis, &self.limits, unix_now(), &mut rng())?;
+            let state = ShareState {
+                party: Party::Recipient(session),
+                outbox: Vec::new(),
+            };
+            self.state.save(&state)?;
+            state
+        };
+        let Party::Recipient(session) = &mut state.party else {
+            return Err(ClientError::Usage(
+                "this device is the sender of this share".into(),
+            ));
+        };
+        if !session.is_recipient() {
+            let claim = session.claim().clone();
+            let cert: ClaimCertificate =
+                match self.conn.request(ClientRequest::Claim { claim }).await? {
+                    ClientResponse::Certified(c) => c,
+                    _ => return Err(ClientError::UnexpectedResponse("certified")),
+                };
+            session.accept_certificate(cert, &self.limits, unix_now())?;
+            self.state.save(&state)?;
+        }
+        let Party::Recipient(session) = &state.party else {
+            return Err(ClientError::UnexpectedResponse("recipient state"));
+        };
+        Ok(session.first_payload()?)
+    }
+
+    /// Reads the sender's view and learns certified recipients from it.
+    async fn refresh_sender(&self, session: &mut SenderSession) -> Result<MailboxView, ClientError> {
+        let request = session.read_request(unix_now());
+        let view = match self.conn.request(ClientRequest::Read { request }).await? {
+            ClientResponse::View(v) => v,
+            _ => return Err(ClientError::UnexpectedResponse("view")),
+        };
+        let now = unix_now();
+        for cert in view.certificates.iter() {
+            if view.status.recipients.contains(&cert.claim.body.recipient) {
+                session.add_certificate(cert, &self.limits, now)?;
+            }
+        }
+        Ok(view)
+    }
+
+    async fn flush_outbox(&self, state: &mut ShareState) -> Result<(), ClientError> {
+        while let Some(message) = state.outbox.first().cloned() {
+            self.stored(ClientRequest::Send { message }).await?;
+            state.outbox.remove(0);
+            self.state.save(state)?;
+        }
+        Ok(())
+    }
+
+    /// Sends `payload` as the next message: from the recipient to the sender, or from the
+    /// sender to `to` (default: every recipient).
+    pub async fn send(
+        &self,
+        id: &MailboxId,
+        payload: &[u8],
+        to: Option<PublicKey>,
+    ) -> Result<Vec<Sent>, ClientError> {
+        let mut state = self.state.load(id)?;
+        self.flush_outbox(&mut state).await?;
+        let now = unix_now();
+        let mut rng = rng();
+        let mut request_id = [0u8; 16];
+        rand_core::Rng::fill_bytes(&mut rng, &mut request_id);
+        let sealed: Vec<Message> = match &mut state.party {
+            Party::Sender(session) => {
+                self.refresh_sender(session).await?;
+                let targets: Vec<PublicKey> = match to {
+                    Some(key) => vec![key],
+                    None => session.recipients().iter().map(|r| r.key).collect(),
+                };
+                if targets.is_empty() {
+                    return Err(ClientError::Usage(
+                        "nobody has claimed this share yet; try again after the recipient accepts".into(),
+                    ));
+                }
+                targets
+                    .iter()
+                    .map(|t| session.seal(t, payload, request_id, now, &mut rng))
+                    .collect::<Result<_, _>>()?
+            }
+            Party::Recipient(session) => {
+                if to.is_some() {
+                    return Err(ClientError::Usage("a recipient always sends to the sender".into()));
+                }
+                vec![session.seal(payload, request_id, now, &mut rng)?]
+            }
+        };
+        let sent = sealed
+            .iter()
+            .map(|m| Sent {
+                to: m.header().to,
+                seq: m.header().seq,
+            })
+            .collect();
+        state.outbox.extend(sealed);
+        self.state.save(&state)?;
+        self.flush_outbox(&mut state).await?;
+        Ok(sent)
+    }
+
+    /// Fetches new messages, waiting up to `wait` for the first one; delivers in order.
+    pub async fn recv(&self, id: &MailboxId, wait: Duration) -> Result<Received, ClientError> {
+        let mut state = self.state.load(id)?;
+        let mut contested = false;
+        let (request, cursor) = match &mut state.party {
+            Party::Sender(session) => {
+                let view = self.refresh_sender(session).await?;
+                contested = view.status.contested;
+                (session.read_request(unix_now()), session.cursor())
+            }
+            Party::Recipient(session) => {
+                if !session.is_recipient() {
+                    return Err(ClientError::Usage(
+                        "this share is not claimed yet: run `tigress accept` first".into(),
+                    ));
+                }
+                (session.read_request(unix_now()), session.cursor())
+            }
+        };
+        let wait_ms = u32::try_from(wait.as_millis()).unwrap_or(u32::MAX).min(MAX_WAIT_MS);
+        let cursor = Cursor::new(cursor).ok_or(ClientError::UnexpectedResponse("cursor"))?;
+        let messages = match self
+            .conn
+            .request(ClientRequest::Fetch {
+                request,
+                cursor,
+                wait_ms,
+            })
+            .await?
+        {
+            ClientResponse::Messages { messages } => messages.into_vec(),
+            _ => return Err(ClientError::UnexpectedResponse("messages")),
+        };
+        let mut delivered = Vec::new();
+        for m in &messages {
+            let got = match &mut state.party {
+                Party::Sender(s) => s.receive(m),
+                Party::Recipient(r) => r.receive(m),
+            };
+            match got {
+                Ok(d) => delivered.extend(d),
+                Err(e) => tracing::warn!(error = %e, "ignoring an invalid message from the node"),
+            }
+        }
+        self.state.save(&state)?;
+        Ok(Received {
+            messages: delivered,
+            contested,
+        })
+    }
+
+    /// Deletes the mailbox (the sender, or a recipient with the delete right).
+    pub async fn delete(&self, id: &MailboxId) -> Result<(), ClientError> {
+        let state = self.state.load(id)?;
+        let delete = match &state.party {
+            Party::Sender(s) => s.delete(unix_now()),
+            Party::Recipient(r) => r.delete(unix_now()),
+        };
+        self.stored(ClientRequest::Delete { delete }).await.map(|_| ())
+    }
+
+    /// Gives this recipient's slot back.
+    pub async fn relinquish(&self, id: &MailboxId) -> Result<(), ClientError> {
+        let state = self.state.load(id)?;
+        let Party::Recipient(r) = &state.party else {
+            return Err(ClientError::Usage("only a recipient can relinquish".into()));
+        };
+        let relinquish = r.relinquish(unix_now());
+        self.stored(ClientRequest::Relinquish { relinquish })
+            .await
+            .map(|_| ())
+    }
+
+    /// Settles a contest by keeping the claimant whose key is `keep`.
+    pub async fn resolve(&self, id: &MailboxId, keep: &[PublicKey]) -> Result<(), ClientError> {
+        let mut state = self.state.load(id)?;
+        let Party::Sender(session) = &mut state.party else {
+            return Err(ClientError::Usage("only the sender can resolve".into()));
+        };
+        let view = self.refresh_sender(session).await?;
+        let claims = keep
+            .iter()
+            .map(|k| {
+                view.claims
+                    .iter()
+                    .find(|c| c.body.recipient == *k)
+                    .cloned()
+                    .ok_or_else(|| ClientError::Usage(format!("no claimant with key {k}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let resolve = session.resolve(claims, &self.limits, unix_now())?;
+        self.state.save(&state)?;
+        self.stored(ClientRequest::Resolve { resolve }).await.map(|_| ())
+    }
+
+    /// The claimants known for a share this device sent (for `resolve`).
+    pub async fn claimants(&self, id: &MailboxId) -> Result<Vec<PublicKey>, ClientError> {
+        let mut state = self.state.load(id)?;
+        let Party::Sender(session) = &mut state.party else {
+            return Err(ClientError::Usage("only the sender lists claimants".into()));
+        };
+        let view = self.refresh_sender(session).await?;
+        Ok(view.claims.iter().map(|c| c.body.recipient).collect())
+    }
+}
