@@ -131,7 +131,10 @@ enum Command {
 /// Parses `90`, `90s`, `15m`, `24h`, `7d`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let (digits, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let (digits, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
     let n: u64 = digits
         .parse()
         .map_err(|_| format!("`{text}` is not a duration like 30s, 15m, 24h or 7d"))?;
@@ -141,7 +144,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "h" => n.saturating_mul(3600),
         "d" => n.saturating_mul(86400),
         "ms" => return Ok(Duration::from_millis(n)),
-        _ => return Err(format!("`{text}`: unknown unit `{unit}` (use s, m, h or d)")),
+        _ => {
+            return Err(format!(
+                "`{text}`: unknown unit `{unit}` (use s, m, h or d)"
+            ));
+        }
     };
     Ok(Duration::from_secs(secs))
 }
@@ -171,9 +178,13 @@ fn write_out(path: Option<&PathBuf>, bytes: &[u8]) -> Result<(), ClientError> {
     }
 }
 
-fn bounded<const N: usize>(field: &str, v: Option<String>) -> Result<Option<BoundedString<N>>, ClientError> {
+fn bounded<const N: usize>(
+    field: &str,
+    v: Option<String>,
+) -> Result<Option<BoundedString<N>>, ClientError> {
     v.map(|s| {
-        BoundedString::new(s).ok_or_else(|| ClientError::Usage(format!("--{field} is longer than {N} bytes")))
+        BoundedString::new(s)
+            .ok_or_else(|| ClientError::Usage(format!("--{field} is longer than {N} bytes")))
     })
     .transpose()
 }
@@ -192,9 +203,15 @@ fn node_addr(cli: &Cli) -> Result<Multiaddr, ClientError> {
         })?;
         let doc: serde_json::Value = serde_json::from_str(&text)
             .map_err(|e| ClientError::Usage(format!("{}: {e}", file.display())))?;
-        let addrs: Vec<&str> = doc["nodes"]
-            .as_array()
-            .map(|nodes| nodes.iter().filter_map(|n| n["multiaddr"].as_str()).collect())
+        let addrs: Vec<&str> = doc
+            .get("nodes")
+            .and_then(serde_json::Value::as_array)
+            .map(|nodes| {
+                nodes
+                    .iter()
+                    .filter_map(|n| n["multiaddr"].as_str())
+                    .collect()
+            })
             .unwrap_or_default();
         if addrs.is_empty() {
             return Err(ClientError::Usage(format!("{}: no nodes", file.display())));
@@ -223,7 +240,8 @@ pub async fn run(cli: Cli) -> u8 {
         Ok(()) => 0,
         Err(e) => {
             if json {
-                let doc = serde_json::json!({"error": {"code": e.code_name(), "message": e.to_string()}});
+                let doc =
+                    serde_json::json!({"error": {"code": e.code_name(), "message": e.to_string()}});
                 let _ = writeln!(std::io::stdout(), "{doc}");
             }
             let _ = writeln!(std::io::stderr(), "tigress: {e}");
@@ -386,17 +404,19 @@ async fn execute(cli: Cli) -> Result<(), ClientError> {
             }
             if json {
                 print_line(
-                    &serde_json::json!({"messages": list, "contested": received.contested}).to_string(),
+                    &serde_json::json!({"messages": list, "contested": received.contested})
+                        .to_string(),
                 )?;
             }
         }
         Command::Status { url } => {
             let url = parse_url(&url)?;
             let st = client.status(url.mailbox_id().address()).await?;
-            let claimants = match client.claimants(&url.mailbox_id()).await {
-                Ok(c) => c,
-                Err(_) => Vec::new(),
-            };
+            // Only the sender's device can list claimants; others show none.
+            let claimants = client
+                .claimants(&url.mailbox_id())
+                .await
+                .unwrap_or_default();
             if json {
                 let doc = serde_json::json!({
                     "share_id": url.mailbox_id().to_string(),
@@ -444,7 +464,9 @@ async fn execute(cli: Cli) -> Result<(), ClientError> {
             let url = parse_url(&url)?;
             client.delete(&url.mailbox_id()).await?;
             if json {
-                print_line(&serde_json::json!({"deleted": url.mailbox_id().to_string()}).to_string())?;
+                print_line(
+                    &serde_json::json!({"deleted": url.mailbox_id().to_string()}).to_string(),
+                )?;
             }
         }
         Command::Relinquish { url } => {
@@ -461,7 +483,10 @@ async fn execute(cli: Cli) -> Result<(), ClientError> {
             client.resolve(&url.mailbox_id(), &keep).await?;
             if json {
                 let kept: Vec<String> = keep.iter().map(ToString::to_string).collect();
-                print_line(&serde_json::json!({"resolved": url.mailbox_id().to_string(), "kept": kept}).to_string())?;
+                print_line(
+                    &serde_json::json!({"resolved": url.mailbox_id().to_string(), "kept": kept})
+                        .to_string(),
+                )?;
             }
         }
     }
@@ -485,7 +510,15 @@ mod tests {
 
     #[test]
     fn global_options_anywhere() {
-        let cli = Cli::try_parse_from(["tigress", "status", "https://h/v1/m/x#y", "--json", "--node", "/ip4/1.2.3.4/tcp/1"]).unwrap();
+        let cli = Cli::try_parse_from([
+            "tigress",
+            "status",
+            "https://h/v1/m/x#y",
+            "--json",
+            "--node",
+            "/ip4/1.2.3.4/tcp/1",
+        ])
+        .unwrap();
         assert!(cli.json);
         assert_eq!(cli.node.as_deref(), Some("/ip4/1.2.3.4/tcp/1"));
     }

@@ -9,8 +9,12 @@ use rand_core::UnwrapErr;
 use tigress_protocol::crypto::PublicKey;
 use tigress_protocol::mailbox::{Limits, MailboxStatus};
 use tigress_protocol::record::{ClaimCertificate, Message};
-use tigress_protocol::rpc::{ClientRequest, ClientResponse, Cursor, MAX_WAIT_MS, MailboxView, NodeInfo};
-use tigress_protocol::session::{Delivered, RecipientSession, SenderSession, ShareIdentity, ShareOptions};
+use tigress_protocol::rpc::{
+    ClientRequest, ClientResponse, Cursor, MAX_WAIT_MS, MailboxView, NodeInfo,
+};
+use tigress_protocol::session::{
+    Delivered, RecipientSession, SenderSession, ShareIdentity, ShareOptions,
+};
 use tigress_protocol::{Address, MailboxId, ShareUrl};
 
 use crate::connection::Connection;
@@ -191,7 +195,10 @@ impl Client {
     }
 
     /// Reads the sender's view and learns certified recipients from it.
-    async fn refresh_sender(&self, session: &mut SenderSession) -> Result<MailboxView, ClientError> {
+    async fn refresh_sender(
+        &self,
+        session: &mut SenderSession,
+    ) -> Result<MailboxView, ClientError> {
         let request = session.read_request(unix_now());
         let view = match self.conn.request(ClientRequest::Read { request }).await? {
             ClientResponse::View(v) => v,
@@ -238,7 +245,8 @@ impl Client {
                 };
                 if targets.is_empty() {
                     return Err(ClientError::Usage(
-                        "nobody has claimed this share yet; try again after the recipient accepts".into(),
+                        "nobody has claimed this share yet; try again after the recipient accepts"
+                            .into(),
                     ));
                 }
                 targets
@@ -248,7 +256,9 @@ impl Client {
             }
             Party::Recipient(session) => {
                 if to.is_some() {
-                    return Err(ClientError::Usage("a recipient always sends to the sender".into()));
+                    return Err(ClientError::Usage(
+                        "a recipient always sends to the sender".into(),
+                    ));
                 }
                 vec![session.seal(payload, request_id, now, &mut rng)?]
             }
@@ -285,7 +295,9 @@ impl Client {
                 (session.read_request(unix_now()), session.cursor())
             }
         };
-        let wait_ms = u32::try_from(wait.as_millis()).unwrap_or(u32::MAX).min(MAX_WAIT_MS);
+        let wait_ms = u32::try_from(wait.as_millis())
+            .unwrap_or(u32::MAX)
+            .min(MAX_WAIT_MS);
         let cursor = Cursor::new(cursor).ok_or(ClientError::UnexpectedResponse("cursor"))?;
         let messages = match self
             .conn
@@ -324,7 +336,9 @@ impl Client {
             Party::Sender(s) => s.delete(unix_now()),
             Party::Recipient(r) => r.delete(unix_now()),
         };
-        self.stored(ClientRequest::Delete { delete }).await.map(|_| ())
+        self.stored(ClientRequest::Delete { delete })
+            .await
+            .map(|_| ())
     }
 
     /// Gives this recipient's slot back.
@@ -358,7 +372,9 @@ impl Client {
             .collect::<Result<Vec<_>, _>>()?;
         let resolve = session.resolve(claims, &self.limits, unix_now())?;
         self.state.save(&state)?;
-        self.stored(ClientRequest::Resolve { resolve }).await.map(|_| ())
+        self.stored(ClientRequest::Resolve { resolve })
+            .await
+            .map(|_| ())
     }
 
     /// The claimants known for a share this device sent (for `resolve`).

@@ -124,7 +124,11 @@ impl Connection {
     }
 }
 
-async fn run(mut swarm: Swarm<ClientBehaviour>, peer: PeerId, mut commands: mpsc::Receiver<Command>) {
+async fn run(
+    mut swarm: Swarm<ClientBehaviour>,
+    peer: PeerId,
+    mut commands: mpsc::Receiver<Command>,
+) {
     let mut pending: HashMap<OutboundRequestId, Reply> = HashMap::new();
     let mut open = true;
     loop {

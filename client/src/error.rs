@@ -47,9 +47,9 @@ impl ClientError {
             ClientError::Url(_) => Some(ErrorCode::Malformed),
             ClientError::Unreachable(_) => Some(ErrorCode::Unavailable),
             ClientError::UnknownShare(_) => Some(ErrorCode::NotFound),
-            ClientError::UnexpectedResponse(_)
-            | ClientError::Usage(_)
-            | ClientError::Io { .. } => None,
+            ClientError::UnexpectedResponse(_) | ClientError::Usage(_) | ClientError::Io { .. } => {
+                None
+            }
         }
     }
 

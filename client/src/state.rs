@@ -114,10 +114,13 @@ impl StateDir {
             opts.write(true).create(true).truncate(true);
             #[cfg(unix)]
             std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-            let mut f = opts.open(&tmp).map_err(|e| ClientError::io(ctx("creating"), e))?;
+            let mut f = opts
+                .open(&tmp)
+                .map_err(|e| ClientError::io(ctx("creating"), e))?;
             f.write_all(&bytes)
                 .map_err(|e| ClientError::io(ctx("writing"), e))?;
-            f.sync_all().map_err(|e| ClientError::io(ctx("syncing"), e))?;
+            f.sync_all()
+                .map_err(|e| ClientError::io(ctx("syncing"), e))?;
         }
         set_mode(&tmp, 0o600)?;
         std::fs::rename(&tmp, &path)

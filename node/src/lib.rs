@@ -1,9 +1,329 @@
-//! `tigress-node`: the relay node of the tigress network.
+//! `tigress-node`: a relay node of the tigress network.
 //!
-//! Not yet built: it will run the libp2p swarm (Kademlia routing, the client and replica
-//! protocols), the sled storage actor and the HTTP gateway, applying every rule through
-//! [`tigress_protocol::mailbox`].
+//! A node is three roles over one libp2p swarm: the *entry* that clients talk to
+//! (`/tigress/client/1`), which carries each request out on the mailbox's replicas; the
+//! *replica* that stores mailboxes in sled and answers `/tigress/replica/1`; and a
+//! Kademlia DHT server (`/tigress/kad/1.0.0`) that finds the nodes closest to an address.
+//! Every rule is `tigress_protocol`'s; the node moves bytes and keeps state.
+//!
+//! It is not a client library (see `tigress-client`) and not a cluster harness (see
+//! `tigress-bootstrap`).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), tigress_node::NodeError> {
+//! let mut config = tigress_node::Config::default();
+//! config.data_dir = Some("/tmp/tigress-node".into());
+//! config.listen = vec!["/ip4/127.0.0.1/tcp/0".into()];
+//! config.http = None;
+//! let node = tigress_node::Node::start(config).await?;
+//! println!("{}", node.startup_line());
+//! node.shutdown().await;
+//! # Ok(()) }
+//! ```
 
 #![warn(missing_docs)]
 
-pub use tigress_protocol as protocol;
+pub mod config;
+pub mod entry;
+pub mod http;
+pub mod identity;
+pub mod metrics;
+pub mod network;
+pub mod replica;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use libp2p::{Multiaddr, PeerId};
+use tigress_protocol::mailbox::Limits;
+use tokio::sync::{Semaphore, oneshot};
+use tokio::task::JoinHandle;
+
+pub use config::{Config, ConfigError, NodeRole};
+pub use identity::NodeIdentity;
+
+use crate::entry::{Entry, EntryConfig};
+use crate::metrics::Metrics;
+use crate::network::{LoopContext, Network, NetworkHandle};
+use crate::replica::Replica;
+use crate::store::Store;
+
+/// The current unix time in seconds.
+pub(crate) fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// Bad configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The data directory or identity could not be used.
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The database could not be opened.
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    /// The network could not start.
+    #[error(transparent)]
+    Network(#[from] network::NetworkError),
+    /// The HTTP port could not be bound.
+    #[error("binding HTTP on {addr}: {source}")]
+    Http {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A seed is not a valid multiaddr.
+    #[error("seed {seed}: {message}")]
+    Seed {
+        /// The seed.
+        seed: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// A running node.
+pub struct Node {
+    identity: NodeIdentity,
+    listen_addrs: Vec<Multiaddr>,
+    http_addr: Option<SocketAddr>,
+    net: NetworkHandle,
+    store: Option<Store>,
+    entry: Arc<Entry>,
+    metrics: Arc<Metrics>,
+    inflight: Arc<Semaphore>,
+    max_inflight: usize,
+    accepting: Arc<AtomicBool>,
+    network_task: JoinHandle<()>,
+    background: Vec<JoinHandle<()>>,
+    http_stop: Option<oneshot::Sender<()>>,
+    http_task: Option<JoinHandle<()>>,
+}
+
+impl Node {
+    /// Starts a node: identity, database, swarm, HTTP, background sweeps.
+    pub async fn start(config: Config) -> Result<Self, NodeError> {
+        config.validate()?;
+        let data_dir = config.data_dir();
+        let dir_err = |source| NodeError::DataDir {
+            path: data_dir.display().to_string(),
+            source,
+        };
+        std::fs::create_dir_all(&data_dir).map_err(dir_err)?;
+        let identity = NodeIdentity::load_or_create(&data_dir).map_err(dir_err)?;
+        let limits = Limits {
+            max_ttl_secs: config.max_ttl_secs,
+            ..Limits::default()
+        };
+        let store = match config.role {
+            NodeRole::Relay => Some(Store::open(
+                &data_dir.join("db"),
+                identity.signing.clone(),
+                limits,
+                config.quota_bytes,
+            )?),
+            NodeRole::Bootstrap => None,
+        };
+        let mut network = Network::bind(identity.keypair.clone(), &config).await?;
+        let seeds = config
+            .seeds()?
+            .into_iter()
+            .map(|s| {
+                s.parse::<Multiaddr>().map_err(|e| NodeError::Seed {
+                    seed: s.clone(),
+                    message: e.to_string(),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        network.add_seeds(&seeds);
+        let net = network.handle();
+        let listen_addrs = network.listen_addrs.clone();
+        let metrics = Arc::new(Metrics::default());
+
+        let (http_addr, http_stop, http_task) = match config.http {
+            Some(addr) => {
+                let (stop_tx, stop_rx) = oneshot::channel::<()>();
+                let (bound, serve) = http::bind(
+                    addr,
+                    metrics.clone(),
+                    store.clone(),
+                    identity.peer_id().to_string(),
+                    async move {
+                        let _ = stop_rx.await;
+                    },
+                )
+                .await
+                .map_err(|source| NodeError::Http { addr, source })?;
+                (Some(bound), Some(stop_tx), Some(tokio::spawn(serve)))
+            }
+            None => (None, None, None),
+        };
+        let public_url = config
+            .public_url
+            .clone()
+            .unwrap_or_else(|| match http_addr {
+                Some(a) => format!("http://{a}"),
+                None => "http://127.0.0.1:8080".to_owned(),
+            });
+
+        let replica = store.clone().map(Replica::new);
+        let entry = Arc::new(Entry::new(
+            identity.public_key(),
+            replica.clone(),
+            net.clone(),
+            EntryConfig {
+                replication: config.replication,
+                replica_timeout: Duration::from_millis(config.replica_timeout_ms),
+                public_url,
+                limits,
+            },
+            metrics.clone(),
+        ));
+        let inflight = Arc::new(Semaphore::new(config.max_inflight_requests));
+        let accepting = Arc::new(AtomicBool::new(true));
+        let network_task = tokio::spawn(network.run(LoopContext {
+            entry: entry.clone(),
+            replica,
+            inflight: inflight.clone(),
+            accepting: accepting.clone(),
+            metrics: metrics.clone(),
+        }));
+        let mut background = Vec::new();
+        if let Some(store) = store.clone() {
+            let every = Duration::from_secs(config.sweep_interval_secs);
+            background.push(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                loop {
+                    tick.tick().await;
+                    store.sweep().await;
+                }
+            }));
+        }
+        tracing::info!(
+            peer_id = %identity.peer_id(),
+            role = ?config.role,
+            data_dir = %data_dir.display(),
+            "node started"
+        );
+        Ok(Self {
+            identity,
+            listen_addrs,
+            http_addr,
+            net,
+            store,
+            entry,
+            metrics,
+            inflight,
+            max_inflight: config.max_inflight_requests,
+            accepting,
+            network_task,
+            background,
+            http_stop,
+            http_task,
+        })
+    }
+
+    /// The peer ID.
+    pub fn peer_id(&self) -> PeerId {
+        self.identity.peer_id()
+    }
+
+    /// The node's identity.
+    pub fn identity(&self) -> &NodeIdentity {
+        &self.identity
+    }
+
+    /// The bound listen addresses.
+    pub fn listen_addrs(&self) -> &[Multiaddr] {
+        &self.listen_addrs
+    }
+
+    /// A listen address with `/p2p/<peer-id>`, preferring loopback.
+    pub fn dial_addr(&self) -> Option<Multiaddr> {
+        let pick = self
+            .listen_addrs
+            .iter()
+            .find(|a| a.to_string().starts_with("/ip4/127."))
+            .or_else(|| self.listen_addrs.first())?;
+        pick.clone().with_p2p(self.peer_id()).ok()
+    }
+
+    /// The bound HTTP address.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
+    }
+
+    /// The line printed on start: `tigress-node peer_id=… listen=…,… http=…`.
+    pub fn startup_line(&self) -> String {
+        let listen: Vec<String> = self.listen_addrs.iter().map(ToString::to_string).collect();
+        format!(
+            "tigress-node peer_id={} listen={} http={}",
+            self.peer_id(),
+            listen.join(","),
+            self.http_addr
+                .map_or_else(|| "none".to_owned(), |a| a.to_string())
+        )
+    }
+
+    /// The counters.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The store, on a relay.
+    pub fn store(&self) -> Option<&Store> {
+        self.store.as_ref()
+    }
+
+    /// The entry role.
+    pub fn entry(&self) -> &Arc<Entry> {
+        &self.entry
+    }
+
+    /// The peers in the routing table.
+    pub async fn routing_table(&self) -> Vec<PeerId> {
+        self.net.routing_table().await
+    }
+
+    /// Stops gracefully: refuses new requests, lets in-flight ones finish (up to 30 s),
+    /// stops the network and HTTP, and flushes the database.
+    pub async fn shutdown(self) {
+        self.accepting.store(false, Ordering::Release);
+        let all = u32::try_from(self.max_inflight).unwrap_or(u32::MAX);
+        let drained =
+            tokio::time::timeout(Duration::from_secs(30), self.inflight.acquire_many(all)).await;
+        if drained.is_err() {
+            tracing::warn!("in-flight requests did not finish within 30 s");
+        }
+        self.net.stop().await;
+        let _ = self.network_task.await;
+        if let Some(stop) = self.http_stop {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.http_task {
+            let _ = task.await;
+        }
+        for task in self.background {
+            task.abort();
+        }
+        if let Some(store) = &self.store {
+            store.flush().await;
+        }
+        tracing::info!("node stopped");
+    }
+}

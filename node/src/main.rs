@@ -1,1 +1,169 @@
-fn main() {}
+//! The `tigress-node` binary: parse flags, load the config, run a [`tigress_node::Node`].
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tigress_node::{Config, Node, NodeIdentity, NodeRole};
+
+/// A relay node of the tigress credential-sharing network.
+#[derive(Debug, Parser)]
+#[command(name = "tigress-node", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the node until SIGINT or SIGTERM.
+    Run(RunArgs),
+    /// Print the node's peer ID (creating its identity if needed).
+    Id {
+        /// The data directory.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// A TOML configuration file (see node/config.example.toml); flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The data directory (identity and database).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// A libp2p listen multiaddr (repeatable).
+    #[arg(long)]
+    listen: Vec<String>,
+    /// The HTTP address (/health, /metrics).
+    #[arg(long)]
+    http: Option<SocketAddr>,
+    /// Disable HTTP.
+    #[arg(long, conflicts_with = "http")]
+    no_http: bool,
+    /// The base of share URLs made through this node.
+    #[arg(long)]
+    public_url: Option<String>,
+    /// A seed node multiaddr with /p2p/<peer-id> (repeatable).
+    #[arg(long)]
+    bootstrap: Vec<String>,
+    /// A file of seed multiaddrs, one per line.
+    #[arg(long)]
+    seeds_file: Option<PathBuf>,
+    /// relay (stores mailboxes) or bootstrap (routes only).
+    #[arg(long, value_enum)]
+    role: Option<NodeRole>,
+    /// The network's replication factor.
+    #[arg(long)]
+    replication: Option<u8>,
+    /// The most bytes this node stores.
+    #[arg(long)]
+    quota_bytes: Option<u64>,
+    /// Seconds between sweeps of expired mailboxes.
+    #[arg(long)]
+    sweep_interval_secs: Option<u64>,
+}
+
+fn config_of(args: RunArgs) -> anyhow::Result<Config> {
+    let mut config = match &args.config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    if args.data_dir.is_some() {
+        config.data_dir = args.data_dir;
+    }
+    if !args.listen.is_empty() {
+        config.listen = args.listen;
+    }
+    if args.http.is_some() {
+        config.http = args.http;
+    }
+    if args.no_http {
+        config.http = None;
+    }
+    if args.public_url.is_some() {
+        config.public_url = args.public_url;
+    }
+    if !args.bootstrap.is_empty() {
+        config.bootstrap = args.bootstrap;
+    }
+    if args.seeds_file.is_some() {
+        config.seeds_file = args.seeds_file;
+    }
+    if let Some(role) = args.role {
+        config.role = role;
+    }
+    if let Some(r) = args.replication {
+        config.replication = r;
+    }
+    if let Some(q) = args.quota_bytes {
+        config.quota_bytes = q;
+    }
+    if let Some(s) = args.sweep_interval_secs {
+        config.sweep_interval_secs = s;
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Id { data_dir } => {
+            let dir = Config {
+                data_dir,
+                ..Config::default()
+            }
+            .data_dir();
+            let identity = NodeIdentity::load_or_create(&dir)
+                .with_context(|| format!("data directory {}", dir.display()))?;
+            writeln!(std::io::stdout(), "{}", identity.peer_id())?;
+        }
+        Command::Run(args) => {
+            let config = config_of(args)?;
+            let node = Node::start(config).await?;
+            {
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "{}", node.startup_line())?;
+                out.flush()?;
+            }
+            stop_signal().await;
+            tracing::info!("stopping");
+            node.shutdown().await;
+        }
+    }
+    Ok(())
+}

@@ -1,5 +1,10 @@
 //! Criterion benchmarks of the protocol operations: `cargo bench -p tigress-protocol`.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 use std::hint::black_box;
 
@@ -93,9 +98,13 @@ fn bench_genesis(c: &mut Criterion) {
             })
         });
         let genesis = s.sender.genesis().clone();
-        g.bench_with_input(BenchmarkId::new("validate", size), &genesis, |b, genesis| {
-            b.iter(|| mailbox::validate_genesis(black_box(genesis), &s.limits, NOW).unwrap())
-        });
+        g.bench_with_input(
+            BenchmarkId::new("validate", size),
+            &genesis,
+            |b, genesis| {
+                b.iter(|| mailbox::validate_genesis(black_box(genesis), &s.limits, NOW).unwrap())
+            },
+        );
     }
     g.finish();
 }
@@ -115,7 +124,13 @@ fn bench_claim(c: &mut Criterion) {
         )
     });
     g.bench_function("tally 5 receipts into a certificate", |b| {
-        b.iter(|| tally_claim(s.sender.genesis(), s.recipient.claim(), black_box(&s.receipts)))
+        b.iter(|| {
+            tally_claim(
+                s.sender.genesis(),
+                s.recipient.claim(),
+                black_box(&s.receipts),
+            )
+        })
     });
     g.bench_function("validate certificate (5 receipts)", |b| {
         b.iter(|| {
@@ -145,7 +160,12 @@ fn bench_message(c: &mut Criterion) {
             .seal(&plaintext, [0; 16], NOW, &mut fresh.rng)
             .unwrap();
         g.bench_with_input(BenchmarkId::new("replica check", size), &msg, |b, msg| {
-            b.iter(|| fresh.state.check_message(black_box(msg), &fresh.limits, NOW).unwrap())
+            b.iter(|| {
+                fresh
+                    .state
+                    .check_message(black_box(msg), &fresh.limits, NOW)
+                    .unwrap()
+            })
         });
         g.bench_with_input(BenchmarkId::new("verify+open", size), &msg, |b, msg| {
             b.iter_batched(
@@ -158,7 +178,10 @@ fn bench_message(c: &mut Criterion) {
     g.finish();
 }
 
-fn codec<R: Record>(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>, r: &R) {
+fn codec<R: Record>(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    r: &R,
+) {
     let bytes = r.to_bytes();
     g.bench_function(format!("encode {} ({} B)", R::NAME, bytes.len()), |b| {
         b.iter(|| black_box(r).to_bytes())
@@ -170,7 +193,10 @@ fn codec<R: Record>(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement
 
 fn bench_codec(c: &mut Criterion) {
     let mut s = setup(1024);
-    let msg: Message = s.recipient.seal(b"hello", [1; 16], NOW, &mut s.rng).unwrap();
+    let msg: Message = s
+        .recipient
+        .seal(b"hello", [1; 16], NOW, &mut s.rng)
+        .unwrap();
     let resolve: Resolve = s
         .sender
         .resolve(vec![s.recipient.claim().clone()], &s.limits, NOW)
@@ -191,5 +217,11 @@ fn bench_codec(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_genesis, bench_claim, bench_message, bench_codec);
+criterion_group!(
+    benches,
+    bench_genesis,
+    bench_claim,
+    bench_message,
+    bench_codec
+);
 criterion_main!(benches);

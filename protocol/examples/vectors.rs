@@ -52,7 +52,10 @@ fn aead() -> Value {
     for (alg, plaintext) in [
         (AeadAlgorithm::Aes256Gcm, b"tigress first payload".to_vec()),
         (AeadAlgorithm::Aes128Gcm, b"hotel room 1207".to_vec()),
-        (AeadAlgorithm::Aes256Gcm, pad::pad(b"padded car key").unwrap()),
+        (
+            AeadAlgorithm::Aes256Gcm,
+            pad::pad(b"padded car key").unwrap(),
+        ),
     ] {
         let mut key = [0u8; 32];
         let mut nonce = [0u8; 12];
@@ -149,7 +152,8 @@ fn signatures() -> Value {
     let (mut r, _) = RecipientSession::open(&url, g.clone(), &limits, now, &mut rng).unwrap();
     let claim = r.claim().clone();
     let (receipt, _) = state.grant(&claim, &replica, &limits, now).unwrap();
-    let ClaimTally::Certified(cert) = tally_claim(&g, &claim, std::slice::from_ref(&receipt)) else {
+    let ClaimTally::Certified(cert) = tally_claim(&g, &claim, std::slice::from_ref(&receipt))
+    else {
         unreachable!("one replica of one is a majority")
     };
     r.accept_certificate((*cert).clone(), &limits, now).unwrap();
@@ -161,8 +165,18 @@ fn signatures() -> Value {
     let read = r.read_request(now);
     let claim_key = g.header().claim_key;
     Value::Array(vec![
-        sig_entry(SignatureKind::Genesis, &g.header().sender, &encode(&g.body), &g.signature),
-        sig_entry(SignatureKind::Claim, &claim_key, &encode(&claim.body), &claim.claim_signature),
+        sig_entry(
+            SignatureKind::Genesis,
+            &g.header().sender,
+            &encode(&g.body),
+            &g.signature,
+        ),
+        sig_entry(
+            SignatureKind::Claim,
+            &claim_key,
+            &encode(&claim.body),
+            &claim.claim_signature,
+        ),
         sig_entry(
             SignatureKind::Claim,
             &claim.body.recipient,
@@ -199,12 +213,19 @@ fn signatures() -> Value {
             &encode(&resolve.body),
             &resolve.signature,
         ),
-        sig_entry(SignatureKind::Read, &read.body.by, &encode(&read.body), &read.signature),
+        sig_entry(
+            SignatureKind::Read,
+            &read.body.by,
+            &encode(&read.body),
+            &read.signature,
+        ),
     ])
 }
 
 fn padding() -> Value {
-    let lengths = [0usize, 1, 255, 256, 1023, 1024, 4095, 4096, 16383, 16384, 65535];
+    let lengths = [
+        0usize, 1, 255, 256, 1023, 1024, 4095, 4096, 16383, 16384, 65535,
+    ];
     Value::Array(
         lengths
             .iter()

@@ -838,7 +838,12 @@ impl MailboxState {
 
     /// Checks a signed request to open the genesis: from a party, or from a holder of the
     /// invitation signing with the claim key (a recipient before it claims).
-    pub fn authorize_open(&self, req: &ReadRequest, limits: &Limits, now: u64) -> Result<Party, Error> {
+    pub fn authorize_open(
+        &self,
+        req: &ReadRequest,
+        limits: &Limits,
+        now: u64,
+    ) -> Result<Party, Error> {
         if req.body.by != self.genesis.header().claim_key {
             return self.authorize_read(req, limits, now);
         }

@@ -8,6 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::crypto::PublicKey;
 use crate::error::ErrorCode;
 use crate::id::Address;
 use crate::mailbox::{MailboxStatus, MessageKey};
@@ -15,7 +16,6 @@ use crate::record::{
     Claim, ClaimCertificate, Delete, Genesis, MAX_REPLICAS, Message, ReadRequest, Receipt,
     Relinquish, Resolve,
 };
-use crate::crypto::PublicKey;
 use crate::wire::{self, BoundedString, BoundedVec, DecodeError};
 
 /// The client protocol name.
@@ -248,6 +248,12 @@ pub enum ReplicaRequest {
     Resolve {
         /// The signed resolve.
         resolve: Resolve,
+    },
+    /// The genesis of an address, for another node (entry nodes learn the replica set
+    /// from it; the payload inside is encrypted for invitation holders only).
+    GetGenesis {
+        /// The address.
+        address: Address,
     },
     /// The genesis, for a party or an invitee.
     Open {

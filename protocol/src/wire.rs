@@ -61,7 +61,8 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
     // Encoding an in-memory value of this crate's serde-derived types cannot fail: every
     // type is supported and every bounded field bounds the total far below the limit.
     #[allow(clippy::expect_used)]
-    bincode::serde::encode_to_vec(value, FRAME_CONFIG).expect("canonical encoding of an owned value")
+    bincode::serde::encode_to_vec(value, FRAME_CONFIG)
+        .expect("canonical encoding of an owned value")
 }
 
 /// Decodes exactly one `T` from `bytes`, with every bound checked.
@@ -283,13 +284,25 @@ impl<'de, const MAX: usize> Deserialize<'de> for BoundedString<MAX> {
 }
 
 /// A list of at most `MAX` items.
-#[derive(Clone, PartialEq, Eq, Hash, Default, Debug)]
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
 pub struct BoundedVec<T, const MAX: usize>(Vec<T>);
+
+impl<T, const MAX: usize> Default for BoundedVec<T, MAX> {
+    fn default() -> Self {
+        Self(Vec::new())
+    }
+}
 
 impl<T, const MAX: usize> BoundedVec<T, MAX> {
     /// Wraps `items` if within the bound.
     pub fn new(items: Vec<T>) -> Option<Self> {
         (items.len() <= MAX).then_some(Self(items))
+    }
+
+    /// The first `MAX` of `items`.
+    pub fn truncated(mut items: Vec<T>) -> Self {
+        items.truncate(MAX);
+        Self(items)
     }
 
     /// The items.

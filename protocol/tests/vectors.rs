@@ -1,6 +1,11 @@
 //! Checks `tests/vectors/v1.json`: it matches a fresh generation, has the documented
 //! layout, and every entry verifies on its own.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 #[path = "../examples/vectors.rs"]
 mod generator;
@@ -12,26 +17,37 @@ use tigress_protocol::crypto::{AeadAlgorithm, PublicKey, Signature, SignatureKin
 use tigress_protocol::{MailboxId, Secret};
 
 fn file() -> Value {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors/v1.json"))
-        .expect("vectors file");
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/vectors/v1.json"
+    ))
+    .expect("vectors file");
     serde_json::from_str(&text).expect("vectors are JSON")
 }
 
 fn bytes(v: &Value, field: &str) -> Vec<u8> {
-    let s = v[field].as_str().unwrap_or_else(|| panic!("{field} is a string"));
+    let s = v[field]
+        .as_str()
+        .unwrap_or_else(|| panic!("{field} is a string"));
     assert_eq!(s, s.to_lowercase(), "{field} is lowercase hex");
     hex::decode(s).unwrap_or_else(|_| panic!("{field} is hex"))
 }
 
 fn section<'a>(doc: &'a Value, name: &str) -> &'a Vec<Value> {
-    let entries = doc[name].as_array().unwrap_or_else(|| panic!("{name} is a list"));
+    let entries = doc[name]
+        .as_array()
+        .unwrap_or_else(|| panic!("{name} is a list"));
     assert!(entries.len() >= 2, "{name} has at least 2 entries");
     entries
 }
 
 #[test]
 fn the_file_is_what_the_generator_produces() {
-    assert_eq!(file(), generator::generate(), "regenerate with the command in examples/vectors.rs");
+    assert_eq!(
+        file(),
+        generator::generate(),
+        "regenerate with the command in examples/vectors.rs"
+    );
 }
 
 #[test]
@@ -42,7 +58,10 @@ fn key_schedule_entries_verify() {
         let keys = secret.derive_keys(&id);
         assert_eq!(bytes(e, "address"), id.address().as_bytes());
         assert_eq!(bytes(e, "payload_key"), keys.payload_key.as_ref());
-        assert_eq!(bytes(e, "claim_public_key"), keys.claim.public_key().as_bytes());
+        assert_eq!(
+            bytes(e, "claim_public_key"),
+            keys.claim.public_key().as_bytes()
+        );
         assert_eq!(bytes(e, "psk"), keys.psk.as_ref());
     }
 }
@@ -79,9 +98,17 @@ fn hpke_entries_open() {
             e["kdf_id"].as_u64().unwrap(),
             e["aead_id"].as_u64().unwrap(),
         );
-        let pair = hpke_pair(ids, &bytes(e, "recipient_private_key"), &bytes(e, "recipient_public_key"));
-        let (info, aad, psk, psk_id) =
-            (bytes(e, "info"), bytes(e, "aad"), bytes(e, "psk"), bytes(e, "psk_id"));
+        let pair = hpke_pair(
+            ids,
+            &bytes(e, "recipient_private_key"),
+            &bytes(e, "recipient_public_key"),
+        );
+        let (info, aad, psk, psk_id) = (
+            bytes(e, "info"),
+            bytes(e, "aad"),
+            bytes(e, "psk"),
+            bytes(e, "psk_id"),
+        );
         let ctx = HpkeContext {
             info: &info,
             aad: &aad,
@@ -129,7 +156,10 @@ fn hpke_pair(
     let encoded = tigress_protocol::wire::encode_local(&Pair {
         suite,
         private,
-        public: PublicPart { suite, bytes: public },
+        public: PublicPart {
+            suite,
+            bytes: public,
+        },
     })
     .unwrap();
     tigress_protocol::wire::decode_local(&encoded).unwrap()

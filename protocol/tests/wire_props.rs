@@ -1,5 +1,10 @@
 //! Property tests for every wire type: round trip, truncation, bit flips, arbitrary bytes.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 mod common;
 
@@ -66,7 +71,11 @@ fn check_round_trip_and_corruption<R: Record + PartialEq + Debug>(
     let bytes = record.to_bytes();
     let back = R::from_bytes(&bytes).expect("round trip");
     prop_assert_eq!(&back, record);
-    prop_assert_eq!(back.to_bytes(), bytes.clone(), "canonical: re-encoding is identical");
+    prop_assert_eq!(
+        back.to_bytes(),
+        bytes.clone(),
+        "canonical: re-encoding is identical"
+    );
     // Any strict prefix fails to decode.
     let cut = cut % bytes.len();
     prop_assert!(R::from_bytes(&bytes[..cut]).is_err());

@@ -1,0 +1,225 @@
+//! Node configuration: the TOML file (`--config`, every field documented in
+//! `node/config.example.toml`) with defaults for everything; flags override it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// What a node does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeRole {
+    /// A relay: routes, stores mailboxes, serves clients (the default).
+    #[default]
+    Relay,
+    /// A bootstrap node: only routes; stores nothing and is never a replica.
+    Bootstrap,
+}
+
+/// The node's configuration.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where the identity and the database live (default: the platform data directory,
+    /// e.g. `~/.local/share/tigress-node`).
+    pub data_dir: Option<PathBuf>,
+    /// libp2p listen addresses.
+    pub listen: Vec<String>,
+    /// The HTTP address of `/health`, `/metrics` and the gateway; `None` disables HTTP.
+    pub http: Option<SocketAddr>,
+    /// The base of share URLs made through this node (default: `http://` + the HTTP
+    /// address).
+    pub public_url: Option<String>,
+    /// Seed nodes to join the network through (multiaddrs with `/p2p/<id>`).
+    pub bootstrap: Vec<String>,
+    /// A file with one seed multiaddr per line (`#` starts a comment).
+    pub seeds_file: Option<PathBuf>,
+    /// Relay or bootstrap.
+    pub role: NodeRole,
+    /// How many replicas a new mailbox gets (the network's replication factor).
+    pub replication: u8,
+    /// The longest mailbox lifetime accepted, in seconds.
+    pub max_ttl_secs: u64,
+    /// The most bytes this node stores.
+    pub quota_bytes: u64,
+    /// Seconds between sweeps of expired mailboxes.
+    pub sweep_interval_secs: u64,
+    /// Milliseconds an entry node waits for a replica's answer.
+    pub replica_timeout_ms: u64,
+    /// The most client and replica requests handled at once; more are refused (429).
+    pub max_inflight_requests: usize,
+    /// The most established connections.
+    pub max_connections: u32,
+    /// Seconds an idle connection stays open (long enough for long-polls).
+    pub idle_timeout_secs: u64,
+    /// Seconds between Kademlia bootstrap/refresh rounds.
+    pub bootstrap_interval_secs: u64,
+    /// Seconds between anti-entropy rounds.
+    pub anti_entropy_interval_secs: u64,
+}
+
+/// The default libp2p listen address.
+pub const DEFAULT_LISTEN: &str = "/ip4/0.0.0.0/tcp/4001";
+/// The default HTTP address.
+pub const DEFAULT_HTTP: &str = "127.0.0.1:8080";
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: None,
+            listen: vec![DEFAULT_LISTEN.to_owned()],
+            http: DEFAULT_HTTP.parse().ok(),
+            public_url: None,
+            bootstrap: Vec::new(),
+            seeds_file: None,
+            role: NodeRole::Relay,
+            replication: 5,
+            max_ttl_secs: 7 * 24 * 3600,
+            quota_bytes: 1 << 30,
+            sweep_interval_secs: 60,
+            replica_timeout_ms: 5_000,
+            max_inflight_requests: 256,
+            max_connections: 1024,
+            idle_timeout_secs: 300,
+            bootstrap_interval_secs: 300,
+            anti_entropy_interval_secs: 30,
+        }
+    }
+}
+
+/// Why the configuration is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The file is not valid configuration.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Reads a TOML file; unknown fields are refused.
+    pub fn from_file(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.display().to_string(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses TOML text.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: "<config>".into(),
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks ranges.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=16).contains(&self.replication) {
+            return Err(ConfigError::Invalid("replication must be 1 to 16".into()));
+        }
+        if self.max_ttl_secs == 0 || self.sweep_interval_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "max_ttl_secs and sweep_interval_secs must be positive".into(),
+            ));
+        }
+        if self.max_inflight_requests == 0 {
+            return Err(ConfigError::Invalid(
+                "max_inflight_requests must be positive".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The data directory, defaulted.
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_dir.clone().unwrap_or_else(|| {
+            dirs::data_dir()
+                .unwrap_or_else(|| PathBuf::from("."))
+                .join("tigress-node")
+        })
+    }
+
+    /// Every seed: `bootstrap` plus the lines of `seeds_file`.
+    pub fn seeds(&self) -> Result<Vec<String>, ConfigError> {
+        let mut seeds = self.bootstrap.clone();
+        if let Some(path) = &self.seeds_file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.display().to_string(),
+                source,
+            })?;
+            seeds.extend(parse_seeds(&text));
+        }
+        Ok(seeds)
+    }
+}
+
+/// The seed lines of a seeds file: one multiaddr per line, `#` comments, blanks ignored.
+pub fn parse_seeds(text: &str) -> Vec<String> {
+    text.lines()
+        .map(|l| l.split('#').next().unwrap_or("").trim())
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_file_parses_and_matches_the_defaults_it_documents() {
+        let text = include_str!("../config.example.toml");
+        let parsed = Config::from_toml(text).unwrap();
+        let expected = Config {
+            data_dir: Some(PathBuf::from("/var/lib/tigress-node")),
+            public_url: Some("https://relay.example.org".into()),
+            ..Config::default()
+        };
+        assert_eq!(parsed, expected);
+    }
+
+    #[test]
+    fn unknown_fields_and_bad_ranges_are_refused() {
+        assert!(matches!(
+            Config::from_toml("listn = []"),
+            Err(ConfigError::Parse { .. })
+        ));
+        assert!(matches!(
+            Config::from_toml("replication = 0"),
+            Err(ConfigError::Invalid(_))
+        ));
+        assert_eq!(Config::from_toml("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn seeds_files_skip_comments_and_blanks() {
+        let seeds = parse_seeds("# seeds\n/ip4/1.2.3.4/tcp/1/p2p/x  # first\n\n  /dns/a/tcp/2\n");
+        assert_eq!(seeds, vec!["/ip4/1.2.3.4/tcp/1/p2p/x", "/dns/a/tcp/2"]);
+    }
+}

@@ -1,0 +1,175 @@
+//! Counters for `/metrics` (Prometheus text format).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tigress_protocol::rpc::{ClientRequest, ClientResponse, ReplicaRequest, ReplicaResponse};
+
+use crate::store::StoreStats;
+
+/// The node's counters.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    requests: Mutex<BTreeMap<(&'static str, &'static str, &'static str), u64>>,
+    /// Requests refused before handling (rate limit, shutdown).
+    pub refused: AtomicU64,
+    /// Connected peers.
+    pub peers: AtomicU64,
+}
+
+/// The name of a client operation.
+pub fn client_op(request: &ClientRequest) -> &'static str {
+    match request {
+        ClientRequest::Info => "info",
+        ClientRequest::Locate { .. } => "locate",
+        ClientRequest::Create { .. } => "create",
+        ClientRequest::Open { .. } => "open",
+        ClientRequest::Claim { .. } => "claim",
+        ClientRequest::Read { .. } => "read",
+        ClientRequest::Send { .. } => "send",
+        ClientRequest::Fetch { .. } => "fetch",
+        ClientRequest::Delete { .. } => "delete",
+        ClientRequest::Relinquish { .. } => "relinquish",
+        ClientRequest::Resolve { .. } => "resolve",
+        ClientRequest::Status { .. } => "status",
+    }
+}
+
+/// The name of a replica operation.
+pub fn replica_op(request: &ReplicaRequest) -> &'static str {
+    match request {
+        ReplicaRequest::StoreGenesis { .. } => "store_genesis",
+        ReplicaRequest::Grant { .. } => "grant",
+        ReplicaRequest::StoreCertificate { .. } => "store_certificate",
+        ReplicaRequest::MarkContested { .. } => "mark_contested",
+        ReplicaRequest::StoreMessage { .. } => "store_message",
+        ReplicaRequest::Delete { .. } => "delete",
+        ReplicaRequest::Relinquish { .. } => "relinquish",
+        ReplicaRequest::Resolve { .. } => "resolve",
+        ReplicaRequest::GetGenesis { .. } => "get_genesis",
+        ReplicaRequest::Open { .. } => "open",
+        ReplicaRequest::Read { .. } => "read",
+        ReplicaRequest::Fetch { .. } => "fetch",
+        ReplicaRequest::Status { .. } => "status",
+        ReplicaRequest::Digest { .. } => "digest",
+        ReplicaRequest::GetMessages { .. } => "get_messages",
+    }
+}
+
+impl Metrics {
+    fn bump(&self, protocol: &'static str, op: &'static str, outcome: &'static str) {
+        if let Ok(mut map) = self.requests.lock() {
+            *map.entry((protocol, op, outcome)).or_insert(0) += 1;
+        }
+    }
+
+    /// Counts a client request by operation and outcome.
+    pub fn record_client(&self, op: &'static str, response: &ClientResponse) {
+        let outcome = match response {
+            ClientResponse::Error(e) => e.code.as_str(),
+            _ => "ok",
+        };
+        self.bump("client", op, outcome);
+    }
+
+    /// Counts a replica request by operation and outcome.
+    pub fn record_replica(&self, op: &'static str, response: &ReplicaResponse) {
+        let outcome = match response {
+            ReplicaResponse::Error(e) | ReplicaResponse::Refused { error: e, .. } => {
+                e.code.as_str()
+            }
+            _ => "ok",
+        };
+        self.bump("replica", op, outcome);
+    }
+
+    /// How many requests of `protocol`/`op` ended with `outcome`.
+    pub fn count(&self, protocol: &str, op: &str, outcome: &str) -> u64 {
+        self.requests
+            .lock()
+            .map(|m| {
+                m.iter()
+                    .filter(|((p, o, r), _)| *p == protocol && *o == op && *r == outcome)
+                    .map(|(_, n)| *n)
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self, store: Option<&StoreStats>) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "# HELP tigress_requests_total Requests handled, by protocol, operation and outcome."
+        );
+        let _ = writeln!(out, "# TYPE tigress_requests_total counter");
+        if let Ok(map) = self.requests.lock() {
+            for ((protocol, op, outcome), n) in map.iter() {
+                let _ = writeln!(
+                    out,
+                    "tigress_requests_total{{protocol=\"{protocol}\",op=\"{op}\",outcome=\"{outcome}\"}} {n}"
+                );
+            }
+        }
+        let gauge = |out: &mut String, name: &str, help: &str, kind: &str, v: u64| {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            let _ = writeln!(out, "{name} {v}");
+        };
+        gauge(
+            &mut out,
+            "tigress_requests_refused_total",
+            "Requests refused before handling (rate limit or shutdown).",
+            "counter",
+            self.refused.load(Ordering::Relaxed),
+        );
+        gauge(
+            &mut out,
+            "tigress_peers",
+            "Connected peers.",
+            "gauge",
+            self.peers.load(Ordering::Relaxed),
+        );
+        if let Some(s) = store {
+            gauge(
+                &mut out,
+                "tigress_mailboxes_stored",
+                "Mailboxes stored, tombstones included.",
+                "gauge",
+                s.mailboxes.load(Ordering::Relaxed),
+            );
+            gauge(
+                &mut out,
+                "tigress_messages_stored",
+                "Messages stored.",
+                "gauge",
+                s.messages.load(Ordering::Relaxed),
+            );
+            gauge(
+                &mut out,
+                "tigress_records_stored",
+                "Records stored (mailboxes and messages).",
+                "gauge",
+                s.mailboxes.load(Ordering::Relaxed) + s.messages.load(Ordering::Relaxed),
+            );
+            gauge(
+                &mut out,
+                "tigress_bytes_stored",
+                "Bytes stored.",
+                "gauge",
+                s.bytes.load(Ordering::Relaxed),
+            );
+            gauge(
+                &mut out,
+                "tigress_sweep_runs_total",
+                "Sweeps of expired mailboxes run.",
+                "counter",
+                s.sweeps.load(Ordering::Relaxed),
+            );
+        }
+        out
+    }
+}

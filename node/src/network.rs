@@ -1,0 +1,600 @@
+//! The libp2p side of a node: one event loop owns the swarm (TCP, Noise, Yamux, identify,
+//! ping, connection limits, Kademlia for routing, and the client and replica protocols);
+//! [`NetworkHandle`] sends it commands with a reply channel, as in rust-libp2p's
+//! file-sharing example. Inbound requests run as tasks bounded by a semaphore; beyond it
+//! they are refused at once.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures::{FutureExt, StreamExt};
+use libp2p::core::transport::ListenerId;
+use libp2p::kad::{self, QueryId, QueryResult};
+use libp2p::multiaddr::Protocol;
+use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{
+    Multiaddr, PeerId, StreamProtocol, Swarm, connection_limits, identify, noise, ping, tcp, yamux,
+};
+use tigress_client::codec::{CLIENT_STREAM, ClientCodec, REPLICA_STREAM, ReplicaCodec};
+use tigress_protocol::ErrorCode;
+use tigress_protocol::rpc::{ClientResponse, RemoteError, ReplicaRequest, ReplicaResponse};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use crate::config::{Config, NodeRole};
+use crate::entry::Entry;
+use crate::metrics::Metrics;
+use crate::replica::Replica;
+
+/// The Kademlia protocol of the tigress network (never the IPFS one).
+pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/tigress/kad/1.0.0");
+
+#[derive(NetworkBehaviour)]
+pub(crate) struct NodeBehaviour {
+    limits: connection_limits::Behaviour,
+    identify: identify::Behaviour,
+    ping: ping::Behaviour,
+    kad: kad::Behaviour<kad::store::MemoryStore>,
+    client: request_response::Behaviour<ClientCodec>,
+    replica: request_response::Behaviour<ReplicaCodec>,
+}
+
+type ReplicaReply = oneshot::Sender<Result<ReplicaResponse, String>>;
+
+enum Command {
+    Replica {
+        peer: PeerId,
+        request: ReplicaRequest,
+        reply: ReplicaReply,
+    },
+    RespondClient {
+        channel: ResponseChannel<ClientResponse>,
+        response: ClientResponse,
+    },
+    RespondReplica {
+        channel: ResponseChannel<ReplicaResponse>,
+        response: ReplicaResponse,
+    },
+    Closest {
+        key: Vec<u8>,
+        reply: oneshot::Sender<Vec<PeerId>>,
+    },
+    RoutingTable {
+        reply: oneshot::Sender<Vec<PeerId>>,
+    },
+    Stop,
+}
+
+/// A handle on the event loop.
+#[derive(Clone)]
+pub struct NetworkHandle {
+    commands: mpsc::Sender<Command>,
+    local: PeerId,
+}
+
+impl NetworkHandle {
+    /// This node's peer ID.
+    pub fn local_peer_id(&self) -> PeerId {
+        self.local
+    }
+
+    /// Sends a replica request to `peer` and awaits the answer.
+    pub async fn replica_request(
+        &self,
+        peer: PeerId,
+        request: ReplicaRequest,
+    ) -> Result<ReplicaResponse, String> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Replica {
+                peer,
+                request,
+                reply,
+            })
+            .await
+            .map_err(|_| "network stopped".to_owned())?;
+        rx.await.map_err(|_| "network stopped".to_owned())?
+    }
+
+    /// The replica-capable peers closest to `key` that a Kademlia lookup finds.
+    pub async fn closest_peers(&self, key: Vec<u8>) -> Vec<PeerId> {
+        let (reply, rx) = oneshot::channel();
+        if self
+            .commands
+            .send(Command::Closest { key, reply })
+            .await
+            .is_err()
+        {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
+    }
+
+    /// The peers in the routing table.
+    pub async fn routing_table(&self) -> Vec<PeerId> {
+        let (reply, rx) = oneshot::channel();
+        if self
+            .commands
+            .send(Command::RoutingTable { reply })
+            .await
+            .is_err()
+        {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
+    }
+
+    async fn respond_client(
+        &self,
+        channel: ResponseChannel<ClientResponse>,
+        response: ClientResponse,
+    ) {
+        let _ = self
+            .commands
+            .send(Command::RespondClient { channel, response })
+            .await;
+    }
+
+    async fn respond_replica(
+        &self,
+        channel: ResponseChannel<ReplicaResponse>,
+        response: ReplicaResponse,
+    ) {
+        let _ = self
+            .commands
+            .send(Command::RespondReplica { channel, response })
+            .await;
+    }
+
+    /// Stops the event loop (closing every listener and connection).
+    pub async fn stop(&self) {
+        let _ = self.commands.send(Command::Stop).await;
+    }
+}
+
+/// The swarm, listening, before its event loop starts.
+pub struct Network {
+    swarm: Swarm<NodeBehaviour>,
+    commands: mpsc::Receiver<Command>,
+    handle: NetworkHandle,
+    /// The addresses the node listens on.
+    pub listen_addrs: Vec<Multiaddr>,
+}
+
+/// Why the network could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NetworkError {
+    /// Building the transport failed.
+    #[error("building the libp2p transport: {0}")]
+    Transport(String),
+    /// A listen address is not a valid multiaddr or could not be bound.
+    #[error("listening on {addr}: {message}")]
+    Listen {
+        /// The address.
+        addr: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+impl Network {
+    /// Builds the swarm and binds every listen address of `config`.
+    pub async fn bind(
+        keypair: libp2p::identity::Keypair,
+        config: &Config,
+    ) -> Result<Self, NetworkError> {
+        let request_timeout =
+            Duration::from_millis(u64::from(tigress_protocol::rpc::MAX_WAIT_MS) + 30_000);
+        let relay = config.role == NodeRole::Relay;
+        let max_connections = config.max_connections;
+        let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
+            .with_tokio()
+            .with_tcp(
+                tcp::Config::default().nodelay(true),
+                noise::Config::new,
+                yamux::Config::default,
+            )
+            .map_err(|e| NetworkError::Transport(e.to_string()))?
+            .with_behaviour(|key| {
+                let mut kad_config = kad::Config::new(KAD_PROTOCOL);
+                kad_config
+                    .set_query_timeout(Duration::from_secs(30))
+                    .set_record_filtering(kad::StoreInserts::FilterBoth)
+                    .set_replication_interval(None)
+                    .set_publication_interval(None)
+                    .set_periodic_bootstrap_interval(Some(Duration::from_secs(
+                        config.bootstrap_interval_secs.max(1),
+                    )));
+                let peer = key.public().to_peer_id();
+                let mut kad = kad::Behaviour::with_config(
+                    peer,
+                    kad::store::MemoryStore::new(peer),
+                    kad_config,
+                );
+                kad.set_mode(Some(kad::Mode::Server));
+                NodeBehaviour {
+                    limits: connection_limits::Behaviour::new(
+                        connection_limits::ConnectionLimits::default()
+                            .with_max_established(Some(max_connections))
+                            .with_max_established_per_peer(Some(4))
+                            .with_max_pending_incoming(Some(256)),
+                    ),
+                    identify: identify::Behaviour::new(
+                        identify::Config::new("/tigress/1.0.0".into(), key.public())
+                            .with_agent_version(format!(
+                                "tigress-node/{}",
+                                env!("CARGO_PKG_VERSION")
+                            )),
+                    ),
+                    ping: ping::Behaviour::new(ping::Config::new()),
+                    kad,
+                    client: request_response::Behaviour::with_codec(
+                        ClientCodec::default(),
+                        [(CLIENT_STREAM, ProtocolSupport::Inbound)],
+                        request_response::Config::default()
+                            .with_request_timeout(request_timeout)
+                            .with_max_concurrent_streams(256),
+                    ),
+                    replica: request_response::Behaviour::with_codec(
+                        ReplicaCodec::default(),
+                        [(
+                            REPLICA_STREAM,
+                            if relay {
+                                ProtocolSupport::Full
+                            } else {
+                                ProtocolSupport::Outbound
+                            },
+                        )],
+                        request_response::Config::default()
+                            .with_request_timeout(request_timeout)
+                            .with_max_concurrent_streams(512),
+                    ),
+                }
+            })
+            .map_err(|e| NetworkError::Transport(e.to_string()))?
+            .with_swarm_config(|c| {
+                c.with_idle_connection_timeout(Duration::from_secs(config.idle_timeout_secs))
+            })
+            .build();
+
+        let mut listeners: HashSet<ListenerId> = HashSet::new();
+        for text in &config.listen {
+            let addr: Multiaddr = text.parse().map_err(|e| NetworkError::Listen {
+                addr: text.clone(),
+                message: format!("{e}"),
+            })?;
+            let id = swarm.listen_on(addr).map_err(|e| NetworkError::Listen {
+                addr: text.clone(),
+                message: e.to_string(),
+            })?;
+            listeners.insert(id);
+        }
+        let mut listen_addrs = Vec::new();
+        let mut waiting = listeners.clone();
+        while !waiting.is_empty() {
+            match tokio::time::timeout(Duration::from_secs(10), swarm.select_next_some()).await {
+                Ok(SwarmEvent::NewListenAddr {
+                    listener_id,
+                    address,
+                }) => {
+                    waiting.remove(&listener_id);
+                    listen_addrs.push(address);
+                }
+                Ok(SwarmEvent::ListenerError { error, .. })
+                | Ok(SwarmEvent::ListenerClosed {
+                    reason: Err(error), ..
+                }) => {
+                    return Err(NetworkError::Listen {
+                        addr: config.listen.join(","),
+                        message: error.to_string(),
+                    });
+                }
+                Ok(_) => {}
+                Err(_) => {
+                    return Err(NetworkError::Listen {
+                        addr: config.listen.join(","),
+                        message: "no listen address reported within 10 s".into(),
+                    });
+                }
+            }
+        }
+        // Collect the other interface addresses of wildcard listeners already reported.
+        while let Some(event) = swarm.next().now_or_never().flatten() {
+            if let SwarmEvent::NewListenAddr { address, .. } = event {
+                listen_addrs.push(address);
+            }
+        }
+        let (tx, commands) = mpsc::channel(1024);
+        let handle = NetworkHandle {
+            commands: tx,
+            local: *swarm.local_peer_id(),
+        };
+        Ok(Self {
+            swarm,
+            commands,
+            handle,
+            listen_addrs,
+        })
+    }
+
+    /// The handle.
+    pub fn handle(&self) -> NetworkHandle {
+        self.handle.clone()
+    }
+
+    /// Dials the seeds and adds them to the routing table.
+    pub fn add_seeds(&mut self, seeds: &[Multiaddr]) {
+        for seed in seeds {
+            let peer = seed.iter().find_map(|p| match p {
+                Protocol::P2p(id) => Some(id),
+                _ => None,
+            });
+            if let Some(peer) = peer {
+                if peer == *self.swarm.local_peer_id() {
+                    continue;
+                }
+                self.swarm
+                    .behaviour_mut()
+                    .kad
+                    .add_address(&peer, seed.clone());
+            }
+            if let Err(e) = self.swarm.dial(seed.clone()) {
+                tracing::warn!(%seed, error = %e, "cannot dial seed");
+            }
+        }
+        if !seeds.is_empty() {
+            let _ = self.swarm.behaviour_mut().kad.bootstrap();
+        }
+    }
+
+    /// Runs the event loop until stopped.
+    pub(crate) async fn run(self, ctx: LoopContext) {
+        let Network {
+            mut swarm,
+            mut commands,
+            handle,
+            ..
+        } = self;
+        let mut state = LoopState {
+            pending_replica: HashMap::new(),
+            pending_closest: HashMap::new(),
+            replica_peers: HashSet::new(),
+        };
+        loop {
+            tokio::select! {
+                command = commands.recv() => match command {
+                    None | Some(Command::Stop) => break,
+                    Some(c) => state.command(&mut swarm, c),
+                },
+                event = swarm.select_next_some() => state.event(&mut swarm, event, &ctx, &handle),
+            }
+        }
+        for (_, reply) in state.pending_replica.drain() {
+            let _ = reply.send(Err("network stopped".into()));
+        }
+    }
+}
+
+/// What the event loop hands inbound requests to.
+pub(crate) struct LoopContext {
+    pub(crate) entry: Arc<Entry>,
+    pub(crate) replica: Option<Replica>,
+    pub(crate) inflight: Arc<Semaphore>,
+    pub(crate) accepting: Arc<AtomicBool>,
+    pub(crate) metrics: Arc<Metrics>,
+}
+
+struct LoopState {
+    pending_replica: HashMap<OutboundRequestId, ReplicaReply>,
+    pending_closest: HashMap<QueryId, oneshot::Sender<Vec<PeerId>>>,
+    replica_peers: HashSet<PeerId>,
+}
+
+fn refusal(code: ErrorCode, message: &str) -> RemoteError {
+    RemoteError::new(code, message)
+}
+
+impl LoopState {
+    fn command(&mut self, swarm: &mut Swarm<NodeBehaviour>, command: Command) {
+        match command {
+            Command::Replica {
+                peer,
+                request,
+                reply,
+            } => {
+                let id = swarm.behaviour_mut().replica.send_request(&peer, request);
+                self.pending_replica.insert(id, reply);
+            }
+            Command::RespondClient { channel, response } => {
+                let _ = swarm
+                    .behaviour_mut()
+                    .client
+                    .send_response(channel, response);
+            }
+            Command::RespondReplica { channel, response } => {
+                let _ = swarm
+                    .behaviour_mut()
+                    .replica
+                    .send_response(channel, response);
+            }
+            Command::Closest { key, reply } => {
+                let id = swarm.behaviour_mut().kad.get_closest_peers(key);
+                self.pending_closest.insert(id, reply);
+            }
+            Command::RoutingTable { reply } => {
+                let mut peers = Vec::new();
+                for bucket in swarm.behaviour_mut().kad.kbuckets() {
+                    for entry in bucket.iter() {
+                        peers.push(*entry.node.key.preimage());
+                    }
+                }
+                let _ = reply.send(peers);
+            }
+            Command::Stop => {}
+        }
+    }
+
+    fn event(
+        &mut self,
+        swarm: &mut Swarm<NodeBehaviour>,
+        event: SwarmEvent<NodeBehaviourEvent>,
+        ctx: &LoopContext,
+        handle: &NetworkHandle,
+    ) {
+        match event {
+            SwarmEvent::Behaviour(NodeBehaviourEvent::Client(
+                request_response::Event::Message {
+                    message:
+                        request_response::Message::Request {
+                            request, channel, ..
+                        },
+                    ..
+                },
+            )) => {
+                let permit = if ctx.accepting.load(Ordering::Acquire) {
+                    ctx.inflight.clone().try_acquire_owned().map_err(|_| {
+                        refusal(
+                            ErrorCode::RateLimited,
+                            "the node is at its request limit; retry shortly",
+                        )
+                    })
+                } else {
+                    Err(refusal(ErrorCode::Unavailable, "the node is shutting down"))
+                };
+                match permit {
+                    Ok(permit) => {
+                        let entry = ctx.entry.clone();
+                        let handle = handle.clone();
+                        tokio::spawn(async move {
+                            let response = entry.handle(request).await;
+                            handle.respond_client(channel, response).await;
+                            drop(permit);
+                        });
+                    }
+                    Err(e) => {
+                        ctx.metrics.refused.fetch_add(1, Ordering::Relaxed);
+                        let _ = swarm
+                            .behaviour_mut()
+                            .client
+                            .send_response(channel, ClientResponse::Error(e));
+                    }
+                }
+            }
+            SwarmEvent::Behaviour(NodeBehaviourEvent::Replica(
+                request_response::Event::Message { message, .. },
+            )) => match message {
+                request_response::Message::Request {
+                    request, channel, ..
+                } => {
+                    let permit = match (&ctx.replica, ctx.accepting.load(Ordering::Acquire)) {
+                        (None, _) => Err(refusal(
+                            ErrorCode::NotFound,
+                            "a bootstrap node stores nothing",
+                        )),
+                        (Some(_), false) => {
+                            Err(refusal(ErrorCode::Unavailable, "the node is shutting down"))
+                        }
+                        (Some(replica), true) => ctx
+                            .inflight
+                            .clone()
+                            .try_acquire_owned()
+                            .map(|p| (p, replica.clone()))
+                            .map_err(|_| {
+                                refusal(ErrorCode::RateLimited, "the node is at its request limit")
+                            }),
+                    };
+                    match permit {
+                        Ok((permit, replica)) => {
+                            let handle = handle.clone();
+                            let metrics = ctx.metrics.clone();
+                            tokio::spawn(async move {
+                                let op = crate::metrics::replica_op(&request);
+                                let response = replica.handle(request).await;
+                                metrics.record_replica(op, &response);
+                                handle.respond_replica(channel, response).await;
+                                drop(permit);
+                            });
+                        }
+                        Err(e) => {
+                            ctx.metrics.refused.fetch_add(1, Ordering::Relaxed);
+                            let _ = swarm
+                                .behaviour_mut()
+                                .replica
+                                .send_response(channel, ReplicaResponse::Error(e));
+                        }
+                    }
+                }
+                request_response::Message::Response {
+                    request_id,
+                    response,
+                } => {
+                    if let Some(reply) = self.pending_replica.remove(&request_id) {
+                        let _ = reply.send(Ok(response));
+                    }
+                }
+            },
+            SwarmEvent::Behaviour(NodeBehaviourEvent::Replica(
+                request_response::Event::OutboundFailure {
+                    request_id, error, ..
+                },
+            )) => {
+                if let Some(reply) = self.pending_replica.remove(&request_id) {
+                    let _ = reply.send(Err(error.to_string()));
+                }
+            }
+            SwarmEvent::Behaviour(NodeBehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) => {
+                if info.protocols.contains(&KAD_PROTOCOL) {
+                    for addr in info.listen_addrs {
+                        swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                    }
+                }
+                if info.protocols.contains(&REPLICA_STREAM) {
+                    self.replica_peers.insert(peer_id);
+                } else {
+                    self.replica_peers.remove(&peer_id);
+                }
+            }
+            SwarmEvent::Behaviour(NodeBehaviourEvent::Kad(
+                kad::Event::OutboundQueryProgressed {
+                    id,
+                    result: QueryResult::GetClosestPeers(result),
+                    step,
+                    ..
+                },
+            )) => {
+                let peers = match result {
+                    Ok(ok) => ok.peers,
+                    Err(kad::GetClosestPeersError::Timeout { peers, .. }) => peers,
+                };
+                if let Some(reply) = self.pending_closest.remove(&id) {
+                    let found: Vec<PeerId> = peers
+                        .into_iter()
+                        .map(|p| p.peer_id)
+                        .filter(|p| self.replica_peers.contains(p))
+                        .collect();
+                    let _ = reply.send(found);
+                }
+                if !step.last
+                    && let Some(mut q) = swarm.behaviour_mut().kad.query_mut(&id)
+                {
+                    q.finish();
+                }
+            }
+            SwarmEvent::ConnectionEstablished { .. } | SwarmEvent::ConnectionClosed { .. } => {
+                ctx.metrics
+                    .peers
+                    .store(swarm.connected_peers().count() as u64, Ordering::Relaxed);
+            }
+            SwarmEvent::IncomingConnectionError { error, .. } => {
+                tracing::debug!(%error, "incoming connection failed");
+            }
+            _ => {}
+        }
+    }
+}
