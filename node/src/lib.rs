@@ -181,7 +181,7 @@ impl Node {
                 None => "http://127.0.0.1:8080".to_owned(),
             });
 
-        let replica = store.clone().map(Replica::new);
+        let replica = store.clone().map(|s| Replica::new(s, metrics.clone()));
         let entry = Arc::new(Entry::new(
             identity.public_key(),
             replica.clone(),

@@ -17,6 +17,8 @@ pub struct Metrics {
     pub refused: AtomicU64,
     /// Connected peers.
     pub peers: AtomicU64,
+    /// Long-polls waiting for a message right now.
+    pub long_polls: AtomicU64,
 }
 
 /// The name of a client operation.
@@ -132,6 +134,13 @@ impl Metrics {
             "Connected peers.",
             "gauge",
             self.peers.load(Ordering::Relaxed),
+        );
+        gauge(
+            &mut out,
+            "tigress_long_polls_waiting",
+            "Fetches waiting for a message.",
+            "gauge",
+            self.long_polls.load(Ordering::Relaxed),
         );
         if let Some(s) = store {
             gauge(

@@ -2,23 +2,27 @@
 //! turns a fetch with a wait into a long-poll that returns as soon as a message for the
 //! reader arrives.
 
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tigress_protocol::rpc::{MAX_WAIT_MS, ReplicaRequest, ReplicaResponse};
 use tokio::sync::broadcast::error::RecvError;
 
+use crate::metrics::Metrics;
 use crate::store::Store;
 
 /// The replica role of this node.
 #[derive(Clone)]
 pub struct Replica {
     store: Store,
+    metrics: Arc<Metrics>,
 }
 
 impl Replica {
     /// A replica over `store`.
-    pub fn new(store: Store) -> Self {
-        Self { store }
+    pub fn new(store: Store, metrics: Arc<Metrics>) -> Self {
+        Self { store, metrics }
     }
 
     /// The store.
@@ -55,15 +59,20 @@ impl Replica {
                 return answer;
             }
             // Wait for an arrival for this reader, or the deadline.
-            loop {
+            self.metrics.long_polls.fetch_add(1, Ordering::Relaxed);
+            let woken = loop {
                 match tokio::time::timeout_at(deadline, arrivals.recv()).await {
-                    Err(_) => return answer,
-                    Ok(Ok((a, to))) if a == address && to == reader => break,
+                    Err(_) => break false,
+                    Ok(Ok((a, to))) if a == address && to == reader => break true,
                     Ok(Ok(_)) => {}
                     // Missed some arrivals: look again.
-                    Ok(Err(RecvError::Lagged(_))) => break,
-                    Ok(Err(RecvError::Closed)) => return answer,
+                    Ok(Err(RecvError::Lagged(_))) => break true,
+                    Ok(Err(RecvError::Closed)) => break false,
                 }
+            };
+            self.metrics.long_polls.fetch_sub(1, Ordering::Relaxed);
+            if !woken {
+                return answer;
             }
         }
     }

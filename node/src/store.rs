@@ -496,10 +496,11 @@ impl Actor {
                     .map_err(|e| err(&e))?;
                 Applied::read(self.fetch(&state, &party.key, &cursor)?)
             }
-            ReplicaRequest::Status { address } => match self.load(&address)? {
-                Some(state) => Applied::read(ReplicaResponse::Status(state.status(now))),
-                None => return Err(RemoteError::new(ErrorCode::NotFound, "no such mailbox")),
-            },
+            ReplicaRequest::Status { address } => {
+                let state = self.load_existing(&address)?;
+                state.live(now).map_err(|e| err(&e))?;
+                Applied::read(ReplicaResponse::Status(state.status(now)))
+            }
             ReplicaRequest::Digest { address } => {
                 let state = self.load_existing(&address)?;
                 let keys: Vec<MessageKey> = state.message_keys().map(|(k, _)| *k).collect();

@@ -1,1 +1,12 @@
-//! Cross-crate integration tests.
+//! Integration tests across the tigress crates: real node processes driven by the CLI and
+//! the client library, and in-process clusters.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+mod hostile;
+mod single_node;
+mod support;

@@ -1,0 +1,202 @@
+//! Running real `tigress-node` processes and the `tigress` CLI on loopback.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The built binaries (`tigress-node`, `tigress`), built once per test run.
+pub(crate) fn bins() -> &'static (PathBuf, PathBuf) {
+    static BINS: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    BINS.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args([
+                "build",
+                "--bins",
+                "-p",
+                "tigress-node",
+                "-p",
+                "tigress-client",
+            ])
+            .current_dir(workspace_root())
+            .status()
+            .expect("running cargo build");
+        assert!(status.success(), "building the binaries failed");
+        let dir = target_dir();
+        (dir.join("tigress-node"), dir.join("tigress"))
+    })
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// The profile directory the test binary runs from (`target/debug`).
+fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target profile directory")
+        .to_path_buf()
+}
+
+/// A running node process.
+pub(crate) struct NodeProc {
+    pub(crate) child: Child,
+    pub(crate) peer_id: String,
+    pub(crate) listen: String,
+    pub(crate) http: String,
+}
+
+impl NodeProc {
+    /// Starts a node on free loopback ports with its data in `data_dir`.
+    pub(crate) fn start(data_dir: &Path, extra: &[&str]) -> Self {
+        Self::start_on(data_dir, "/ip4/127.0.0.1/tcp/0", extra)
+    }
+
+    /// Starts a node listening on `listen`.
+    pub(crate) fn start_on(data_dir: &Path, listen: &str, extra: &[&str]) -> Self {
+        let (node, _) = bins();
+        let mut child = Command::new(node)
+            .args(["run", "--data-dir"])
+            .arg(data_dir)
+            .args(["--listen", listen, "--http", "127.0.0.1:0"])
+            .args(extra)
+            .env("RUST_LOG", "warn,libp2p_kad=error")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawning tigress-node");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the node prints its startup line within 30 s");
+        let field = |name: &str| {
+            line.split_whitespace()
+                .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+                .unwrap_or_else(|| panic!("no {name} in startup line {line:?}"))
+                .to_owned()
+        };
+        assert!(line.starts_with("tigress-node "), "startup line: {line:?}");
+        let listen = field("listen").split(',').next().unwrap().to_owned();
+        Self {
+            peer_id: field("peer_id"),
+            http: field("http"),
+            listen,
+            child,
+        }
+    }
+
+    /// The multiaddr to dial, with `/p2p/<id>`.
+    pub(crate) fn addr(&self) -> String {
+        format!("{}/p2p/{}", self.listen, self.peer_id)
+    }
+
+    /// SIGKILL.
+    pub(crate) fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM; returns the exit code.
+    pub(crate) fn terminate(mut self) -> Option<i32> {
+        let pid = i32::try_from(self.child.id()).expect("pid");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .expect("sending SIGTERM");
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status.code();
+            }
+            assert!(Instant::now() < deadline, "node did not stop within 40 s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `tigress` CLI bound to a state directory and a node.
+pub(crate) struct Cli {
+    pub(crate) state: PathBuf,
+    pub(crate) node: String,
+}
+
+impl Cli {
+    pub(crate) fn new(state: &Path, node: &str) -> Self {
+        Self {
+            state: state.to_path_buf(),
+            node: node.to_owned(),
+        }
+    }
+
+    /// Runs `tigress <args>`.
+    pub(crate) fn run(&self, args: &[&str]) -> Output {
+        let (_, cli) = bins();
+        Command::new(cli)
+            .args(args)
+            .arg("--state")
+            .arg(&self.state)
+            .arg("--node")
+            .arg(&self.node)
+            .env_remove("TIGRESS_NODE")
+            .env_remove("TIGRESS_STATE")
+            .env_remove("TIGRESS_CLUSTER")
+            .output()
+            .expect("running tigress")
+    }
+
+    /// Runs and expects success; returns stdout.
+    pub(crate) fn ok(&self, args: &[&str]) -> Vec<u8> {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "tigress {args:?} failed ({:?}): {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    }
+}
+
+/// Writes `bytes` to a new file in `dir`.
+pub(crate) fn file(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).expect("writing a test file");
+    path
+}
+
+/// Polls `check` until it returns `Some`, failing after `limit`.
+pub(crate) fn eventually<T>(
+    limit: Duration,
+    what: &str,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
