@@ -19,6 +19,7 @@ use tigress_protocol::rpc::{
 };
 use tigress_protocol::wire::{BoundedString, BoundedVec};
 use tigress_protocol::{Address, ErrorCode};
+use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use crate::identity::{key_of, peer_of};
@@ -46,6 +47,7 @@ pub struct EntryConfig {
 pub struct Entry {
     me: PublicKey,
     replica: Option<Replica>,
+    nudge: Option<mpsc::Sender<Address>>,
     net: NetworkHandle,
     config: EntryConfig,
     genesis_cache: Mutex<HashMap<Address, Genesis>>,
@@ -87,6 +89,7 @@ impl Entry {
     pub fn new(
         me: PublicKey,
         replica: Option<Replica>,
+        nudge: Option<mpsc::Sender<Address>>,
         net: NetworkHandle,
         config: EntryConfig,
         metrics: Arc<Metrics>,
@@ -94,6 +97,7 @@ impl Entry {
         Self {
             me,
             replica,
+            nudge,
             net,
             config,
             genesis_cache: Mutex::new(HashMap::new()),
@@ -553,6 +557,18 @@ impl Entry {
         }
         if !any {
             return Err(self.failure(&answers, replicas.len()));
+        }
+        // A replica that answered with fewer messages than the others has a gap: if this
+        // node is one of the replicas, reconcile the mailbox now rather than at the next
+        // round.
+        let gap = answers.iter().any(|(_, a)| {
+            matches!(a, Ok(ReplicaResponse::Messages { messages }) if messages.len() < merged.len())
+        });
+        if gap
+            && replicas.contains(&self.me)
+            && let Some(nudge) = &self.nudge
+        {
+            let _ = nudge.try_send(address);
         }
         let messages: Vec<Message> = merged
             .into_values()

@@ -31,6 +31,7 @@ pub mod metrics;
 pub mod network;
 pub mod replica;
 pub mod store;
+pub mod sync;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -109,10 +110,27 @@ pub struct Node {
     inflight: Arc<Semaphore>,
     max_inflight: usize,
     accepting: Arc<AtomicBool>,
-    network_task: JoinHandle<()>,
+    network_task: Option<JoinHandle<()>>,
     background: Vec<JoinHandle<()>>,
     http_stop: Option<oneshot::Sender<()>>,
     http_task: Option<JoinHandle<()>>,
+    sync_stats: Arc<sync::SyncStats>,
+}
+
+impl Drop for Node {
+    /// A node dropped without [`Node::shutdown`] stops at once, like a crash (the store
+    /// keeps only what it already flushed).
+    fn drop(&mut self) {
+        if let Some(t) = self.network_task.take() {
+            t.abort();
+        }
+        if let Some(t) = self.http_task.take() {
+            t.abort();
+        }
+        for t in self.background.drain(..) {
+            t.abort();
+        }
+    }
 }
 
 impl Node {
@@ -182,9 +200,11 @@ impl Node {
             });
 
         let replica = store.clone().map(|s| Replica::new(s, metrics.clone()));
+        let (nudge_tx, nudge_rx) = tokio::sync::mpsc::channel(256);
         let entry = Arc::new(Entry::new(
             identity.public_key(),
             replica.clone(),
+            store.as_ref().map(|_| nudge_tx),
             net.clone(),
             EntryConfig {
                 replication: config.replication,
@@ -204,6 +224,18 @@ impl Node {
             metrics: metrics.clone(),
         }));
         let mut background = Vec::new();
+        let sync_stats = Arc::new(sync::SyncStats::default());
+        if let Some(store) = store.clone() {
+            let task = sync::AntiEntropy::new(
+                identity.public_key(),
+                store,
+                net.clone(),
+                Duration::from_millis(config.replica_timeout_ms),
+                sync_stats.clone(),
+            );
+            let every = Duration::from_secs(config.anti_entropy_interval_secs.max(1));
+            background.push(tokio::spawn(task.run(every, nudge_rx)));
+        }
         if let Some(store) = store.clone() {
             let every = Duration::from_secs(config.sweep_interval_secs);
             background.push(tokio::spawn(async move {
@@ -231,10 +263,11 @@ impl Node {
             inflight,
             max_inflight: config.max_inflight_requests,
             accepting,
-            network_task,
+            network_task: Some(network_task),
             background,
             http_stop,
             http_task,
+            sync_stats,
         })
     }
 
@@ -295,6 +328,11 @@ impl Node {
         &self.entry
     }
 
+    /// The anti-entropy counters.
+    pub fn sync_stats(&self) -> &Arc<sync::SyncStats> {
+        &self.sync_stats
+    }
+
     /// The peers in the routing table.
     pub async fn routing_table(&self) -> Vec<PeerId> {
         self.net.routing_table().await
@@ -302,7 +340,7 @@ impl Node {
 
     /// Stops gracefully: refuses new requests, lets in-flight ones finish (up to 30 s),
     /// stops the network and HTTP, and flushes the database.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
         self.accepting.store(false, Ordering::Release);
         let all = u32::try_from(self.max_inflight).unwrap_or(u32::MAX);
         let drained =
@@ -311,14 +349,16 @@ impl Node {
             tracing::warn!("in-flight requests did not finish within 30 s");
         }
         self.net.stop().await;
-        let _ = self.network_task.await;
-        if let Some(stop) = self.http_stop {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.http_task {
+        if let Some(task) = self.network_task.take() {
             let _ = task.await;
         }
-        for task in self.background {
+        if let Some(stop) = self.http_stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.http_task.take() {
+            let _ = task.await;
+        }
+        for task in self.background.drain(..) {
             task.abort();
         }
         if let Some(store) = &self.store {

@@ -66,6 +66,12 @@ struct RunArgs {
     /// Seconds between sweeps of expired mailboxes.
     #[arg(long)]
     sweep_interval_secs: Option<u64>,
+    /// Seconds between anti-entropy rounds.
+    #[arg(long)]
+    anti_entropy_interval_secs: Option<u64>,
+    /// Milliseconds an entry node waits for each replica.
+    #[arg(long)]
+    replica_timeout_ms: Option<u64>,
 }
 
 fn config_of(args: RunArgs) -> anyhow::Result<Config> {
@@ -105,6 +111,12 @@ fn config_of(args: RunArgs) -> anyhow::Result<Config> {
     }
     if let Some(s) = args.sweep_interval_secs {
         config.sweep_interval_secs = s;
+    }
+    if let Some(s) = args.anti_entropy_interval_secs {
+        config.anti_entropy_interval_secs = s;
+    }
+    if let Some(t) = args.replica_timeout_ms {
+        config.replica_timeout_ms = t;
     }
     config.validate()?;
     Ok(config)

@@ -98,7 +98,8 @@ impl NetworkHandle {
         rx.await.map_err(|_| "network stopped".to_owned())?
     }
 
-    /// The replica-capable peers closest to `key` that a Kademlia lookup finds.
+    /// The peers closest to `key` that a Kademlia lookup finds, without the peers known
+    /// to be routing-only (bootstrap nodes).
     pub async fn closest_peers(&self, key: Vec<u8>) -> Vec<PeerId> {
         let (reply, rx) = oneshot::channel();
         if self
@@ -360,7 +361,7 @@ impl Network {
         let mut state = LoopState {
             pending_replica: HashMap::new(),
             pending_closest: HashMap::new(),
-            replica_peers: HashSet::new(),
+            routing_only: HashSet::new(),
         };
         loop {
             tokio::select! {
@@ -389,7 +390,8 @@ pub(crate) struct LoopContext {
 struct LoopState {
     pending_replica: HashMap<OutboundRequestId, ReplicaReply>,
     pending_closest: HashMap<QueryId, oneshot::Sender<Vec<PeerId>>>,
-    replica_peers: HashSet<PeerId>,
+    /// Peers known (from identify) not to serve the replica protocol: bootstrap nodes.
+    routing_only: HashSet<PeerId>,
 }
 
 fn refusal(code: ErrorCode, message: &str) -> RemoteError {
@@ -555,9 +557,9 @@ impl LoopState {
                     }
                 }
                 if info.protocols.contains(&REPLICA_STREAM) {
-                    self.replica_peers.insert(peer_id);
+                    self.routing_only.remove(&peer_id);
                 } else {
-                    self.replica_peers.remove(&peer_id);
+                    self.routing_only.insert(peer_id);
                 }
             }
             SwarmEvent::Behaviour(NodeBehaviourEvent::Kad(
@@ -576,7 +578,7 @@ impl LoopState {
                     let found: Vec<PeerId> = peers
                         .into_iter()
                         .map(|p| p.peer_id)
-                        .filter(|p| self.replica_peers.contains(p))
+                        .filter(|p| !self.routing_only.contains(p))
                         .collect();
                     let _ = reply.send(found);
                 }

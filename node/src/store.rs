@@ -60,11 +60,17 @@ pub enum StoreError {
 enum Op {
     Replica(Box<ReplicaRequest>),
     Sweep,
+    List,
 }
 
 struct Job {
     op: Op,
-    reply: oneshot::Sender<ReplicaResponse>,
+    reply: oneshot::Sender<Reply>,
+}
+
+enum Reply {
+    Replica(ReplicaResponse),
+    List(Vec<(Address, Vec<PublicKey>)>),
 }
 
 /// A handle on the storage actor.
@@ -170,23 +176,38 @@ impl Store {
         self.arrivals.subscribe()
     }
 
-    async fn submit(&self, op: Op) -> ReplicaResponse {
+    async fn submit(&self, op: Op) -> Reply {
+        let stopped = || Reply::Replica(ReplicaResponse::Error(unavailable("the store has stopped")));
         let (reply, rx) = oneshot::channel();
         if self.jobs.send(Job { op, reply }).await.is_err() {
-            return ReplicaResponse::Error(unavailable("the store has stopped"));
+            return stopped();
         }
-        rx.await
-            .unwrap_or_else(|_| ReplicaResponse::Error(unavailable("the store has stopped")))
+        rx.await.unwrap_or_else(|_| stopped())
+    }
+
+    async fn submit_replica(&self, op: Op) -> ReplicaResponse {
+        match self.submit(op).await {
+            Reply::Replica(r) => r,
+            Reply::List(_) => ReplicaResponse::Error(unavailable("unexpected store reply")),
+        }
+    }
+
+    /// Every mailbox stored, with its replica set (for anti-entropy).
+    pub async fn mailboxes(&self) -> Vec<(Address, Vec<PublicKey>)> {
+        match self.submit(Op::List).await {
+            Reply::List(list) => list,
+            Reply::Replica(_) => Vec::new(),
+        }
     }
 
     /// Applies one replica request (a fetch here never waits; see `replica`).
     pub async fn apply(&self, request: ReplicaRequest) -> ReplicaResponse {
-        self.submit(Op::Replica(Box::new(request))).await
+        self.submit_replica(Op::Replica(Box::new(request))).await
     }
 
     /// Removes expired mailboxes and tombstones; returns how many.
     pub async fn sweep(&self) -> u64 {
-        match self.submit(Op::Sweep).await {
+        match self.submit_replica(Op::Sweep).await {
             ReplicaResponse::Stored { .. } => self.stats.swept.load(Ordering::Relaxed),
             _ => 0,
         }
@@ -196,7 +217,7 @@ impl Store {
     /// when the last handle is dropped.
     pub async fn flush(&self) {
         let _ = self
-            .submit(Op::Replica(Box::new(ReplicaRequest::Status {
+            .submit_replica(Op::Replica(Box::new(ReplicaRequest::Status {
                 address: Address([0; 32]),
             })))
             .await;
@@ -273,6 +294,10 @@ impl Actor {
                 let applied = match job.op {
                     Op::Replica(req) => self.apply(*req, now),
                     Op::Sweep => self.sweep(now),
+                    Op::List => {
+                        let _ = job.reply.send(Reply::List(self.list()));
+                        continue;
+                    }
                 };
                 dirty |= applied.wrote;
                 results.push((job.reply, applied));
@@ -297,12 +322,24 @@ impl Actor {
                         applied.response
                     }
                 };
-                let _ = reply.send(response);
+                let _ = reply.send(Reply::Replica(response));
             }
         }
         if let Err(e) = self.db.flush() {
             tracing::error!(error = %e, "final flush failed");
         }
+    }
+
+    fn list(&self) -> Vec<(Address, Vec<PublicKey>)> {
+        self.mailboxes
+            .iter()
+            .filter_map(Result::ok)
+            .filter_map(|(k, v)| {
+                let state: MailboxState = wire::decode_local(&v).ok()?;
+                let addr: [u8; 32] = k.as_ref().try_into().ok()?;
+                Some((Address(addr), state.genesis().header().replicas.to_vec()))
+            })
+            .collect()
     }
 
     fn load(&self, address: &Address) -> Result<Option<MailboxState>, RemoteError> {
@@ -509,7 +546,7 @@ impl Actor {
                     certificates: BoundedVec::truncated(state.certificates().to_vec()),
                     resolve: state.resolution().cloned(),
                     delete: state.deletion().cloned(),
-                    relinquished: BoundedVec::default(),
+                    relinquished: BoundedVec::truncated(state.relinquishes().to_vec()),
                     messages: BoundedVec::truncated(keys),
                 }))
             }

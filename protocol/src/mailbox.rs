@@ -120,6 +120,7 @@ pub struct MailboxState {
     contested: bool,
     resolve: Option<Resolve>,
     relinquished: BTreeSet<PublicKey>,
+    relinquishes: Vec<Relinquish>,
     messages: BTreeMap<MessageKey, [u8; 32]>,
     deleted: Option<Delete>,
 }
@@ -397,6 +398,7 @@ impl MailboxState {
             contested: false,
             resolve: None,
             relinquished: BTreeSet::new(),
+            relinquishes: Vec::new(),
             messages: BTreeMap::new(),
             deleted: None,
         })
@@ -446,6 +448,11 @@ impl MailboxState {
     /// The resolve, if the sender settled a contest.
     pub fn resolution(&self) -> Option<&Resolve> {
         self.resolve.as_ref()
+    }
+
+    /// The relinquish records applied (what anti-entropy hands to other replicas).
+    pub fn relinquishes(&self) -> &[Relinquish] {
+        &self.relinquishes
     }
 
     /// The delete record, if the mailbox is a tombstone.
@@ -551,8 +558,17 @@ impl MailboxState {
         if self.contested {
             return Err(Error::Contested);
         }
+        // A slot is taken by this replica's own live grant, or by a certificate it learned
+        // (from the entry node or another replica) for a recipient still holding it.
+        let taken = |slot: u8| {
+            self.active_grants().any(|g| g.body.slot == slot)
+                || self
+                    .certificates
+                    .iter()
+                    .any(|c| certificate_slot(c) == Ok(slot))
+        };
         let slot = (0..self.genesis.header().policy.max_recipients)
-            .find(|slot| !self.active_grants().any(|g| g.body.slot == *slot))
+            .find(|slot| !taken(*slot))
             .ok_or(Error::AlreadyClaimed)?;
         let receipt = Receipt::sign(
             ReceiptBody {
@@ -812,6 +828,7 @@ impl MailboxState {
         self.recipients.retain(|r| r.key != who);
         self.certificates.retain(|c| c.claim.body.recipient != who);
         self.relinquished.insert(who);
+        self.relinquishes.push(rel.clone());
         Ok(Outcome::Applied)
     }
 

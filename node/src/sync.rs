@@ -1,0 +1,244 @@
+//! Anti-entropy: the replicas of a mailbox reconcile with each other, so a replica that was
+//! down or partitioned catches up without any client. Every round, for each mailbox it
+//! holds, a replica exchanges digests with the other replicas of the genesis set, pulls
+//! what it lacks and pushes what they lack. Every record goes through the receiving
+//! store's protocol checks, so a peer can offer nothing that a client could not.
+//! The replica set is fixed in the genesis: nothing is handed to nodes outside it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use tigress_protocol::Address;
+use tigress_protocol::ErrorCode;
+use tigress_protocol::crypto::PublicKey;
+use tigress_protocol::mailbox::MessageKey;
+use tigress_protocol::rpc::{MAX_FETCH, ReplicaDigest, ReplicaRequest, ReplicaResponse};
+use tigress_protocol::wire::BoundedVec;
+use tokio::sync::mpsc;
+
+use crate::identity::peer_of;
+use crate::network::NetworkHandle;
+use crate::store::Store;
+
+/// The most mailboxes reconciled at once.
+const PARALLEL: usize = 8;
+
+/// Where records are read from or written to.
+#[derive(Clone, Copy)]
+enum Side {
+    Local,
+    Peer(PublicKey),
+}
+
+/// Counters of the anti-entropy task.
+#[derive(Debug, Default)]
+pub struct SyncStats {
+    /// Rounds completed.
+    pub rounds: std::sync::atomic::AtomicU64,
+    /// Records copied (pulled or pushed).
+    pub repaired: std::sync::atomic::AtomicU64,
+}
+
+/// The anti-entropy task of a replica.
+pub struct AntiEntropy {
+    me: PublicKey,
+    store: Store,
+    net: NetworkHandle,
+    timeout: Duration,
+    stats: Arc<SyncStats>,
+}
+
+impl AntiEntropy {
+    /// The task for the replica `me`.
+    pub fn new(me: PublicKey, store: Store, net: NetworkHandle, timeout: Duration, stats: Arc<SyncStats>) -> Self {
+        Self {
+            me,
+            store,
+            net,
+            timeout,
+            stats,
+        }
+    }
+
+    /// Runs a round every `every`, and a mailbox at once when nudged.
+    pub async fn run(self, every: Duration, mut nudges: mpsc::Receiver<Address>) {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => self.round().await,
+                Some(address) = nudges.recv() => {
+                    if let Some((_, replicas)) = self
+                        .store
+                        .mailboxes()
+                        .await
+                        .into_iter()
+                        .find(|(a, _)| *a == address)
+                    {
+                        self.sync_mailbox(address, &replicas).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// One pass over every mailbox held.
+    pub async fn round(&self) {
+        let started = Instant::now();
+        let mailboxes = self.store.mailboxes().await;
+        let count = mailboxes.len();
+        let mut work = futures::stream::iter(mailboxes)
+            .map(|(address, replicas)| async move { self.sync_mailbox(address, &replicas).await })
+            .buffer_unordered(PARALLEL);
+        while work.next().await.is_some() {}
+        self.stats
+            .rounds
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::debug!(mailboxes = count, elapsed_ms = started.elapsed().as_millis() as u64, "anti-entropy round");
+    }
+
+    async fn call(&self, side: Side, request: ReplicaRequest) -> Option<ReplicaResponse> {
+        match side {
+            Side::Local => Some(self.store.apply(request).await),
+            Side::Peer(key) => {
+                let peer = peer_of(&key)?;
+                tokio::time::timeout(self.timeout, self.net.replica_request(peer, request))
+                    .await
+                    .ok()?
+                    .ok()
+            }
+        }
+    }
+
+    async fn digest(&self, side: Side, address: Address) -> Result<Option<ReplicaDigest>, ()> {
+        match self.call(side, ReplicaRequest::Digest { address }).await {
+            Some(ReplicaResponse::Digest(d)) => Ok(Some(d)),
+            Some(ReplicaResponse::Error(e)) if e.code == ErrorCode::NotFound => Ok(None),
+            _ => Err(()),
+        }
+    }
+
+    /// Reconciles one mailbox with every other replica of its set.
+    pub async fn sync_mailbox(&self, address: Address, replicas: &[PublicKey]) {
+        let Ok(Some(local)) = self.digest(Side::Local, address).await else {
+            return;
+        };
+        let mut peers: FuturesUnordered<_> = replicas
+            .iter()
+            .filter(|r| **r != self.me)
+            .map(|peer| async {
+                let side = Side::Peer(*peer);
+                match self.digest(side, address).await {
+                    Ok(remote) => {
+                        if let Some(remote) = &remote
+                            && remote.genesis == local.genesis
+                        {
+                            self.bring_up(address, Side::Local, Some(&local), side, remote)
+                                .await;
+                        }
+                        self.bring_up(address, side, remote.as_ref(), Side::Local, &local)
+                            .await;
+                    }
+                    Err(()) => {}
+                }
+            })
+            .collect();
+        while peers.next().await.is_some() {}
+    }
+
+    /// Sends `target` every record of `source` that `target` lacks, in an order the
+    /// protocol accepts: genesis, certificates, resolve, relinquishes, messages, delete.
+    async fn bring_up(
+        &self,
+        address: Address,
+        target: Side,
+        have: Option<&ReplicaDigest>,
+        source: Side,
+        from: &ReplicaDigest,
+    ) {
+        let mut copied = 0u64;
+        let mut send = async |request: ReplicaRequest| {
+            if matches!(
+                self.call(target, request).await,
+                Some(ReplicaResponse::Stored { duplicate: false })
+            ) {
+                copied += 1;
+            }
+        };
+        let Some(have) = have else {
+            // The target lacks the mailbox: hand it the genesis; it pulls the rest itself
+            // on its next round, and we push the rest now.
+            send(ReplicaRequest::StoreGenesis {
+                genesis: from.genesis.clone(),
+            })
+            .await;
+            let empty = ReplicaDigest {
+                genesis: from.genesis.clone(),
+                certificates: BoundedVec::default(),
+                resolve: None,
+                delete: None,
+                relinquished: BoundedVec::default(),
+                messages: BoundedVec::default(),
+            };
+            Box::pin(self.bring_up(address, target, Some(&empty), source, from)).await;
+            return;
+        };
+        for cert in from.certificates.iter() {
+            if !have.certificates.contains(cert) {
+                send(ReplicaRequest::StoreCertificate {
+                    certificate: cert.clone(),
+                })
+                .await;
+            }
+        }
+        if have.resolve.is_none()
+            && let Some(resolve) = &from.resolve
+        {
+            send(ReplicaRequest::Resolve {
+                resolve: resolve.clone(),
+            })
+            .await;
+        }
+        for rel in from.relinquished.iter() {
+            if !have.relinquished.contains(rel) {
+                send(ReplicaRequest::Relinquish {
+                    relinquish: rel.clone(),
+                })
+                .await;
+            }
+        }
+        let missing: Vec<MessageKey> = from
+            .messages
+            .iter()
+            .filter(|k| !have.messages.contains(k))
+            .copied()
+            .collect();
+        for chunk in missing.chunks(MAX_FETCH) {
+            let keys = BoundedVec::truncated(chunk.to_vec());
+            if let Some(ReplicaResponse::Messages { messages }) = self
+                .call(source, ReplicaRequest::GetMessages { address, keys })
+                .await
+            {
+                for message in messages.into_vec() {
+                    send(ReplicaRequest::StoreMessage { message }).await;
+                }
+            }
+        }
+        if have.delete.is_none()
+            && let Some(delete) = &from.delete
+        {
+            send(ReplicaRequest::Delete {
+                delete: delete.clone(),
+            })
+            .await;
+        }
+        if copied > 0 {
+            self.stats
+                .repaired
+                .fetch_add(copied, std::sync::atomic::Ordering::Relaxed);
+            tracing::info!(mailbox = %address.short(), copied, "anti-entropy repaired records");
+        }
+    }
+}
