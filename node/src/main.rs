@@ -19,7 +19,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the node until SIGINT or SIGTERM.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the node's peer ID (creating its identity if needed).
     Id {
         /// The data directory.
@@ -165,7 +165,7 @@ async fn main() -> anyhow::Result<()> {
             writeln!(std::io::stdout(), "{}", identity.peer_id())?;
         }
         Command::Run(args) => {
-            let config = config_of(args)?;
+            let config = config_of(*args)?;
             let node = Node::start(config).await?;
             {
                 let mut out = std::io::stdout().lock();

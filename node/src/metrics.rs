@@ -19,6 +19,8 @@ pub struct Metrics {
     pub peers: AtomicU64,
     /// Long-polls waiting for a message right now.
     pub long_polls: AtomicU64,
+    /// Peers in the Kademlia routing table.
+    pub routing_table: AtomicU64,
 }
 
 /// The name of a client operation.
@@ -134,6 +136,13 @@ impl Metrics {
             "Connected peers.",
             "gauge",
             self.peers.load(Ordering::Relaxed),
+        );
+        gauge(
+            &mut out,
+            "tigress_routing_table_peers",
+            "Peers in the Kademlia routing table.",
+            "gauge",
+            self.routing_table.load(Ordering::Relaxed),
         );
         gauge(
             &mut out,

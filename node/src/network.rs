@@ -588,6 +588,17 @@ impl LoopState {
                     q.finish();
                 }
             }
+            SwarmEvent::Behaviour(NodeBehaviourEvent::Kad(kad::Event::RoutingUpdated {
+                ..
+            })) => {
+                let n: usize = swarm
+                    .behaviour_mut()
+                    .kad
+                    .kbuckets()
+                    .map(|b| b.num_entries())
+                    .sum();
+                ctx.metrics.routing_table.store(n as u64, Ordering::Relaxed);
+            }
             SwarmEvent::ConnectionEstablished { .. } | SwarmEvent::ConnectionClosed { .. } => {
                 ctx.metrics
                     .peers

@@ -69,7 +69,7 @@ struct Job {
 }
 
 enum Reply {
-    Replica(ReplicaResponse),
+    Replica(Box<ReplicaResponse>),
     List(Vec<(Address, Vec<PublicKey>)>),
 }
 
@@ -177,7 +177,11 @@ impl Store {
     }
 
     async fn submit(&self, op: Op) -> Reply {
-        let stopped = || Reply::Replica(ReplicaResponse::Error(unavailable("the store has stopped")));
+        let stopped = || {
+            Reply::Replica(Box::new(ReplicaResponse::Error(unavailable(
+                "the store has stopped",
+            ))))
+        };
         let (reply, rx) = oneshot::channel();
         if self.jobs.send(Job { op, reply }).await.is_err() {
             return stopped();
@@ -187,7 +191,7 @@ impl Store {
 
     async fn submit_replica(&self, op: Op) -> ReplicaResponse {
         match self.submit(op).await {
-            Reply::Replica(r) => r,
+            Reply::Replica(r) => *r,
             Reply::List(_) => ReplicaResponse::Error(unavailable("unexpected store reply")),
         }
     }
@@ -322,7 +326,7 @@ impl Actor {
                         applied.response
                     }
                 };
-                let _ = reply.send(Reply::Replica(response));
+                let _ = reply.send(Reply::Replica(Box::new(response)));
             }
         }
         if let Err(e) = self.db.flush() {

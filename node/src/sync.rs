@@ -52,7 +52,13 @@ pub struct AntiEntropy {
 
 impl AntiEntropy {
     /// The task for the replica `me`.
-    pub fn new(me: PublicKey, store: Store, net: NetworkHandle, timeout: Duration, stats: Arc<SyncStats>) -> Self {
+    pub fn new(
+        me: PublicKey,
+        store: Store,
+        net: NetworkHandle,
+        timeout: Duration,
+        stats: Arc<SyncStats>,
+    ) -> Self {
         Self {
             me,
             store,
@@ -96,7 +102,11 @@ impl AntiEntropy {
         self.stats
             .rounds
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        tracing::debug!(mailboxes = count, elapsed_ms = started.elapsed().as_millis() as u64, "anti-entropy round");
+        tracing::debug!(
+            mailboxes = count,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "anti-entropy round"
+        );
     }
 
     async fn call(&self, side: Side, request: ReplicaRequest) -> Option<ReplicaResponse> {
@@ -130,18 +140,15 @@ impl AntiEntropy {
             .filter(|r| **r != self.me)
             .map(|peer| async {
                 let side = Side::Peer(*peer);
-                match self.digest(side, address).await {
-                    Ok(remote) => {
-                        if let Some(remote) = &remote
-                            && remote.genesis == local.genesis
-                        {
-                            self.bring_up(address, Side::Local, Some(&local), side, remote)
-                                .await;
-                        }
-                        self.bring_up(address, side, remote.as_ref(), Side::Local, &local)
+                if let Ok(remote) = self.digest(side, address).await {
+                    if let Some(remote) = &remote
+                        && remote.genesis == local.genesis
+                    {
+                        self.bring_up(address, Side::Local, Some(&local), side, remote)
                             .await;
                     }
-                    Err(()) => {}
+                    self.bring_up(address, side, remote.as_ref(), Side::Local, &local)
+                        .await;
                 }
             })
             .collect();

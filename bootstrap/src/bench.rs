@@ -1,0 +1,469 @@
+//! `tigress-cluster bench`: complete transfers through the client library, C at a time,
+//! each step through a randomly chosen entry node; latency percentiles, throughput, and
+//! the CPU time and peak memory of the node processes.
+//!
+//! A transfer: the sender shares a B-byte payload; the recipient opens and claims it
+//! (certificate), reads and decrypts it; then K more B-byte messages alternate recipient →
+//! sender → recipient …, each awaited by the other side with a long-poll fetch that is
+//! already waiting when the message is sent; then the sender deletes the mailbox.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use libp2p::Multiaddr;
+use rand_core::{Rng as _, UnwrapErr};
+use tigress_client::{ClientError, Connection, unix_now};
+use tigress_protocol::mailbox::Limits;
+use tigress_protocol::record::Message;
+use tigress_protocol::rpc::{ClientRequest, ClientResponse, Cursor};
+use tigress_protocol::session::{RecipientSession, SenderSession, ShareIdentity, ShareOptions};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Transfers in all.
+    pub transfers: usize,
+    /// Transfers at a time.
+    pub concurrency: usize,
+    /// Messages after the first payload.
+    pub messages: usize,
+    /// Bytes of each payload and message.
+    pub payload_bytes: usize,
+}
+
+impl Default for BenchOptions {
+    fn default() -> Self {
+        Self {
+            transfers: 2000,
+            concurrency: 50,
+            messages: 3,
+            payload_bytes: 1024,
+        }
+    }
+}
+
+/// The steps timed.
+const STEPS: [&str; 5] = ["create", "claim", "send", "fetch", "delete"];
+
+#[derive(Default)]
+struct Timings {
+    total: Vec<Duration>,
+    steps: BTreeMap<&'static str, Vec<Duration>>,
+    failures: BTreeMap<String, usize>,
+}
+
+/// The outcome of a run.
+#[derive(Debug, Clone)]
+pub struct BenchReport {
+    /// Transfers attempted.
+    pub transfers: usize,
+    /// Transfers completed.
+    pub ok: usize,
+    /// Transfers failed.
+    pub failed: usize,
+    /// Wall-clock seconds.
+    pub seconds: f64,
+    /// Percentiles (p50, p90, p99) of a whole transfer, milliseconds.
+    pub total_ms: (f64, f64, f64),
+    /// Per step: (p50, p90, p99) in milliseconds.
+    pub steps_ms: BTreeMap<&'static str, (f64, f64, f64)>,
+    /// Failure reasons with counts.
+    pub failures: BTreeMap<String, usize>,
+    /// CPU seconds used by the node processes during the run.
+    pub node_cpu_s: f64,
+    /// Peak resident memory of the node processes, summed, MiB.
+    pub node_rss_mb: f64,
+}
+
+fn percentiles(v: &mut [Duration]) -> (f64, f64, f64) {
+    if v.is_empty() {
+        return (0.0, 0.0, 0.0);
+    }
+    v.sort();
+    let at = |q: f64| {
+        let i = ((v.len() as f64 - 1.0) * q).round() as usize;
+        v.get(i).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
+    (at(0.5), at(0.9), at(0.99))
+}
+
+impl BenchReport {
+    /// The summary line.
+    pub fn line(&self) -> String {
+        let (p50, p90, p99) = self.total_ms;
+        let (c50, _, c99) = self.steps_ms.get("claim").copied().unwrap_or_default();
+        format!(
+            "bench transfers={} ok={} failed={} seconds={:.2} transfers_per_s={:.1} p50_ms={:.1} p90_ms={:.1} p99_ms={:.1} claim_p50_ms={:.1} claim_p99_ms={:.1} node_cpu_s={:.2} node_rss_mb={:.1}",
+            self.transfers,
+            self.ok,
+            self.failed,
+            self.seconds,
+            self.ok as f64 / self.seconds.max(1e-9),
+            p50,
+            p90,
+            p99,
+            c50,
+            c99,
+            self.node_cpu_s,
+            self.node_rss_mb
+        )
+    }
+
+    /// The JSON report: the summary's keys plus per-step percentiles and failures.
+    pub fn json(&self) -> serde_json::Value {
+        let (p50, p90, p99) = self.total_ms;
+        let (c50, _, c99) = self.steps_ms.get("claim").copied().unwrap_or_default();
+        let steps: serde_json::Map<String, serde_json::Value> = self
+            .steps_ms
+            .iter()
+            .map(|(k, (a, b, c))| {
+                (
+                    (*k).to_owned(),
+                    serde_json::json!({"p50_ms": a, "p90_ms": b, "p99_ms": c}),
+                )
+            })
+            .collect();
+        serde_json::json!({
+            "transfers": self.transfers,
+            "ok": self.ok,
+            "failed": self.failed,
+            "seconds": self.seconds,
+            "transfers_per_s": self.ok as f64 / self.seconds.max(1e-9),
+            "p50_ms": p50, "p90_ms": p90, "p99_ms": p99,
+            "claim_p50_ms": c50, "claim_p99_ms": c99,
+            "node_cpu_s": self.node_cpu_s,
+            "node_rss_mb": self.node_rss_mb,
+            "steps": steps,
+            "failures": self.failures,
+        })
+    }
+}
+
+/// CPU seconds (user + system) and peak RSS (MiB) of a process, from /proc.
+pub fn proc_usage(pid: u32) -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    let tick = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .map_or(100.0, |t| t as f64);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let hwm_kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    Some(((utime + stime) / tick, hwm_kb / 1024.0))
+}
+
+struct Pool {
+    conns: Vec<Connection>,
+}
+
+impl Pool {
+    fn pick(&self) -> &Connection {
+        let mut b = [0u8; 4];
+        UnwrapErr(getrandom::SysRng).fill_bytes(&mut b);
+        let i = u32::from_le_bytes(b) as usize % self.conns.len();
+        // `run` refuses an empty pool, and `i` is reduced modulo its length.
+        #[allow(clippy::indexing_slicing)]
+        &self.conns[i]
+    }
+}
+
+fn unexpected(what: &'static str) -> ClientError {
+    ClientError::UnexpectedResponse(what)
+}
+
+async fn timed<T>(
+    steps: &mut Vec<(&'static str, Duration)>,
+    step: &'static str,
+    f: impl std::future::Future<Output = Result<T, ClientError>>,
+) -> Result<T, String> {
+    let start = Instant::now();
+    let r = f.await.map_err(|e| format!("{step}: {}", e.code_name()));
+    steps.push((step, start.elapsed()));
+    r
+}
+
+async fn fetch_one(
+    conn: &Connection,
+    request: tigress_protocol::record::ReadRequest,
+    cursor: Vec<(tigress_protocol::crypto::PublicKey, u64)>,
+) -> Result<Vec<Message>, ClientError> {
+    let cursor = Cursor::new(cursor).ok_or(unexpected("cursor"))?;
+    match conn
+        .request(ClientRequest::Fetch {
+            request,
+            cursor,
+            wait_ms: 30_000,
+        })
+        .await?
+    {
+        ClientResponse::Messages { messages } => Ok(messages.into_vec()),
+        _ => Err(unexpected("messages")),
+    }
+}
+
+async fn stored(conn: &Connection, request: ClientRequest) -> Result<(), ClientError> {
+    match conn.request(request).await? {
+        ClientResponse::Stored { .. } => Ok(()),
+        _ => Err(unexpected("stored")),
+    }
+}
+
+/// One transfer; returns each step's duration.
+async fn transfer(
+    pool: &Pool,
+    opts: &BenchOptions,
+) -> Result<Vec<(&'static str, Duration)>, String> {
+    let mut rng = UnwrapErr(getrandom::SysRng);
+    let limits = Limits::default();
+    let mut steps = Vec::new();
+    let payload = vec![0x5au8; opts.payload_bytes];
+
+    let mut sender = timed(&mut steps, "create", async {
+        let conn = pool.pick();
+        let identity = ShareIdentity::random(&mut rng);
+        let replicas = match conn
+            .request(ClientRequest::Locate {
+                address: identity.address(),
+            })
+            .await?
+        {
+            ClientResponse::Located { replicas } => replicas.into_vec(),
+            _ => return Err(unexpected("located")),
+        };
+        let (session, url) = SenderSession::create(
+            identity,
+            "https://bench.invalid",
+            replicas,
+            &payload,
+            &ShareOptions::default(),
+            unix_now(),
+            &mut rng,
+        )?;
+        stored(
+            conn,
+            ClientRequest::Create {
+                genesis: session.genesis().clone(),
+            },
+        )
+        .await?;
+        Ok((session, url))
+    })
+    .await?;
+    let url = sender.1.clone();
+
+    let mut recipient = timed(&mut steps, "claim", async {
+        let conn = pool.pick();
+        let request = RecipientSession::open_request(&url, unix_now());
+        let genesis = match conn.request(ClientRequest::Open { request }).await? {
+            ClientResponse::Genesis(g) => g,
+            _ => return Err(unexpected("genesis")),
+        };
+        let (mut session, first) =
+            RecipientSession::open(&url, genesis, &limits, unix_now(), &mut rng)?;
+        if first.len() != opts.payload_bytes {
+            return Err(unexpected("first payload length"));
+        }
+        let cert = match pool
+            .pick()
+            .request(ClientRequest::Claim {
+                claim: session.claim().clone(),
+            })
+            .await?
+        {
+            ClientResponse::Certified(c) => c,
+            _ => return Err(unexpected("certified")),
+        };
+        session.accept_certificate(cert, &limits, unix_now())?;
+        Ok(session)
+    })
+    .await?;
+
+    // The sender learns the recipient from its view.
+    timed(&mut steps, "fetch", async {
+        let view = match pool
+            .pick()
+            .request(ClientRequest::Read {
+                request: sender.0.read_request(unix_now()),
+            })
+            .await?
+        {
+            ClientResponse::View(v) => v,
+            _ => return Err(unexpected("view")),
+        };
+        for cert in view.certificates.iter() {
+            sender.0.add_certificate(cert, &limits, unix_now())?;
+        }
+        Ok(())
+    })
+    .await?;
+    let to = recipient.public_key();
+
+    for k in 0..opts.messages {
+        let from_recipient = k % 2 == 0;
+        let (send_conn, fetch_conn) = (pool.pick().clone(), pool.pick().clone());
+        let (read, cursor) = if from_recipient {
+            (sender.0.read_request(unix_now()), sender.0.cursor())
+        } else {
+            (recipient.read_request(unix_now()), recipient.cursor())
+        };
+        // The other side is already waiting when the message goes out.
+        let start_fetch = Instant::now();
+        let waiting = tokio::spawn(async move { fetch_one(&fetch_conn, read, cursor).await });
+        let message = if from_recipient {
+            recipient.seal(&payload, [k as u8; 16], unix_now(), &mut rng)
+        } else {
+            sender
+                .0
+                .seal(&to, &payload, [k as u8; 16], unix_now(), &mut rng)
+        }
+        .map_err(|e| format!("send: {}", e.code()))?;
+        timed(
+            &mut steps,
+            "send",
+            stored(&send_conn, ClientRequest::Send { message }),
+        )
+        .await?;
+        let got = waiting
+            .await
+            .map_err(|_| "fetch: task failed".to_owned())?
+            .map_err(|e| format!("fetch: {}", e.code_name()))?;
+        steps.push(("fetch", start_fetch.elapsed()));
+        let mut delivered = 0;
+        for m in &got {
+            let d = if from_recipient {
+                sender.0.receive(m)
+            } else {
+                recipient.receive(m)
+            };
+            delivered += d.map_err(|e| format!("fetch: {}", e.code()))?.len();
+        }
+        if delivered != 1 {
+            return Err("fetch: message not delivered".into());
+        }
+    }
+
+    timed(
+        &mut steps,
+        "delete",
+        stored(
+            pool.pick(),
+            ClientRequest::Delete {
+                delete: sender.0.delete(unix_now()),
+            },
+        ),
+    )
+    .await?;
+    Ok(steps)
+}
+
+/// Runs the benchmark against the nodes at `addrs`; `pids` are node processes to measure.
+pub async fn run(
+    addrs: &[Multiaddr],
+    pids: &[u32],
+    opts: &BenchOptions,
+) -> anyhow::Result<BenchReport> {
+    let mut conns = Vec::new();
+    for a in addrs {
+        conns.push(Connection::connect(a).await?);
+    }
+    anyhow::ensure!(!conns.is_empty(), "no nodes to run against");
+    let pool = Arc::new(Pool { conns });
+    let usage_before: Vec<(f64, f64)> = pids.iter().filter_map(|p| proc_usage(*p)).collect();
+    let done = Arc::new(AtomicUsize::new(0));
+    let tty = std::io::stderr().is_terminal();
+    let start = Instant::now();
+    let total = opts.transfers;
+    let results: Vec<Result<Vec<(&'static str, Duration)>, String>> =
+        futures::stream::iter(0..total)
+            .map(|_| {
+                let pool = pool.clone();
+                let opts = opts.clone();
+                let done = done.clone();
+                async move {
+                    let t0 = Instant::now();
+                    let r = transfer(&pool, &opts).await.map(|mut s| {
+                        s.push(("total", t0.elapsed()));
+                        s
+                    });
+                    let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+                    progress(n, total, tty);
+                    r
+                }
+            })
+            .buffer_unordered(opts.concurrency.max(1))
+            .collect()
+            .await;
+    let seconds = start.elapsed().as_secs_f64();
+    if tty {
+        let _ = writeln!(std::io::stderr());
+    }
+    let mut t = Timings::default();
+    for r in results {
+        match r {
+            Ok(steps) => {
+                for (name, d) in steps {
+                    if name == "total" {
+                        t.total.push(d);
+                    } else {
+                        t.steps.entry(name).or_default().push(d);
+                    }
+                }
+            }
+            Err(reason) => *t.failures.entry(reason).or_insert(0) += 1,
+        }
+    }
+    let usage_after: Vec<(f64, f64)> = pids.iter().filter_map(|p| proc_usage(*p)).collect();
+    let cpu_before: f64 = usage_before.iter().map(|u| u.0).sum();
+    let cpu_after: f64 = usage_after.iter().map(|u| u.0).sum();
+    let rss: f64 = usage_after.iter().map(|u| u.1).sum();
+    let ok = t.total.len();
+    Ok(BenchReport {
+        transfers: total,
+        ok,
+        failed: total - ok,
+        seconds,
+        total_ms: percentiles(&mut t.total),
+        steps_ms: STEPS
+            .iter()
+            .map(|s| {
+                (
+                    *s,
+                    percentiles(t.steps.get_mut(s).map_or(&mut [][..], |v| &mut v[..])),
+                )
+            })
+            .collect(),
+        failures: t.failures,
+        node_cpu_s: (cpu_after - cpu_before).max(0.0),
+        node_rss_mb: rss,
+    })
+}
+
+fn progress(n: usize, total: usize, tty: bool) {
+    let mut err = std::io::stderr();
+    if tty {
+        let width = 40;
+        let filled = n * width / total.max(1);
+        let _ = write!(
+            err,
+            "\r[{}{}] {n}/{total}",
+            "=".repeat(filled),
+            " ".repeat(width - filled)
+        );
+        let _ = err.flush();
+    } else if n == total || n.is_multiple_of((total / 10).max(1)) {
+        let _ = writeln!(err, "bench: {n}/{total} transfers");
+    }
+}

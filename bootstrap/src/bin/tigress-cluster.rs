@@ -1,0 +1,203 @@
+//! `tigress-cluster`: local multi-node clusters (`up`) and the end-to-end benchmark
+//! (`bench`).
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use libp2p::Multiaddr;
+use tigress_bootstrap::bench::{self, BenchOptions};
+use tigress_bootstrap::process::{ClusterFile, ProcessCluster, UpOptions, default_node_bin};
+
+/// Local tigress clusters and benchmarks.
+#[derive(Debug, Parser)]
+#[command(name = "tigress-cluster", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start N node processes on 127.0.0.1 and run until SIGINT/SIGTERM.
+    Up {
+        /// How many nodes.
+        #[arg(long, default_value_t = 5)]
+        nodes: usize,
+        /// Where node data and cluster.json go.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Node i listens on P+i (HTTP on P+1000+i); default: free ports.
+        #[arg(long)]
+        base_port: Option<u16>,
+        /// The replication factor.
+        #[arg(long, default_value_t = 5)]
+        replication: u8,
+        /// The tigress-node binary (default: beside this one, else on PATH).
+        #[arg(long)]
+        node_bin: Option<PathBuf>,
+    },
+    /// Run complete transfers and report throughput and latency.
+    Bench {
+        /// A cluster file written by `up`.
+        #[arg(long, conflicts_with_all = ["node", "nodes"])]
+        cluster: Option<PathBuf>,
+        /// One node's multiaddr.
+        #[arg(long, conflicts_with = "nodes")]
+        node: Option<Multiaddr>,
+        /// Start a throwaway cluster of N node processes.
+        #[arg(long)]
+        nodes: Option<usize>,
+        /// The throwaway cluster's replication factor.
+        #[arg(long, default_value_t = 5)]
+        replication: u8,
+        /// Transfers in all.
+        #[arg(long, default_value_t = 2000)]
+        transfers: usize,
+        /// Transfers at a time.
+        #[arg(long, default_value_t = 50)]
+        concurrency: usize,
+        /// Messages after the first payload.
+        #[arg(long, default_value_t = 3)]
+        messages: usize,
+        /// Bytes per payload and message.
+        #[arg(long, default_value_t = 1024)]
+        payload_bytes: usize,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+        /// The tigress-node binary for --nodes.
+        #[arg(long)]
+        node_bin: Option<PathBuf>,
+    },
+}
+
+async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Up {
+            nodes,
+            dir,
+            base_port,
+            replication,
+            node_bin,
+        } => {
+            let opts = UpOptions {
+                nodes,
+                dir,
+                base_port,
+                replication,
+                node_bin: node_bin.unwrap_or_else(default_node_bin),
+                extra_args: Vec::new(),
+            };
+            let mut cluster = ProcessCluster::up(&opts).await?;
+            let file = cluster.write_file()?;
+            {
+                let mut out = std::io::stdout().lock();
+                writeln!(
+                    out,
+                    "tigress-cluster ready nodes={nodes} file={}",
+                    file.display()
+                )?;
+                out.flush()?;
+            }
+            let mut watch = tokio::time::interval(std::time::Duration::from_millis(500));
+            let stop = stop_signal();
+            tokio::pin!(stop);
+            loop {
+                tokio::select! {
+                    _ = &mut stop => break,
+                    _ = watch.tick() => { cluster.reap(); }
+                }
+            }
+            cluster.stop().await;
+        }
+        Command::Bench {
+            cluster,
+            node,
+            nodes,
+            replication,
+            transfers,
+            concurrency,
+            messages,
+            payload_bytes,
+            json,
+            node_bin,
+        } => {
+            let opts = BenchOptions {
+                transfers,
+                concurrency,
+                messages,
+                payload_bytes,
+            };
+            let mut throwaway = None;
+            let (addrs, pids): (Vec<Multiaddr>, Vec<u32>) = if let Some(path) = cluster {
+                let file = ClusterFile::read(&path)?;
+                (
+                    file.nodes
+                        .iter()
+                        .map(|n| n.multiaddr.parse())
+                        .collect::<Result<_, _>>()?,
+                    file.nodes.iter().map(|n| n.pid).collect(),
+                )
+            } else if let Some(addr) = node {
+                (vec![addr], Vec::new())
+            } else {
+                let n = nodes.unwrap_or(1);
+                let dir = tempfile::tempdir()?;
+                let up = ProcessCluster::up(&UpOptions {
+                    nodes: n,
+                    dir: dir.path().to_path_buf(),
+                    base_port: None,
+                    replication,
+                    node_bin: node_bin.unwrap_or_else(default_node_bin),
+                    extra_args: Vec::new(),
+                })
+                .await?;
+                let addrs = up
+                    .file()
+                    .nodes
+                    .iter()
+                    .map(|n| n.multiaddr.parse())
+                    .collect::<Result<_, _>>()?;
+                let pids = up.pids();
+                throwaway = Some((up, dir));
+                (addrs, pids)
+            };
+            let report = bench::run(&addrs, &pids, &opts).await?;
+            let mut out = std::io::stdout().lock();
+            if json {
+                writeln!(out, "{}", report.json())?;
+            } else {
+                writeln!(out, "{}", report.line())?;
+            }
+            drop(out);
+            if let Some((up, _dir)) = throwaway {
+                up.stop().await;
+            }
+        }
+    }
+    Ok(())
+}

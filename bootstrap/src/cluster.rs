@@ -1,0 +1,144 @@
+//! An in-process cluster: N nodes in one tokio runtime, on loopback, for tests.
+
+use std::time::{Duration, Instant};
+
+use libp2p::Multiaddr;
+use tigress_node::{Config, Node};
+
+/// N nodes in this process, node 0 seeding the others. Dropping the cluster stops every
+/// node at once; [`Cluster::shutdown`] stops them gracefully.
+pub struct Cluster {
+    nodes: Vec<Option<Node>>,
+    configs: Vec<Config>,
+    dir: tempfile::TempDir,
+}
+
+/// How long a cluster may take to connect.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(90);
+
+impl Cluster {
+    /// Starts `n` relay nodes (each with its own data directory under a temporary
+    /// directory, free loopback ports, no HTTP); `tweak` adjusts each node's config.
+    /// Returns once every node's routing table knows every other node.
+    pub async fn start(n: usize, tweak: impl Fn(usize, &mut Config)) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let mut nodes: Vec<Option<Node>> = Vec::with_capacity(n);
+        let mut configs = Vec::with_capacity(n);
+        let mut seed: Option<Multiaddr> = None;
+        for i in 0..n {
+            let mut config = Config {
+                data_dir: Some(dir.path().join(format!("node-{i}"))),
+                listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
+                http: None,
+                bootstrap_interval_secs: 2,
+                anti_entropy_interval_secs: 1,
+                replica_timeout_ms: 3_000,
+                ..Config::default()
+            };
+            if let Some(seed) = &seed {
+                config.bootstrap = vec![seed.to_string()];
+            }
+            tweak(i, &mut config);
+            let node = Node::start(config.clone()).await?;
+            if seed.is_none() {
+                seed = node.dial_addr();
+            }
+            // Listen on the same port after a restart.
+            if let Some(addr) = node.listen_addrs().first() {
+                config.listen = vec![addr.to_string()];
+            }
+            configs.push(config);
+            nodes.push(Some(node));
+        }
+        let cluster = Self {
+            nodes,
+            configs,
+            dir,
+        };
+        cluster.wait_ready(READY_TIMEOUT).await?;
+        Ok(cluster)
+    }
+
+    /// Waits until every running node's routing table holds every other running node.
+    pub async fn wait_ready(&self, limit: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + limit;
+        let running: Vec<&Node> = self.nodes.iter().flatten().collect();
+        let want = running.len().saturating_sub(1);
+        loop {
+            let mut worst = usize::MAX;
+            for node in &running {
+                let table = node.routing_table().await;
+                let known = running
+                    .iter()
+                    .filter(|other| other.peer_id() != node.peer_id())
+                    .filter(|other| table.contains(&other.peer_id()))
+                    .count();
+                worst = worst.min(known);
+            }
+            if worst >= want {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                anyhow::bail!(
+                    "cluster not connected after {limit:?}: a node knows only {worst} of {want} peers"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The number of node slots.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether the cluster has no nodes.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// Node `i`, if running.
+    pub fn node(&self, i: usize) -> Option<&Node> {
+        self.nodes.get(i).and_then(Option::as_ref)
+    }
+
+    /// The dialable address of node `i`, with `/p2p/`, if running.
+    pub fn addr(&self, i: usize) -> Option<Multiaddr> {
+        self.node(i)?.dial_addr()
+    }
+
+    /// The temporary directory holding the nodes' data.
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Stops node `i` gracefully (its data stays for a restart).
+    pub async fn stop(&mut self, i: usize) {
+        if let Some(node) = self.nodes.get_mut(i).and_then(Option::take) {
+            node.shutdown().await;
+        }
+    }
+
+    /// Restarts node `i` with its data directory and address.
+    pub async fn restart(&mut self, i: usize) -> anyhow::Result<()> {
+        let config = self
+            .configs
+            .get(i)
+            .cloned()
+            .ok_or_else(|| anyhow::anyhow!("no node {i}"))?;
+        let node = Node::start(config).await?;
+        if let Some(slot) = self.nodes.get_mut(i) {
+            *slot = Some(node);
+        }
+        Ok(())
+    }
+
+    /// Stops every node gracefully.
+    pub async fn shutdown(mut self) {
+        for slot in &mut self.nodes {
+            if let Some(node) = slot.take() {
+                node.shutdown().await;
+            }
+        }
+    }
+}
