@@ -2,7 +2,10 @@
 
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use libp2p::Multiaddr;
+use tigress_node::replica::ResponseFilter;
 use tigress_node::{Config, Node};
 
 /// N nodes in this process, node 0 seeding the others. Dropping the cluster stops every
@@ -21,6 +24,15 @@ impl Cluster {
     /// directory, free loopback ports, no HTTP); `tweak` adjusts each node's config.
     /// Returns once every node's routing table knows every other node.
     pub async fn start(n: usize, tweak: impl Fn(usize, &mut Config)) -> anyhow::Result<Self> {
+        Self::start_with(n, tweak, |_| None).await
+    }
+
+    /// Like [`Cluster::start`], with a replica answer filter per node (test doubles).
+    pub async fn start_with(
+        n: usize,
+        tweak: impl Fn(usize, &mut Config),
+        filter: impl Fn(usize) -> Option<Arc<dyn ResponseFilter>>,
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let mut nodes: Vec<Option<Node>> = Vec::with_capacity(n);
         let mut configs = Vec::with_capacity(n);
@@ -39,7 +51,7 @@ impl Cluster {
                 config.bootstrap = vec![seed.to_string()];
             }
             tweak(i, &mut config);
-            let node = Node::start(config.clone()).await?;
+            let node = Node::start_with(config.clone(), filter(i)).await?;
             if seed.is_none() {
                 seed = node.dial_addr();
             }

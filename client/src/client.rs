@@ -8,7 +8,7 @@ use libp2p::Multiaddr;
 use rand_core::UnwrapErr;
 use tigress_protocol::crypto::PublicKey;
 use tigress_protocol::mailbox::{Limits, MailboxStatus};
-use tigress_protocol::record::{ClaimCertificate, Message};
+use tigress_protocol::record::Message;
 use tigress_protocol::rpc::{
     ClientRequest, ClientResponse, Cursor, MAX_WAIT_MS, MailboxView, NodeInfo,
 };
@@ -180,12 +180,26 @@ impl Client {
         };
         if !session.is_recipient() {
             let claim = session.claim().clone();
-            let cert: ClaimCertificate =
-                match self.conn.request(ClientRequest::Claim { claim }).await? {
-                    ClientResponse::Certified(c) => c,
-                    _ => return Err(ClientError::UnexpectedResponse("certified")),
-                };
-            session.accept_certificate(cert, &self.limits, unix_now())?;
+            match self.conn.request(ClientRequest::Claim { claim }).await {
+                Ok(ClientResponse::Certified(cert)) => {
+                    session.accept_certificate(cert, &self.limits, unix_now())?;
+                }
+                Ok(_) => return Err(ClientError::UnexpectedResponse("certified")),
+                // A contest the sender settled in this claimant's favour: the resolve in
+                // the mailbox makes it a recipient.
+                Err(ClientError::Remote(e)) if e.code == tigress_protocol::ErrorCode::Conflict => {
+                    let request = session.read_request(unix_now());
+                    let kept = match self.conn.request(ClientRequest::Read { request }).await {
+                        Ok(ClientResponse::View(view)) => view.resolve,
+                        _ => None,
+                    };
+                    match kept {
+                        Some(resolve) if session.accept_resolve(&resolve).is_ok() => {}
+                        _ => return Err(ClientError::Remote(e)),
+                    }
+                }
+                Err(e) => return Err(e),
+            }
             self.state.save(&state)?;
         }
         let Party::Recipient(session) = &state.party else {

@@ -27,6 +27,9 @@ use crate::metrics::{Metrics, client_op};
 use crate::network::NetworkHandle;
 use crate::replica::Replica;
 
+/// How long a read waits for the replicas beyond the majority.
+const READ_GRACE: Duration = Duration::from_millis(250);
+
 /// The most genesis records cached by an entry node.
 const GENESIS_CACHE: usize = 4096;
 
@@ -81,7 +84,11 @@ fn common_error(answers: &[Answer]) -> Option<RemoteError> {
                 .0 += 1;
         }
     }
-    counts.into_values().max_by_key(|(n, _)| *n).map(|(_, e)| e)
+    // "Not found" is what nodes outside the replica set say: any other refusal wins.
+    counts
+        .into_values()
+        .max_by_key(|(n, e)| (e.code != ErrorCode::NotFound, *n))
+        .map(|(_, e)| e)
 }
 
 impl Entry {
@@ -332,8 +339,21 @@ impl Entry {
         &self,
         replicas: Vec<PublicKey>,
         request: ReplicaRequest,
-        mut enough: impl FnMut(&[Answer]) -> bool,
+        enough: impl FnMut(&[Answer]) -> bool,
     ) -> Vec<Answer> {
+        self.fan_out_with_grace(replicas, request, enough, Duration::ZERO)
+            .await
+    }
+
+    /// Like [`Entry::fan_out`], then keeps collecting late answers for up to `grace`.
+    async fn fan_out_with_grace(
+        &self,
+        replicas: Vec<PublicKey>,
+        request: ReplicaRequest,
+        mut enough: impl FnMut(&[Answer]) -> bool,
+        grace: Duration,
+    ) -> Vec<Answer> {
+        let total = replicas.len();
         let mut pending: FuturesUnordered<_> = replicas
             .into_iter()
             .map(|r| self.call(r, request.clone()))
@@ -346,6 +366,13 @@ impl Entry {
             answers.push(answer);
             if enough(&answers) {
                 break;
+            }
+        }
+        let deadline = tokio::time::Instant::now() + grace;
+        while answers.len() < total {
+            match tokio::time::timeout_at(deadline, pending.next()).await {
+                Ok(Some(answer)) => answers.push(answer),
+                _ => break,
             }
         }
         answers
@@ -449,8 +476,10 @@ impl Entry {
         let genesis = self.genesis(&request.body.address).await?;
         let replicas = genesis.header().replicas.to_vec();
         let need = genesis.header().majority();
+        // A majority of views, plus whatever the others answer shortly after: the sender
+        // needs every claimant's claim to resolve a contest.
         let answers = self
-            .fan_out(
+            .fan_out_with_grace(
                 replicas.clone(),
                 ReplicaRequest::Read { request },
                 |answers| {
@@ -460,6 +489,7 @@ impl Entry {
                         .count()
                         >= need
                 },
+                READ_GRACE,
             )
             .await;
         let views: Vec<&MailboxView> = answers

@@ -136,6 +136,14 @@ impl Drop for Node {
 impl Node {
     /// Starts a node: identity, database, swarm, HTTP, background sweeps.
     pub async fn start(config: Config) -> Result<Self, NodeError> {
+        Self::start_with(config, None).await
+    }
+
+    /// Starts a node whose replica answers pass through `filter` (a test-double seam).
+    pub async fn start_with(
+        config: Config,
+        filter: Option<Arc<dyn replica::ResponseFilter>>,
+    ) -> Result<Self, NodeError> {
         config.validate()?;
         let data_dir = config.data_dir();
         let dir_err = |source| NodeError::DataDir {
@@ -199,7 +207,9 @@ impl Node {
                 None => "http://127.0.0.1:8080".to_owned(),
             });
 
-        let replica = store.clone().map(|s| Replica::new(s, metrics.clone()));
+        let replica = store
+            .clone()
+            .map(|s| Replica::new(s, metrics.clone(), filter.clone()));
         let (nudge_tx, nudge_rx) = tokio::sync::mpsc::channel(256);
         let entry = Arc::new(Entry::new(
             identity.public_key(),

@@ -12,17 +12,34 @@ use tokio::sync::broadcast::error::RecvError;
 use crate::metrics::Metrics;
 use crate::store::Store;
 
+/// A seam for test doubles: sees every replica answer before it leaves the node and may
+/// replace it. Honest nodes have none; a misbehaving node in a test uses one to forge,
+/// replay or withhold.
+pub trait ResponseFilter: Send + Sync {
+    /// The answer to send for `request`, given the honest `response`.
+    fn filter(&self, request: &ReplicaRequest, response: ReplicaResponse) -> ReplicaResponse;
+}
+
 /// The replica role of this node.
 #[derive(Clone)]
 pub struct Replica {
     store: Store,
     metrics: Arc<Metrics>,
+    filter: Option<Arc<dyn ResponseFilter>>,
 }
 
 impl Replica {
     /// A replica over `store`.
-    pub fn new(store: Store, metrics: Arc<Metrics>) -> Self {
-        Self { store, metrics }
+    pub fn new(
+        store: Store,
+        metrics: Arc<Metrics>,
+        filter: Option<Arc<dyn ResponseFilter>>,
+    ) -> Self {
+        Self {
+            store,
+            metrics,
+            filter,
+        }
     }
 
     /// The store.
@@ -32,6 +49,16 @@ impl Replica {
 
     /// Answers one request.
     pub async fn handle(&self, request: ReplicaRequest) -> ReplicaResponse {
+        match &self.filter {
+            None => self.answer(request).await,
+            Some(filter) => {
+                let response = self.answer(request.clone()).await;
+                filter.filter(&request, response)
+            }
+        }
+    }
+
+    async fn answer(&self, request: ReplicaRequest) -> ReplicaResponse {
         let ReplicaRequest::Fetch {
             request: read,
             cursor,

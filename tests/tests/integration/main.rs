@@ -7,6 +7,7 @@
     clippy::panic
 )]
 
+mod cluster;
 mod hostile;
 mod single_node;
 mod support;

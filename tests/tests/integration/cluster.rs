@@ -1,0 +1,405 @@
+//! In-process clusters: placement on the closest nodes, any node as the entry, quorum
+//! claims under races, a misbehaving replica, delete and expiry on every replica.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use libp2p::Multiaddr;
+use tigress_bootstrap::Cluster;
+use tigress_client::{Client, ClientError, StateDir};
+use tigress_node::replica::ResponseFilter;
+use tigress_protocol::record::Policy;
+use tigress_protocol::rpc::{ClientRequest, ReplicaRequest, ReplicaResponse};
+use tigress_protocol::session::ShareOptions;
+use tigress_protocol::{ErrorCode, ShareUrl};
+
+async fn client(cluster: &Cluster, i: usize, state: &std::path::Path) -> Client {
+    let addr: Multiaddr = cluster.addr(i % cluster.len()).unwrap();
+    Client::connect(&addr, StateDir::open(state).unwrap())
+        .await
+        .unwrap()
+}
+
+/// A full transfer where every step goes through the next entry node.
+async fn transfer_through_every_entry(n: usize) {
+    let cluster = Cluster::start(n, |_, _| {}).await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("alice"), tmp.path().join("bob"));
+    let mut step = 0;
+    let mut next = || {
+        step += 1;
+        step - 1
+    };
+    let shared = client(&cluster, next(), &a)
+        .await
+        .share(b"car key", &ShareOptions::default(), None)
+        .await
+        .unwrap();
+    let id = shared.share_id;
+    // The replica set is the R closest nodes.
+    let state = StateDir::open(&a).unwrap().load(&id).unwrap();
+    let tigress_client::Party::Sender(s) = &state.party else {
+        panic!()
+    };
+    assert_eq!(s.genesis().header().replicas.len(), n.min(5));
+    let url = ShareUrl::parse(&shared.url.expose_url()).unwrap();
+    assert_eq!(
+        client(&cluster, next(), &b)
+            .await
+            .accept(&url)
+            .await
+            .unwrap(),
+        b"car key"
+    );
+    for round in 0..3 {
+        let text = format!("request {round}");
+        client(&cluster, next(), &b)
+            .await
+            .send(&id, text.as_bytes(), None)
+            .await
+            .unwrap();
+        let got = client(&cluster, next(), &a)
+            .await
+            .recv(&id, Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert_eq!(got.messages.len(), 1, "round {round}");
+        assert_eq!(got.messages[0].plaintext, text.as_bytes());
+        let text = format!("response {round}");
+        client(&cluster, next(), &a)
+            .await
+            .send(&id, text.as_bytes(), None)
+            .await
+            .unwrap();
+        let got = client(&cluster, next(), &b)
+            .await
+            .recv(&id, Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert_eq!(got.messages[0].plaintext, text.as_bytes());
+    }
+    client(&cluster, next(), &a)
+        .await
+        .delete(&id)
+        .await
+        .unwrap();
+    let err = client(&cluster, next(), &b)
+        .await
+        .recv(&id, Duration::ZERO)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::Gone));
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_nodes_any_entry() {
+    transfer_through_every_entry(5).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_nodes_any_entry() {
+    transfer_through_every_entry(20).await;
+}
+
+/// Races `claimants` recipients through different entry nodes; returns (certified,
+/// contested) and checks the invariants.
+async fn race_round(cluster: &Cluster, max: u8, claimants: usize) -> (usize, bool) {
+    let tmp = tempfile::tempdir().unwrap();
+    let options = ShareOptions {
+        policy: Policy {
+            max_recipients: max,
+            ..Policy::default()
+        },
+        ..ShareOptions::default()
+    };
+    let shared = client(cluster, 0, &tmp.path().join("alice"))
+        .await
+        .share(b"key", &options, None)
+        .await
+        .unwrap();
+    let url = ShareUrl::parse(&shared.url.expose_url()).unwrap();
+    let mut racers = Vec::new();
+    for i in 0..claimants {
+        let c = client(cluster, i, &tmp.path().join(format!("claimant-{i}"))).await;
+        let url = url.clone();
+        racers.push(tokio::spawn(async move { c.accept(&url).await }));
+    }
+    let mut certified = 0;
+    let mut contested_errors = 0;
+    for r in racers {
+        match r.await.unwrap() {
+            Ok(payload) => {
+                assert_eq!(payload, b"key");
+                certified += 1;
+            }
+            Err(ClientError::Remote(e)) => {
+                assert_eq!(e.code, ErrorCode::Conflict, "losers get a conflict: {e}");
+                if e.message.as_str().contains("contested") {
+                    contested_errors += 1;
+                }
+            }
+            Err(e) => panic!("unexpected claim failure: {e}"),
+        }
+    }
+    assert!(
+        certified <= usize::from(max),
+        "{certified} certificates with max {max}"
+    );
+    let status = client(cluster, 1, &tmp.path().join("alice"))
+        .await
+        .status(url.mailbox_id().address())
+        .await
+        .unwrap();
+    assert!(status.recipients.len() <= usize::from(max));
+    assert_eq!(status.recipients.len(), certified);
+    let contested = status.contested || contested_errors > 0;
+    assert!(
+        certified == usize::from(max) || contested,
+        "free slots remain ({certified}/{max}) but the mailbox is not contested"
+    );
+    (certified, contested)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claim_races_never_certify_more_than_allowed() {
+    let cluster = Cluster::start(5, |_, _| {}).await.unwrap();
+    let mut summary = Vec::new();
+    for round in 0..6 {
+        summary.push(("max1", round, race_round(&cluster, 1, 16).await));
+    }
+    for round in 0..4 {
+        summary.push(("max3", round, race_round(&cluster, 3, 16).await));
+    }
+    eprintln!("claim race rounds (policy, round, (certified, contested)): {summary:?}");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contested_mailbox_is_resolved_by_the_sender() {
+    let cluster = Cluster::start(5, |_, _| {}).await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let alice = client(&cluster, 0, &tmp.path().join("alice")).await;
+    let shared = alice
+        .share(b"key", &ShareOptions::default(), None)
+        .await
+        .unwrap();
+    let id = shared.share_id;
+    let url = ShareUrl::parse(&shared.url.expose_url()).unwrap();
+    let state = alice.state().load(&id).unwrap();
+    let tigress_client::Party::Sender(s) = &state.party else {
+        panic!()
+    };
+    let genesis = s.genesis().clone();
+    let replicas = genesis.header().replicas.to_vec();
+    // Two racers whose claims reached two replicas each (the race a leaked invitation
+    // allows), applied straight to those replicas.
+    let limits = tigress_protocol::mailbox::Limits::default();
+    let mut rng = <rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::from_seed([5; 32]);
+    let node_of = |key: &tigress_protocol::crypto::PublicKey| {
+        (0..cluster.len())
+            .find(|i| cluster.node(*i).unwrap().identity().public_key() == *key)
+            .unwrap()
+    };
+    for pair in [[0usize, 1], [2, 3]] {
+        let (racer, _) = tigress_protocol::session::RecipientSession::open(
+            &url,
+            genesis.clone(),
+            &limits,
+            tigress_client::unix_now(),
+            &mut rng,
+        )
+        .unwrap();
+        for r in pair {
+            let store = cluster
+                .node(node_of(&replicas[r]))
+                .unwrap()
+                .store()
+                .unwrap();
+            let answer = store
+                .apply(ReplicaRequest::Grant {
+                    claim: racer.claim().clone(),
+                })
+                .await;
+            assert!(matches!(answer, ReplicaResponse::Granted(_)), "{answer:?}");
+        }
+    }
+    // A third claimant through an entry node gets the last replica: nobody can reach a
+    // majority, so the mailbox is contested.
+    let carol_dir = tmp.path().join("carol");
+    let carol = client(&cluster, 4, &carol_dir).await;
+    let err = carol.accept(&url).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::Conflict));
+    assert!(err.to_string().contains("contested"), "{err}");
+    let status = alice.status(url.mailbox_id().address()).await.unwrap();
+    assert!(status.contested);
+    // A late claimant sees the contest too.
+    let dave = client(&cluster, 1, &tmp.path().join("dave")).await;
+    assert_eq!(
+        dave.accept(&url).await.unwrap_err().code(),
+        Some(ErrorCode::Conflict)
+    );
+    // The sender keeps carol.
+    let carol_key = match &carol.state().load(&id).unwrap().party {
+        tigress_client::Party::Recipient(r) => r.public_key(),
+        _ => panic!(),
+    };
+    let claimants = alice.claimants(&id).await.unwrap();
+    assert!(
+        claimants.len() >= 3,
+        "the sender sees every claimant: {claimants:?}"
+    );
+    assert!(claimants.contains(&carol_key));
+    alice.resolve(&id, &[carol_key]).await.unwrap();
+    let status = alice.status(url.mailbox_id().address()).await.unwrap();
+    assert!(status.resolved && !status.contested);
+    assert_eq!(status.recipients, vec![carol_key]);
+    // Carol accepts again (the resolve makes her the recipient) and talks; dave stays out.
+    let carol = client(&cluster, 2, &carol_dir).await;
+    assert_eq!(carol.accept(&url).await.unwrap(), b"key");
+    carol.send(&id, b"kept", None).await.unwrap();
+    let got = alice.recv(&id, Duration::from_secs(10)).await.unwrap();
+    assert_eq!(got.messages[0].plaintext, b"kept");
+    assert_eq!(
+        dave.accept(&url).await.unwrap_err().code(),
+        Some(ErrorCode::Conflict)
+    );
+    cluster.shutdown().await;
+}
+
+/// A replica that forges receipts, serves an altered genesis, replays old messages and
+/// withholds what it is asked to store.
+struct Malicious;
+
+impl ResponseFilter for Malicious {
+    fn filter(&self, request: &ReplicaRequest, response: ReplicaResponse) -> ReplicaResponse {
+        match (request, response) {
+            (ReplicaRequest::Grant { .. }, ReplicaResponse::Granted(mut r)) => {
+                // A receipt for another slot, with a signature that no longer matches.
+                r.body.slot = r.body.slot.wrapping_add(1);
+                ReplicaResponse::Granted(r)
+            }
+            (
+                ReplicaRequest::GetGenesis { .. } | ReplicaRequest::Open { .. },
+                ReplicaResponse::Genesis(mut g),
+            ) => {
+                g.body.header.expires_at += 3600;
+                ReplicaResponse::Genesis(g)
+            }
+            (ReplicaRequest::Fetch { .. }, ReplicaResponse::Messages { messages }) => {
+                // Replays: every message twice, and a tampered copy.
+                let mut out = messages.clone().into_vec();
+                out.extend(messages.iter().cloned());
+                if let Some(mut m) = messages.first().cloned() {
+                    m.body.header.seq += 100;
+                    out.push(m);
+                }
+                ReplicaResponse::Messages {
+                    messages: tigress_protocol::wire::BoundedVec::truncated(out),
+                }
+            }
+            (ReplicaRequest::Digest { .. }, _) => ReplicaResponse::Error(
+                tigress_protocol::rpc::RemoteError::new(ErrorCode::NotFound, "withheld"),
+            ),
+            (_, other) => other,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malicious_replica_cannot_disturb_a_transfer() {
+    let cluster = Cluster::start_with(
+        5,
+        |_, _| {},
+        |i| (i == 2).then(|| Arc::new(Malicious) as Arc<dyn ResponseFilter>),
+    )
+    .await
+    .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("alice"), tmp.path().join("bob"));
+    // Every step through the malicious node as the entry, and through honest ones.
+    for entry in [2usize, 0, 4] {
+        let alice = client(&cluster, entry, &a).await;
+        let bob = client(&cluster, entry + 1, &b).await;
+        let shared = alice
+            .share(b"first", &ShareOptions::default(), None)
+            .await
+            .unwrap();
+        let id = shared.share_id;
+        assert_eq!(bob.accept(&shared.url).await.unwrap(), b"first");
+        for i in 0..3u8 {
+            bob.send(&id, &[i], None).await.unwrap();
+            let got = alice.recv(&id, Duration::from_secs(10)).await.unwrap();
+            let texts: Vec<Vec<u8>> = got.messages.into_iter().map(|m| m.plaintext).collect();
+            assert_eq!(
+                texts,
+                vec![vec![i]],
+                "replays and forgeries are not delivered"
+            );
+        }
+        alice.delete(&id).await.unwrap();
+    }
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_reaches_every_replica_and_a_replayed_genesis_is_refused() {
+    let cluster = Cluster::start(5, |_, _| {}).await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let alice = client(&cluster, 0, &tmp.path().join("alice")).await;
+    let shared = alice
+        .share(b"k", &ShareOptions::default(), None)
+        .await
+        .unwrap();
+    let state = alice.state().load(&shared.share_id).unwrap();
+    let tigress_client::Party::Sender(s) = &state.party else {
+        panic!()
+    };
+    let genesis = s.genesis().clone();
+    let address = genesis.header().address;
+    alice.delete(&shared.share_id).await.unwrap();
+    // Every replica ends up with the tombstone (a majority at once, the rest by
+    // anti-entropy).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut gone = 0;
+        for i in 0..cluster.len() {
+            let store = cluster.node(i).unwrap().store().unwrap();
+            if let ReplicaResponse::Error(e) = store.apply(ReplicaRequest::Status { address }).await
+                && e.code == ErrorCode::Gone
+            {
+                gone += 1;
+            }
+        }
+        if gone == cluster.len() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {gone} replicas hold the tombstone"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The same genesis again, through any entry, and straight to every replica.
+    for i in 0..cluster.len() {
+        let c = client(&cluster, i, &tmp.path().join("mallory")).await;
+        let r = c
+            .connection()
+            .request(ClientRequest::Create {
+                genesis: genesis.clone(),
+            })
+            .await;
+        assert!(
+            matches!(r, Err(ClientError::Remote(ref e)) if e.code == ErrorCode::Gone),
+            "{r:?}"
+        );
+        let store = cluster.node(i).unwrap().store().unwrap();
+        let direct = store
+            .apply(ReplicaRequest::StoreGenesis {
+                genesis: genesis.clone(),
+            })
+            .await;
+        assert!(matches!(direct, ReplicaResponse::Error(ref e) if e.code == ErrorCode::Gone));
+    }
+    cluster.shutdown().await;
+}
