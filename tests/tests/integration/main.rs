@@ -8,6 +8,7 @@
 )]
 
 mod cluster;
+mod faults;
 mod hostile;
 mod single_node;
 mod support;

@@ -61,12 +61,18 @@ impl NodeProc {
 
     /// Starts a node listening on `listen`.
     pub(crate) fn start_on(data_dir: &Path, listen: &str, extra: &[&str]) -> Self {
+        let mut args: Vec<String> = vec!["--data-dir".into(), data_dir.display().to_string()];
+        args.extend(["--listen", listen, "--http", "127.0.0.1:0"].map(String::from));
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        Self::spawn(&args)
+    }
+
+    /// Starts `tigress-node run <args>`.
+    pub(crate) fn spawn(args: &[String]) -> Self {
         let (node, _) = bins();
         let mut child = Command::new(node)
-            .args(["run", "--data-dir"])
-            .arg(data_dir)
-            .args(["--listen", listen, "--http", "127.0.0.1:0"])
-            .args(extra)
+            .arg("run")
+            .args(args)
             .env("RUST_LOG", "warn,libp2p_kad=error")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
