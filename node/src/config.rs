@@ -57,6 +57,9 @@ pub struct Config {
     pub bootstrap_interval_secs: u64,
     /// Seconds between anti-entropy rounds.
     pub anti_entropy_interval_secs: u64,
+    /// The HTTP gateway's secret (64 hex digits), shared by an operator's nodes so any of
+    /// them serves the same draft devices; default: `gateway.key` in the data directory.
+    pub gateway_secret: Option<String>,
 }
 
 /// The default libp2p listen address.
@@ -84,6 +87,7 @@ impl Default for Config {
             idle_timeout_secs: 300,
             bootstrap_interval_secs: 300,
             anti_entropy_interval_secs: 30,
+            gateway_secret: None,
         }
     }
 }

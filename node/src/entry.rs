@@ -270,7 +270,7 @@ impl Entry {
     }
 
     /// The genesis of `address`: from the cache, else from the nodes closest to it.
-    async fn genesis(&self, address: &Address) -> Result<Genesis, RemoteError> {
+    pub async fn genesis(&self, address: &Address) -> Result<Genesis, RemoteError> {
         if let Some(g) = self
             .genesis_cache
             .lock()
@@ -552,6 +552,7 @@ impl Entry {
     ) -> Result<ClientResponse, RemoteError> {
         let address = request.body.address;
         let reader = request.body.by;
+        let own = cursor.iter().any(|(author, _)| *author == reader);
         let replicas = self.replicas_of(&address).await?;
         let answers = self
             .fan_out(
@@ -568,7 +569,7 @@ impl Entry {
                 },
             )
             .await;
-        let mut merged: BTreeMap<(PublicKey, u64), Message> = BTreeMap::new();
+        let mut merged: BTreeMap<(PublicKey, PublicKey, u64), Message> = BTreeMap::new();
         let mut any = false;
         for (_, a) in &answers {
             if let Ok(ReplicaResponse::Messages { messages }) = a {
@@ -576,11 +577,13 @@ impl Entry {
                 for m in messages.iter() {
                     let h = m.header();
                     let valid = h.address == address
-                        && h.to == reader
+                        && (h.to == reader || (own && h.from == reader))
                         && m.check_shape().is_ok()
                         && m.verify_signature().is_ok();
                     if valid {
-                        merged.entry((h.from, h.seq)).or_insert_with(|| m.clone());
+                        merged
+                            .entry((h.from, h.to, h.seq))
+                            .or_insert_with(|| m.clone());
                     }
                 }
             }

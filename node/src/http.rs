@@ -1,4 +1,4 @@
-//! The node's HTTP port: `/health` and `/metrics` (the draft's gateway joins them here).
+//! The node's HTTP port: `/health`, `/metrics` and the draft's gateway.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,6 +10,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use tokio::net::TcpListener;
 
+use crate::gateway::Gateway;
 use crate::metrics::Metrics;
 use crate::store::Store;
 
@@ -34,17 +35,23 @@ async fn metrics_page(State(s): State<HttpState>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }
 
-/// Binds the HTTP port; the returned future serves until `shutdown` resolves.
-pub async fn bind(
-    addr: SocketAddr,
+/// Binds the HTTP port.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<(TcpListener, SocketAddr)> {
+    let listener = TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    Ok((listener, local))
+}
+
+/// Serves `/health`, `/metrics` and the gateway until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
     metrics: Arc<Metrics>,
     store: Option<Store>,
     peer_id: String,
+    gateway: Option<Arc<Gateway>>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<(SocketAddr, impl std::future::Future<Output = ()> + Send)> {
-    let listener = TcpListener::bind(addr).await?;
-    let local = listener.local_addr()?;
-    let app = Router::new()
+) {
+    let mut app = Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics_page))
         .with_state(HttpState {
@@ -52,13 +59,13 @@ pub async fn bind(
             store,
             peer_id,
         });
-    let serve = async move {
-        if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-        {
-            tracing::error!(error = %e, "HTTP server failed");
-        }
-    };
-    Ok((local, serve))
+    if let Some(gateway) = gateway {
+        app = app.merge(crate::gateway::router(gateway));
+    }
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+    {
+        tracing::error!(error = %e, "HTTP server failed");
+    }
 }

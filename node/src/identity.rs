@@ -41,38 +41,9 @@ impl NodeIdentity {
 
     /// Loads the identity from `dir`, creating it if missing.
     pub fn load_or_create(dir: &Path) -> std::io::Result<Self> {
-        let path = dir.join(IDENTITY_FILE);
-        match std::fs::read(&path) {
-            Ok(bytes) => {
-                let bytes = Zeroizing::new(bytes);
-                let seed: Zeroizing<[u8; 32]> =
-                    Zeroizing::new(bytes.as_slice().try_into().map_err(|_| {
-                        std::io::Error::new(
-                            std::io::ErrorKind::InvalidData,
-                            format!("{} is not a 32-byte key", path.display()),
-                        )
-                    })?);
-                Ok(Self::from_seed(&seed))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                std::fs::create_dir_all(dir)?;
-                let mut seed = Zeroizing::new([0u8; 32]);
-                UnwrapErr(getrandom::SysRng).fill_bytes(seed.as_mut());
-                let tmp = path.with_extension("tmp");
-                {
-                    let mut opts = std::fs::OpenOptions::new();
-                    opts.write(true).create(true).truncate(true);
-                    #[cfg(unix)]
-                    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-                    let mut f = opts.open(&tmp)?;
-                    f.write_all(seed.as_ref())?;
-                    f.sync_all()?;
-                }
-                std::fs::rename(&tmp, &path)?;
-                Ok(Self::from_seed(&seed))
-            }
-            Err(e) => Err(e),
-        }
+        std::fs::create_dir_all(dir)?;
+        let seed = load_or_create_secret(&dir.join(IDENTITY_FILE))?;
+        Ok(Self::from_seed(&seed))
     }
 
     /// The peer ID.
@@ -83,6 +54,39 @@ impl NodeIdentity {
     /// The public key as the protocol names replicas.
     pub fn public_key(&self) -> PublicKey {
         self.signing.public_key()
+    }
+}
+
+/// A 32-byte secret kept in `path` (mode 0600), created on first use.
+pub fn load_or_create_secret(path: &Path) -> std::io::Result<Zeroizing<[u8; 32]>> {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let bytes = Zeroizing::new(bytes);
+            let arr: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("{} is not a 32-byte key", path.display()),
+                )
+            })?;
+            Ok(Zeroizing::new(arr))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut seed = Zeroizing::new([0u8; 32]);
+            UnwrapErr(getrandom::SysRng).fill_bytes(seed.as_mut());
+            let tmp = path.with_extension("tmp");
+            {
+                let mut opts = std::fs::OpenOptions::new();
+                opts.write(true).create(true).truncate(true);
+                #[cfg(unix)]
+                std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+                let mut f = opts.open(&tmp)?;
+                f.write_all(seed.as_ref())?;
+                f.sync_all()?;
+            }
+            std::fs::rename(&tmp, path)?;
+            Ok(seed)
+        }
+        Err(e) => Err(e),
     }
 }
 

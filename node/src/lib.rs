@@ -25,6 +25,7 @@
 
 pub mod config;
 pub mod entry;
+pub mod gateway;
 pub mod http;
 pub mod identity;
 pub mod metrics;
@@ -96,6 +97,32 @@ pub enum NodeError {
         /// What is wrong.
         message: String,
     },
+}
+
+/// The gateway secret: from the config (`gateway_secret`, 64 hex digits, shared by an
+/// operator's nodes), else `gateway.key` in the data directory (created on first start).
+fn gateway_secret(config: &Config, dir: &std::path::Path) -> Result<zeroize::Zeroizing<[u8; 32]>, NodeError> {
+    let invalid = |message: &str| NodeError::Config(ConfigError::Invalid(message.to_owned()));
+    if let Some(hex) = &config.gateway_secret {
+        let bytes = zeroize::Zeroizing::new(
+            (0..hex.len())
+                .step_by(2)
+                .map(|i| hex.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok()))
+                .collect::<Option<Vec<u8>>>()
+                .ok_or_else(|| invalid("gateway_secret must be 64 hex digits"))?,
+        );
+        let arr: [u8; 32] = bytes
+            .as_slice()
+            .try_into()
+            .map_err(|_| invalid("gateway_secret must be 64 hex digits"))?;
+        return Ok(zeroize::Zeroizing::new(arr));
+    }
+    let path = dir.join("gateway.key");
+    let key = identity::load_or_create_secret(&path).map_err(|source| NodeError::DataDir {
+        path: path.display().to_string(),
+        source,
+    })?;
+    Ok(key)
 }
 
 /// A running node.
@@ -181,31 +208,19 @@ impl Node {
         let listen_addrs = network.listen_addrs.clone();
         let metrics = Arc::new(Metrics::default());
 
-        let (http_addr, http_stop, http_task) = match config.http {
-            Some(addr) => {
-                let (stop_tx, stop_rx) = oneshot::channel::<()>();
-                let (bound, serve) = http::bind(
-                    addr,
-                    metrics.clone(),
-                    store.clone(),
-                    identity.peer_id().to_string(),
-                    async move {
-                        let _ = stop_rx.await;
-                    },
-                )
-                .await
-                .map_err(|source| NodeError::Http { addr, source })?;
-                (Some(bound), Some(stop_tx), Some(tokio::spawn(serve)))
-            }
-            None => (None, None, None),
+        let http_listener = match config.http {
+            Some(addr) => Some(
+                http::bind(addr)
+                    .await
+                    .map_err(|source| NodeError::Http { addr, source })?,
+            ),
+            None => None,
         };
-        let public_url = config
-            .public_url
-            .clone()
-            .unwrap_or_else(|| match http_addr {
-                Some(a) => format!("http://{a}"),
-                None => "http://127.0.0.1:8080".to_owned(),
-            });
+        let http_addr = http_listener.as_ref().map(|(_, a)| *a);
+        let public_url = config.public_url.clone().unwrap_or_else(|| match http_addr {
+            Some(a) => format!("http://{a}"),
+            None => "http://127.0.0.1:8080".to_owned(),
+        });
 
         let replica = store
             .clone()
@@ -219,11 +234,36 @@ impl Node {
             EntryConfig {
                 replication: config.replication,
                 replica_timeout: Duration::from_millis(config.replica_timeout_ms),
-                public_url,
+                public_url: public_url.clone(),
                 limits,
             },
             metrics.clone(),
         ));
+        let (http_stop, http_task) = match http_listener {
+            Some((listener, _)) => {
+                let secret = gateway_secret(&config, &data_dir)?;
+                let gateway = Arc::new(gateway::Gateway::new(
+                    entry.clone(),
+                    secret,
+                    public_url.clone(),
+                    limits,
+                    usize::from(config.replication),
+                ));
+                let (stop_tx, stop_rx) = oneshot::channel::<()>();
+                let serve = http::serve(
+                    listener,
+                    metrics.clone(),
+                    store.clone(),
+                    identity.peer_id().to_string(),
+                    Some(gateway),
+                    async move {
+                        let _ = stop_rx.await;
+                    },
+                );
+                (Some(stop_tx), Some(tokio::spawn(serve)))
+            }
+            None => (None, None),
+        };
         let inflight = Arc::new(Semaphore::new(config.max_inflight_requests));
         let accepting = Arc::new(AtomicBool::new(true));
         let network_task = tokio::spawn(network.run(LoopContext {

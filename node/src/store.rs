@@ -612,8 +612,8 @@ impl Actor {
         })
     }
 
-    /// Messages addressed to `reader` at or after the cursor, in (author, sequence) order,
-    /// bounded by count and bytes.
+    /// Messages for `reader` at or after the cursor, in (author, sequence) order, bounded
+    /// by count and bytes.
     fn fetch(
         &self,
         state: &MailboxState,
@@ -623,8 +623,11 @@ impl Actor {
         let address = state.address();
         let mut out = Vec::new();
         let mut bytes = 0usize;
+        // Messages addressed to the reader; its own messages too when it names itself in
+        // the cursor (a device resuming its outgoing sequence).
+        let own = cursor.iter().any(|(author, _)| author == reader);
         for (key, _) in state.message_keys() {
-            if key.1 != *reader {
+            if key.1 != *reader && !(own && key.0 == *reader) {
                 continue;
             }
             let next = cursor

@@ -140,6 +140,8 @@ pub enum ClientRequest {
         message: Message,
     },
     /// Messages addressed to the reader after `cursor`, waiting up to `wait_ms` for one.
+    /// When the reader names itself in the cursor, its own messages after that number
+    /// come too (a device resuming its outgoing sequence).
     Fetch {
         /// The signed request.
         request: ReadRequest,

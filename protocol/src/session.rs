@@ -87,6 +87,41 @@ impl ShareIdentity {
     }
 }
 
+/// A device's per-share keys: an Ed25519 signing key and an HPKE key pair.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceKeys {
+    /// The signing key.
+    pub signing: SigningKey,
+    /// The HPKE key pair.
+    pub hpke: HpkeKeyPair,
+}
+
+impl DeviceKeys {
+    /// Fresh random keys.
+    pub fn generate(suite: HpkeSuite, rng: &mut impl CryptoRng) -> Self {
+        Self {
+            signing: SigningKey::generate(rng),
+            hpke: HpkeKeyPair::generate(suite, rng),
+        }
+    }
+
+    /// Keys derived from 32 secret bytes (for a party that holds keys on behalf of a
+    /// device, like the HTTP gateway): HKDF-SHA256 with the infos
+    /// `tigress/v1/device/signing` and `tigress/v1/device/hpke`.
+    pub fn derive(suite: HpkeSuite, seed: &[u8; 32]) -> Self {
+        let hk = hkdf::Hkdf::<sha2::Sha256>::new(None, seed);
+        let mut signing = zeroize::Zeroizing::new([0u8; 32]);
+        let mut hpke_ikm = zeroize::Zeroizing::new([0u8; 32]);
+        // 32-byte outputs are far below HKDF's limit: expand cannot fail.
+        let _ = hk.expand(b"tigress/v1/device/signing", signing.as_mut());
+        let _ = hk.expand(b"tigress/v1/device/hpke", hpke_ikm.as_mut());
+        Self {
+            signing: SigningKey::from_seed(&signing),
+            hpke: HpkeKeyPair::derive(suite, hpke_ikm.as_ref()),
+        }
+    }
+}
+
 /// A message opened and delivered in order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Delivered {
@@ -231,6 +266,38 @@ impl Channel {
         self.held.values().map(BTreeMap::len).sum()
     }
 
+    /// Verifies and opens one message, outside the ordered delivery.
+    fn open(&self, msg: &Message, from_allowed: &[PublicKey], psk: &[u8; 32]) -> Result<Delivered, Error> {
+        msg.check_shape()?;
+        let h = msg.header();
+        if h.address != self.address {
+            return Err(Error::WrongAddress);
+        }
+        if h.to != self.signing.public_key() {
+            return Err(Error::WrongRecipient);
+        }
+        if !from_allowed.contains(&h.from) {
+            return Err(Error::NotAParty);
+        }
+        msg.verify_signature()?;
+        let info = h.hpke_info();
+        let aad = h.hpke_aad();
+        let ctx = HpkeContext {
+            info: &info,
+            aad: &aad,
+            psk,
+            psk_id: self.address.as_bytes(),
+        };
+        let padded = self.hpke.open(&ctx, &msg.body.enc, &msg.body.ciphertext)?;
+        Ok(Delivered {
+            from: h.from,
+            seq: h.seq,
+            request_id: h.request_id,
+            sent_at: h.sent_at,
+            plaintext: pad::unpad(padded)?,
+        })
+    }
+
     fn cursor(&self, authors: &[PublicKey]) -> Vec<(PublicKey, u64)> {
         authors
             .iter()
@@ -263,7 +330,24 @@ impl SenderSession {
         now: u64,
         rng: &mut impl CryptoRng,
     ) -> Result<(Self, ShareUrl), Error> {
+        let device = DeviceKeys::generate(options.hpke, rng);
+        Self::create_with_device(identity, device, base_url, replicas, payload, options, now, rng)
+    }
+
+    /// Like [`SenderSession::create`], with the device keys given.
+    #[allow(clippy::too_many_arguments)]
+    pub fn create_with_device(
+        identity: ShareIdentity,
+        device: DeviceKeys,
+        base_url: &str,
+        replicas: Vec<PublicKey>,
+        payload: &[u8],
+        options: &ShareOptions,
+        now: u64,
+        rng: &mut impl CryptoRng,
+    ) -> Result<(Self, ShareUrl), Error> {
         let ShareIdentity { id, secret } = identity;
+        let DeviceKeys { signing, hpke } = device;
         let url = ShareUrl::new(base_url, id, options.vertical, secret.clone()).map_err(|_| {
             Error::InvalidField {
                 field: "base_url",
@@ -271,8 +355,6 @@ impl SenderSession {
             }
         })?;
         let keys = secret.derive_keys(&id);
-        let signing = SigningKey::generate(rng);
-        let hpke = HpkeKeyPair::generate(options.hpke, rng);
         let attestation = match &options.attestation {
             None => None,
             Some(a) => Some(BoundedBytes::new(a.clone()).ok_or(Error::InvalidField {
@@ -322,6 +404,55 @@ impl SenderSession {
             channel: Channel::new(id.address(), signing, hpke),
         };
         Ok((session, url))
+    }
+
+    /// The first payload, decrypted from the genesis.
+    pub fn first_payload(&self) -> Result<Vec<u8>, Error> {
+        let keys = self.secret.derive_keys(&self.id);
+        open_first_payload(&self.genesis, &keys.payload_key)
+    }
+
+    /// Resumes the sender's side of an existing mailbox from its identity, its genesis
+    /// and the sender's device keys (which must be the genesis's).
+    pub fn resume(
+        identity: ShareIdentity,
+        genesis: Genesis,
+        device: DeviceKeys,
+        vertical: Vertical,
+    ) -> Result<Self, Error> {
+        let ShareIdentity { id, secret } = identity;
+        if genesis.header().address != id.address() {
+            return Err(Error::WrongAddress);
+        }
+        if genesis.header().claim_key != secret.derive_keys(&id).claim.public_key() {
+            return Err(Error::NotInvited);
+        }
+        if genesis.header().sender != device.signing.public_key()
+            || genesis.header().sender_hpke != *device.hpke.public_key()
+        {
+            return Err(Error::NotAParty);
+        }
+        Ok(Self {
+            id,
+            secret,
+            vertical,
+            genesis,
+            recipients: Vec::new(),
+            channel: Channel::new(id.address(), device.signing, device.hpke),
+        })
+    }
+
+    /// Sets the next sequence number towards `to` (when resuming a session whose sent
+    /// messages are known from the network).
+    pub fn set_next_seq(&mut self, to: PublicKey, next: u64) {
+        self.channel.next_out.insert(to, next.max(1));
+    }
+
+    /// Verifies and opens one message from a recipient, outside the ordered delivery.
+    pub fn open_message(&self, msg: &Message) -> Result<Delivered, Error> {
+        let allowed: Vec<PublicKey> = self.recipients.iter().map(|r| r.key).collect();
+        let psk = self.secret.derive_keys(&self.id).psk;
+        self.channel.open(msg, &allowed, &psk)
     }
 
     /// The mailbox ID.
@@ -489,6 +620,21 @@ impl RecipientSession {
         now: u64,
         rng: &mut impl CryptoRng,
     ) -> Result<(Self, Vec<u8>), Error> {
+        let device = DeviceKeys::generate(genesis.header().sender_hpke.suite, rng);
+        Self::open_with_device(url, genesis, device, now, limits, now)
+    }
+
+    /// Like [`RecipientSession::open`], with the device keys and the claim time given (the
+    /// HPKE suite must be the sender's). The same keys and time make the same claim, so a
+    /// party that re-derives a device's keys (the HTTP gateway) claims idempotently.
+    pub fn open_with_device(
+        url: &ShareUrl,
+        genesis: Genesis,
+        device: DeviceKeys,
+        claimed_at: u64,
+        limits: &Limits,
+        now: u64,
+    ) -> Result<(Self, Vec<u8>), Error> {
         let id = url.mailbox_id();
         let keys = url.secret().derive_keys(&id);
         if genesis.header().address != id.address() {
@@ -499,15 +645,14 @@ impl RecipientSession {
         }
         mailbox::validate_genesis(&genesis, limits, now)?;
         let first = open_first_payload(&genesis, &keys.payload_key)?;
-        let signing = SigningKey::generate(rng);
-        let hpke = HpkeKeyPair::generate(genesis.header().sender_hpke.suite, rng);
+        let DeviceKeys { signing, hpke } = device;
         let claim = Claim::sign(
             ClaimBody {
                 version: FORMAT_VERSION,
                 address: id.address(),
                 recipient: signing.public_key(),
                 recipient_hpke: hpke.public_key().clone(),
-                claimed_at: now,
+                claimed_at,
             },
             &keys.claim,
             &signing,
@@ -630,6 +775,18 @@ impl RecipientSession {
     /// Messages received but held back behind a sequence gap.
     pub fn held_back(&self) -> usize {
         self.channel.held_back()
+    }
+
+    /// Sets the next sequence number towards the sender (when resuming).
+    pub fn set_next_seq(&mut self, next: u64) {
+        let sender = self.genesis.header().sender;
+        self.channel.next_out.insert(sender, next.max(1));
+    }
+
+    /// Verifies and opens one message from the sender, outside the ordered delivery.
+    pub fn open_message(&self, msg: &Message) -> Result<Delivered, Error> {
+        let psk = self.secret.derive_keys(&self.id).psk;
+        self.channel.open(msg, &[self.genesis.header().sender], &psk)
     }
 
     /// The next sequence number expected from the sender.

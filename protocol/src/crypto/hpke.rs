@@ -109,6 +109,15 @@ impl PartialEq for HpkeKeyPair {
 
 fn keypair_of<K: hpke::Kem>(suite: HpkeSuite, rng: &mut impl CryptoRng) -> HpkeKeyPair {
     let (sk, pk) = K::gen_keypair_with_rng(rng);
+    pair_from::<K>(suite, &sk, &pk)
+}
+
+fn derived_of<K: hpke::Kem>(suite: HpkeSuite, ikm: &[u8]) -> HpkeKeyPair {
+    let (sk, pk) = K::derive_keypair(ikm);
+    pair_from::<K>(suite, &sk, &pk)
+}
+
+fn pair_from<K: hpke::Kem>(suite: HpkeSuite, sk: &K::PrivateKey, pk: &K::PublicKey) -> HpkeKeyPair {
     HpkeKeyPair {
         suite,
         private: Zeroizing::new(sk.to_bytes().to_vec()),
@@ -127,6 +136,16 @@ impl HpkeKeyPair {
                 keypair_of::<X25519HkdfSha256>(suite, rng)
             }
             HpkeSuite::XWingChaCha20Poly1305 => keypair_of::<XWing>(suite, rng),
+        }
+    }
+
+    /// The key pair RFC 9180 `DeriveKeyPair` makes from `ikm` (at least 32 secret bytes).
+    pub fn derive(suite: HpkeSuite, ikm: &[u8]) -> Self {
+        match suite {
+            HpkeSuite::X25519ChaCha20Poly1305 | HpkeSuite::X25519Aes128Gcm => {
+                derived_of::<X25519HkdfSha256>(suite, ikm)
+            }
+            HpkeSuite::XWingChaCha20Poly1305 => derived_of::<XWing>(suite, ikm),
         }
     }
 
