@@ -30,9 +30,13 @@ use serde_json::{Value, json};
 use tigress_protocol::crypto::{HpkeSuite, PublicKey, sha256};
 use tigress_protocol::invitation::Vertical;
 use tigress_protocol::mailbox::Limits;
-use tigress_protocol::record::{Delete, DisplayInfo, Genesis, Message, Policy, ReadRequest, Relinquish, Rights};
+use tigress_protocol::record::{
+    Delete, DisplayInfo, Genesis, Message, Policy, ReadRequest, Relinquish, Rights,
+};
 use tigress_protocol::rpc::{ClientRequest, ClientResponse, Cursor, MAX_WAIT_MS, RemoteError};
-use tigress_protocol::session::{DeviceKeys, RecipientSession, SenderSession, ShareIdentity, ShareOptions};
+use tigress_protocol::session::{
+    DeviceKeys, RecipientSession, SenderSession, ShareIdentity, ShareOptions,
+};
 use tigress_protocol::wire::BoundedString;
 use tigress_protocol::{Address, ErrorCode, MailboxId, Secret, ShareUrl};
 use zeroize::Zeroizing;
@@ -142,13 +146,25 @@ fn hkdf32(ikm: &[u8; 32], salt: &[u8], info: &[&[u8]]) -> Zeroizing<[u8; 32]> {
 /// Parses `YYYY-MM-DDThh:mm:ssZ` (RFC 3339, UTC) into unix seconds.
 pub fn parse_rfc3339(s: &str) -> Option<u64> {
     let b = s.as_bytes();
-    if b.len() != 20 || b.get(4) != Some(&b'-') || b.get(7) != Some(&b'-') || b.get(10) != Some(&b'T')
-        || b.get(13) != Some(&b':') || b.get(16) != Some(&b':') || b.get(19) != Some(&b'Z')
+    if b.len() != 20
+        || b.get(4) != Some(&b'-')
+        || b.get(7) != Some(&b'-')
+        || b.get(10) != Some(&b'T')
+        || b.get(13) != Some(&b':')
+        || b.get(16) != Some(&b':')
+        || b.get(19) != Some(&b'Z')
     {
         return None;
     }
     let num = |r: std::ops::Range<usize>| -> Option<i64> { s.get(r)?.parse().ok() };
-    let (y, mo, d, h, mi, se) = (num(0..4)?, num(5..7)?, num(8..10)?, num(11..13)?, num(14..16)?, num(17..19)?);
+    let (y, mo, d, h, mi, se) = (
+        num(0..4)?,
+        num(5..7)?,
+        num(8..10)?,
+        num(11..13)?,
+        num(14..16)?,
+        num(17..19)?,
+    );
     if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
         return None;
     }
@@ -253,7 +269,10 @@ impl ReadQuery {
         let mut q = ReadQuery::default();
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            let n = || v.parse::<u64>().map_err(|_| Fail::bad(format!("{k} must be a number")));
+            let n = || {
+                v.parse::<u64>()
+                    .map_err(|_| Fail::bad(format!("{k} must be a number")))
+            };
             match k {
                 "wait" => q.wait = Some(n()?),
                 "after" => q.after = Some(n()?),
@@ -267,7 +286,9 @@ impl ReadQuery {
 /// The stored form of a draft payload: the client's `{type, data}` object, checked.
 fn payload_bytes(p: &PayloadJson) -> Result<Vec<u8>, Fail> {
     if p.kind != "AEAD_AES_128_GCM" && p.kind != "AEAD_AES_256_GCM" {
-        return Err(Fail::bad("payload.type must be AEAD_AES_128_GCM or AEAD_AES_256_GCM"));
+        return Err(Fail::bad(
+            "payload.type must be AEAD_AES_128_GCM or AEAD_AES_256_GCM",
+        ));
     }
     STANDARD
         .decode(p.data.as_bytes())
@@ -293,7 +314,9 @@ fn header_uuid(headers: &HeaderMap, name: &str) -> Result<Option<[u8; 16]>, Fail
     let Some(v) = headers.get(name) else {
         return Ok(None);
     };
-    let text = v.to_str().map_err(|_| Fail::bad(format!("{name} is not text")))?;
+    let text = v
+        .to_str()
+        .map_err(|_| Fail::bad(format!("{name} is not text")))?;
     let id: MailboxId = text
         .parse()
         .map_err(|_| Fail::bad(format!("{name} must be a UUID")))?;
@@ -301,7 +324,8 @@ fn header_uuid(headers: &HeaderMap, name: &str) -> Result<Option<[u8; 16]>, Fail
 }
 
 fn required_claim(headers: &HeaderMap) -> Result<[u8; 16], Fail> {
-    header_uuid(headers, DEVICE_CLAIM)?.ok_or_else(|| Fail::bad("the Mailbox-Device-Claim header is required"))
+    header_uuid(headers, DEVICE_CLAIM)?
+        .ok_or_else(|| Fail::bad("the Mailbox-Device-Claim header is required"))
 }
 
 /// The 16 bytes of a request ID: the UUID's, or a hash of any other text.
@@ -309,7 +333,9 @@ fn required_request_id(headers: &HeaderMap) -> Result<[u8; 16], Fail> {
     let v = headers
         .get(REQUEST_ID)
         .ok_or_else(|| Fail::bad("the Mailbox-Request-ID header is required"))?;
-    let text = v.to_str().map_err(|_| Fail::bad("Mailbox-Request-ID is not text"))?;
+    let text = v
+        .to_str()
+        .map_err(|_| Fail::bad("Mailbox-Request-ID is not text"))?;
     if let Ok(id) = text.parse::<MailboxId>() {
         return Ok(*id.as_bytes());
     }
@@ -332,7 +358,10 @@ async fn read_body(request: Request) -> Result<Bytes, Fail> {
         .and_then(|v| v.parse::<usize>().ok())
         && len > MAX_BODY
     {
-        return Err(Fail::new(ErrorCode::TooLarge, format!("body over {MAX_BODY} bytes")));
+        return Err(Fail::new(
+            ErrorCode::TooLarge,
+            format!("body over {MAX_BODY} bytes"),
+        ));
     }
     axum::body::to_bytes(request.into_body(), MAX_BODY)
         .await
@@ -377,14 +406,22 @@ impl Gateway {
     }
 
     fn device(&self, id: MailboxId, claim: &[u8; 16]) -> DeviceKeys {
-        let seed = hkdf32(&self.secret, id.as_bytes(), &[b"tigress/v1/gateway/device", claim]);
+        let seed = hkdf32(
+            &self.secret,
+            id.as_bytes(),
+            &[b"tigress/v1/gateway/device", claim],
+        );
         DeviceKeys::derive(HpkeSuite::default(), &seed)
     }
 
     /// The mailbox a (device, request) pair creates: the same pair always names the same
     /// mailbox, on every gateway sharing the secret, so a repeated create is detected.
     fn created_id(&self, claim: &[u8; 16], request_id: &[u8; 16]) -> MailboxId {
-        let h = hkdf32(&self.secret, claim, &[b"tigress/v1/gateway/create", request_id]);
+        let h = hkdf32(
+            &self.secret,
+            claim,
+            &[b"tigress/v1/gateway/create", request_id],
+        );
         let mut bytes = [0u8; 16];
         bytes.copy_from_slice(h.get(..16).unwrap_or(&[0; 16]));
         // Version 4, RFC 4122 variant.
@@ -398,8 +435,18 @@ impl Gateway {
     }
 
     fn share_url(&self, id: MailboxId) -> Result<ShareUrl, Fail> {
-        ShareUrl::new(&self.public_url, id, Vertical::General, self.identity(id).secret)
-            .map_err(|_| Fail::new(ErrorCode::Unavailable, "the gateway's public URL is not an http(s) URL"))
+        ShareUrl::new(
+            &self.public_url,
+            id,
+            Vertical::General,
+            self.identity(id).secret,
+        )
+        .map_err(|_| {
+            Fail::new(
+                ErrorCode::Unavailable,
+                "the gateway's public URL is not an http(s) URL",
+            )
+        })
     }
 
     async fn client(&self, request: ClientRequest) -> Result<ClientResponse, Fail> {
@@ -419,9 +466,11 @@ impl Gateway {
         let device = self.device(id, claim);
         let now = unix_now();
         if device.signing.public_key() == genesis.header().sender {
-            let mut session = SenderSession::resume(self.identity(id), genesis, device, Vertical::General)?;
+            let mut session =
+                SenderSession::resume(self.identity(id), genesis, device, Vertical::General)?;
             let request = session.read_request(now);
-            if let ClientResponse::View(view) = self.client(ClientRequest::Read { request }).await? {
+            if let ClientResponse::View(view) = self.client(ClientRequest::Read { request }).await?
+            {
                 for cert in view.certificates.iter() {
                     if view.status.recipients.contains(&cert.claim.body.recipient) {
                         session.add_certificate(cert, &self.limits, now)?;
@@ -443,8 +492,15 @@ impl Gateway {
             // Idempotent: a bound device gets its certificate again.
             let claim = session.claim().clone();
             match self.client(ClientRequest::Claim { claim }).await {
-                Ok(ClientResponse::Certified(cert)) => session.accept_certificate(cert, &self.limits, now)?,
-                Ok(_) => return Err(Fail::new(ErrorCode::Unavailable, "unexpected answer to a claim")),
+                Ok(ClientResponse::Certified(cert)) => {
+                    session.accept_certificate(cert, &self.limits, now)?
+                }
+                Ok(_) => {
+                    return Err(Fail::new(
+                        ErrorCode::Unavailable,
+                        "unexpected answer to a claim",
+                    ));
+                }
                 Err(f) if f.code == ErrorCode::Conflict.as_str() => {
                     return Err(Fail::new(
                         ErrorCode::Unauthorized,
@@ -457,9 +513,17 @@ impl Gateway {
             let request = session.read_request(now);
             let view = match self.client(ClientRequest::Read { request }).await {
                 Ok(ClientResponse::View(v)) => v,
-                Ok(_) => return Err(Fail::new(ErrorCode::Unavailable, "unexpected answer to a read")),
+                Ok(_) => {
+                    return Err(Fail::new(
+                        ErrorCode::Unavailable,
+                        "unexpected answer to a read",
+                    ));
+                }
                 Err(f) if f.code == ErrorCode::Unauthorized.as_str() => {
-                    return Err(Fail::new(ErrorCode::Unauthorized, "this device is not bound to the mailbox"));
+                    return Err(Fail::new(
+                        ErrorCode::Unauthorized,
+                        "this device is not bound to the mailbox",
+                    ));
                 }
                 Err(f) => return Err(f),
             };
@@ -468,7 +532,12 @@ impl Gateway {
                 .iter()
                 .find(|c| c.claim == *session.claim())
                 .cloned()
-                .ok_or_else(|| Fail::new(ErrorCode::Unauthorized, "this device is not bound to the mailbox"))?;
+                .ok_or_else(|| {
+                    Fail::new(
+                        ErrorCode::Unauthorized,
+                        "this device is not bound to the mailbox",
+                    )
+                })?;
             session.accept_certificate(cert, &self.limits, now)?;
         }
         Ok(Side::Recipient(Box::new(session)))
@@ -482,15 +551,32 @@ impl Gateway {
     }
 
     /// Every message for the device after `cursor`, across pages.
-    async fn fetch_all(&self, side: &Side, mut cursor: Vec<(PublicKey, u64)>, wait_ms: u32) -> Result<Vec<Message>, Fail> {
+    async fn fetch_all(
+        &self,
+        side: &Side,
+        mut cursor: Vec<(PublicKey, u64)>,
+        wait_ms: u32,
+    ) -> Result<Vec<Message>, Fail> {
         let mut all = Vec::new();
         let mut wait = wait_ms;
         loop {
             let request = Self::read_request(side, unix_now());
             let c = Cursor::new(cursor.clone()).ok_or_else(|| Fail::bad("too many parties"))?;
-            let page = match self.client(ClientRequest::Fetch { request, cursor: c, wait_ms: wait }).await? {
+            let page = match self
+                .client(ClientRequest::Fetch {
+                    request,
+                    cursor: c,
+                    wait_ms: wait,
+                })
+                .await?
+            {
                 ClientResponse::Messages { messages } => messages.into_vec(),
-                _ => return Err(Fail::new(ErrorCode::Unavailable, "unexpected answer to a fetch")),
+                _ => {
+                    return Err(Fail::new(
+                        ErrorCode::Unavailable,
+                        "unexpected answer to a fetch",
+                    ));
+                }
             };
             wait = 0;
             let mut fresh = false;
@@ -500,7 +586,10 @@ impl Gateway {
                     entry.1 = entry.1.max(h.seq + 1);
                 }
                 let key = (h.from, h.to, h.seq);
-                if !all.iter().any(|a: &Message| (a.header().from, a.header().to, a.header().seq) == key) {
+                if !all
+                    .iter()
+                    .any(|a: &Message| (a.header().from, a.header().to, a.header().seq) == key)
+                {
                     fresh = true;
                     all.push(m);
                 }
@@ -526,7 +615,12 @@ impl Gateway {
         let now = unix_now();
         let (rights, expires_at) = match &req.mailbox_configuration {
             Some(c) => {
-                let rights: Rights = c.access_rights.as_deref().unwrap_or("RD").parse().map_err(|_| Fail::bad("accessRights must combine R, W and D"))?;
+                let rights: Rights = c
+                    .access_rights
+                    .as_deref()
+                    .unwrap_or("RD")
+                    .parse()
+                    .map_err(|_| Fail::bad("accessRights must combine R, W and D"))?;
                 let exp = parse_rfc3339(&c.expiration)
                     .ok_or_else(|| Fail::bad("expiration must be YYYY-MM-DDThh:mm:ssZ"))?;
                 (rights, exp)
@@ -540,7 +634,10 @@ impl Gateway {
         let ttl = (expires_at - now).min(self.limits.max_ttl_secs);
         let bounded = |field: &str, v: &str| -> Result<(), Fail> {
             if v.len() > 2048 {
-                Err(Fail::new(ErrorCode::TooLarge, format!("displayInformation.{field} is too long")))
+                Err(Fail::new(
+                    ErrorCode::TooLarge,
+                    format!("displayInformation.{field} is too long"),
+                ))
             } else {
                 Ok(())
             }
@@ -555,27 +652,44 @@ impl Gateway {
             image_url: BoundedString::new(d.image_url.clone()),
         };
         if display.title.is_none() {
-            return Err(Fail::new(ErrorCode::TooLarge, "displayInformation.title is too long"));
+            return Err(Fail::new(
+                ErrorCode::TooLarge,
+                "displayInformation.title is too long",
+            ));
         }
         let attestation = headers
             .get(DEVICE_ATTESTATION)
             .map(|v| v.as_bytes().to_vec());
-        if attestation.as_ref().is_some_and(|a| a.len() > tigress_protocol::record::MAX_ATTESTATION) {
-            return Err(Fail::new(ErrorCode::TooLarge, "Mailbox-Device-Attestation is too long"));
+        if attestation
+            .as_ref()
+            .is_some_and(|a| a.len() > tigress_protocol::record::MAX_ATTESTATION)
+        {
+            return Err(Fail::new(
+                ErrorCode::TooLarge,
+                "Mailbox-Device-Attestation is too long",
+            ));
         }
         let id = self.created_id(&claim, &rid);
         let link = json!({"urlLink": self.url_link(id), "isPushNotificationSupported": false});
         // A repeated request: the mailbox it created exists.
         match self.entry.genesis(&id.address()).await {
             Ok(_) => {
-                return Ok(Reply { status: StatusCode::CREATED, body: link, request_id: None, sequence: None });
+                return Ok(Reply {
+                    status: StatusCode::CREATED,
+                    body: link,
+                    request_id: None,
+                    sequence: None,
+                });
             }
             Err(e) if e.code == ErrorCode::NotFound => {}
             Err(e) => return Err(e.into()),
         }
         let replicas = self.entry.locate(&id.address(), self.replication).await;
         if replicas.is_empty() {
-            return Err(Fail::new(ErrorCode::Unavailable, "no relay nodes are known yet"));
+            return Err(Fail::new(
+                ErrorCode::Unavailable,
+                "no relay nodes are known yet",
+            ));
         }
         let options = ShareOptions {
             ttl_secs: ttl,
@@ -601,11 +715,21 @@ impl Gateway {
             now,
             &mut rng,
         )?;
-        let status = match self.client(ClientRequest::Create { genesis: session.genesis().clone() }).await? {
+        let status = match self
+            .client(ClientRequest::Create {
+                genesis: session.genesis().clone(),
+            })
+            .await?
+        {
             ClientResponse::Stored { duplicate: true } => StatusCode::CREATED,
             _ => StatusCode::OK,
         };
-        Ok(Reply { status, body: link, request_id: None, sequence: None })
+        Ok(Reply {
+            status,
+            body: link,
+            request_id: None,
+            sequence: None,
+        })
     }
 
     async fn read(&self, id: &str, headers: &HeaderMap, query: &ReadQuery) -> Result<Reply, Fail> {
@@ -623,12 +747,22 @@ impl Gateway {
         let mut latest_seq = messages.iter().map(|m| m.header().seq).max().unwrap_or(0);
         if let Some(wait) = query.wait.filter(|w| *w > 0) {
             let after = query.after.unwrap_or(latest_seq);
-            let wait_ms = u32::try_from(wait.saturating_mul(1000)).unwrap_or(u32::MAX).min(MAX_WAIT_MS);
+            let wait_ms = u32::try_from(wait.saturating_mul(1000))
+                .unwrap_or(u32::MAX)
+                .min(MAX_WAIT_MS);
             let newer = self
-                .fetch_all(&side, others.iter().map(|o| (*o, after + 1)).collect(), wait_ms)
+                .fetch_all(
+                    &side,
+                    others.iter().map(|o| (*o, after + 1)).collect(),
+                    wait_ms,
+                )
                 .await?;
             if !newer.is_empty() {
-                latest_seq = newer.iter().map(|m| m.header().seq).max().unwrap_or(latest_seq);
+                latest_seq = newer
+                    .iter()
+                    .map(|m| m.header().seq)
+                    .max()
+                    .unwrap_or(latest_seq);
                 messages.extend(newer);
             }
         }
@@ -647,7 +781,8 @@ impl Gateway {
             },
         };
         let display = genesis.header().display.clone().unwrap_or_default();
-        let text = |v: &Option<BoundedString<256>>| v.as_ref().map_or("", |s| s.as_str()).to_owned();
+        let text =
+            |v: &Option<BoundedString<256>>| v.as_ref().map_or("", |s| s.as_str()).to_owned();
         let body = json!({
             "payload": payload_json(&plaintext),
             "displayInformation": {
@@ -657,7 +792,12 @@ impl Gateway {
             },
             "expiration": format_rfc3339(genesis.header().expires_at),
         });
-        Ok(Reply { status: StatusCode::OK, body, request_id: None, sequence: Some(latest_seq) })
+        Ok(Reply {
+            status: StatusCode::OK,
+            body,
+            request_id: None,
+            sequence: Some(latest_seq),
+        })
     }
 
     async fn update(&self, id: &str, headers: &HeaderMap, body: &[u8]) -> Result<Reply, Fail> {
@@ -671,16 +811,24 @@ impl Gateway {
             Side::Sender(s) => s.public_key(),
             Side::Recipient(r) => r.public_key(),
         };
-        let to = *Self::others(&side)
-            .first()
-            .ok_or_else(|| Fail::new(ErrorCode::Conflict, "no recipient has read the mailbox yet"))?;
+        let to = *Self::others(&side).first().ok_or_else(|| {
+            Fail::new(ErrorCode::Conflict, "no recipient has read the mailbox yet")
+        })?;
         // The device's own messages: a repeated request ID, and the next sequence number.
         let mut cursor = vec![(me, 1)];
         cursor.extend(Self::others(&side).into_iter().map(|o| (o, u64::MAX)));
         let own = self.fetch_all(&side, cursor, 0).await?;
         let ok = json!({"isPushNotificationSupported": false});
-        if own.iter().any(|m| m.header().from == me && m.header().request_id == rid) {
-            return Ok(Reply { status: StatusCode::CREATED, body: ok, request_id: None, sequence: None });
+        if own
+            .iter()
+            .any(|m| m.header().from == me && m.header().request_id == rid)
+        {
+            return Ok(Reply {
+                status: StatusCode::CREATED,
+                body: ok,
+                request_id: None,
+                sequence: None,
+            });
         }
         let next = own
             .iter()
@@ -705,7 +853,12 @@ impl Gateway {
             ClientResponse::Stored { duplicate: true } => StatusCode::CREATED,
             _ => StatusCode::OK,
         };
-        Ok(Reply { status, body: ok, request_id: None, sequence: Some(next) })
+        Ok(Reply {
+            status,
+            body: ok,
+            request_id: None,
+            sequence: Some(next),
+        })
     }
 
     async fn delete(&self, id: &str, headers: &HeaderMap) -> Result<Reply, Fail> {
@@ -715,9 +868,16 @@ impl Gateway {
         let device = self.device(id, &claim);
         let delete = Delete::sign(id.address(), &device.signing, unix_now());
         match self.client(ClientRequest::Delete { delete }).await {
-            Ok(_) => Ok(Reply { status: StatusCode::OK, body: json!({}), request_id: None, sequence: None }),
+            Ok(_) => Ok(Reply {
+                status: StatusCode::OK,
+                body: json!({}),
+                request_id: None,
+                sequence: None,
+            }),
             // The draft answers 404 for a mailbox already deleted.
-            Err(f) if f.code == ErrorCode::Gone.as_str() => Err(Fail::new(ErrorCode::NotFound, f.message)),
+            Err(f) if f.code == ErrorCode::Gone.as_str() => {
+                Err(Fail::new(ErrorCode::NotFound, f.message))
+            }
             Err(f) => Err(f),
         }
     }
@@ -729,21 +889,30 @@ impl Gateway {
         self.genesis(&id.address()).await?;
         let device = self.device(id, &claim);
         let relinquish = Relinquish::sign(id.address(), &device.signing, unix_now());
-        let status = match self.client(ClientRequest::Relinquish { relinquish }).await? {
+        let status = match self
+            .client(ClientRequest::Relinquish { relinquish })
+            .await?
+        {
             ClientResponse::Stored { duplicate: true } => StatusCode::CREATED,
             _ => StatusCode::OK,
         };
-        Ok(Reply { status, body: json!({}), request_id: None, sequence: None })
+        Ok(Reply {
+            status,
+            body: json!({}),
+            request_id: None,
+            sequence: None,
+        })
     }
 
     async fn preview(&self, id: &str) -> Result<Response, Fail> {
         let id = mailbox_id(id)?;
         let genesis = self.genesis(&id.address()).await?;
-        let display = genesis
-            .header()
-            .display
-            .clone()
-            .ok_or_else(|| Fail::new(ErrorCode::NotFound, "this share shows no public display information"))?;
+        let display = genesis.header().display.clone().ok_or_else(|| {
+            Fail::new(
+                ErrorCode::NotFound,
+                "this share shows no public display information",
+            )
+        })?;
         let field = |v: Option<&str>| html_escape(v.unwrap_or(""));
         let title = field(display.title.as_ref().map(|s| s.as_str()));
         let description = field(display.description.as_ref().map(|s| s.as_str()));
@@ -756,7 +925,10 @@ impl Gateway {
             StatusCode::OK,
             [
                 (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-                (header::CONTENT_SECURITY_POLICY, "default-src 'none'; img-src *"),
+                (
+                    header::CONTENT_SECURITY_POLICY,
+                    "default-src 'none'; img-src *",
+                ),
             ],
             html,
         )
@@ -801,7 +973,11 @@ async fn read_handler(
     finish(result, &headers)
 }
 
-async fn update_handler(State(gw): State<Arc<Gateway>>, Path(id): Path<String>, request: Request) -> Response {
+async fn update_handler(
+    State(gw): State<Arc<Gateway>>,
+    Path(id): Path<String>,
+    request: Request,
+) -> Response {
     let headers = request.headers().clone();
     let result = match read_body(request).await {
         Ok(body) => gw.update(&id, &headers, &body).await,
@@ -810,17 +986,29 @@ async fn update_handler(State(gw): State<Arc<Gateway>>, Path(id): Path<String>, 
     finish(result, &headers)
 }
 
-async fn delete_handler(State(gw): State<Arc<Gateway>>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+async fn delete_handler(
+    State(gw): State<Arc<Gateway>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     let result = gw.delete(&id, &headers).await;
     finish(result, &headers)
 }
 
-async fn relinquish_handler(State(gw): State<Arc<Gateway>>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+async fn relinquish_handler(
+    State(gw): State<Arc<Gateway>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     let result = gw.relinquish(&id, &headers).await;
     finish(result, &headers)
 }
 
-async fn preview_handler(State(gw): State<Arc<Gateway>>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+async fn preview_handler(
+    State(gw): State<Arc<Gateway>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     match gw.preview(&id).await {
         Ok(mut r) => {
             if let Some(rid) = echo(&headers) {
@@ -863,12 +1051,23 @@ mod tests {
 
     #[test]
     fn rfc3339_round_trips() {
-        for t in [0u64, 951_782_400, 1_644_332_242, 1_800_000_000, 4_102_444_800] {
+        for t in [
+            0u64,
+            951_782_400,
+            1_644_332_242,
+            1_800_000_000,
+            4_102_444_800,
+        ] {
             assert_eq!(parse_rfc3339(&format_rfc3339(t)), Some(t));
         }
         assert_eq!(parse_rfc3339("2022-02-08T14:57:22Z"), Some(1_644_332_242));
         assert_eq!(format_rfc3339(1_644_332_242), "2022-02-08T14:57:22Z");
-        for bad in ["2022-02-08 14:57:22Z", "2022-13-08T14:57:22Z", "2022-02-08T14:57:22", "x"] {
+        for bad in [
+            "2022-02-08 14:57:22Z",
+            "2022-13-08T14:57:22Z",
+            "2022-02-08T14:57:22",
+            "x",
+        ] {
             assert_eq!(parse_rfc3339(bad), None, "{bad}");
         }
     }

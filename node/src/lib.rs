@@ -101,13 +101,19 @@ pub enum NodeError {
 
 /// The gateway secret: from the config (`gateway_secret`, 64 hex digits, shared by an
 /// operator's nodes), else `gateway.key` in the data directory (created on first start).
-fn gateway_secret(config: &Config, dir: &std::path::Path) -> Result<zeroize::Zeroizing<[u8; 32]>, NodeError> {
+fn gateway_secret(
+    config: &Config,
+    dir: &std::path::Path,
+) -> Result<zeroize::Zeroizing<[u8; 32]>, NodeError> {
     let invalid = |message: &str| NodeError::Config(ConfigError::Invalid(message.to_owned()));
     if let Some(hex) = &config.gateway_secret {
         let bytes = zeroize::Zeroizing::new(
             (0..hex.len())
                 .step_by(2)
-                .map(|i| hex.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok()))
+                .map(|i| {
+                    hex.get(i..i + 2)
+                        .and_then(|b| u8::from_str_radix(b, 16).ok())
+                })
                 .collect::<Option<Vec<u8>>>()
                 .ok_or_else(|| invalid("gateway_secret must be 64 hex digits"))?,
         );
@@ -217,10 +223,13 @@ impl Node {
             None => None,
         };
         let http_addr = http_listener.as_ref().map(|(_, a)| *a);
-        let public_url = config.public_url.clone().unwrap_or_else(|| match http_addr {
-            Some(a) => format!("http://{a}"),
-            None => "http://127.0.0.1:8080".to_owned(),
-        });
+        let public_url = config
+            .public_url
+            .clone()
+            .unwrap_or_else(|| match http_addr {
+                Some(a) => format!("http://{a}"),
+                None => "http://127.0.0.1:8080".to_owned(),
+            });
 
         let replica = store
             .clone()

@@ -267,7 +267,12 @@ impl Channel {
     }
 
     /// Verifies and opens one message, outside the ordered delivery.
-    fn open(&self, msg: &Message, from_allowed: &[PublicKey], psk: &[u8; 32]) -> Result<Delivered, Error> {
+    fn open(
+        &self,
+        msg: &Message,
+        from_allowed: &[PublicKey],
+        psk: &[u8; 32],
+    ) -> Result<Delivered, Error> {
         msg.check_shape()?;
         let h = msg.header();
         if h.address != self.address {
@@ -331,7 +336,9 @@ impl SenderSession {
         rng: &mut impl CryptoRng,
     ) -> Result<(Self, ShareUrl), Error> {
         let device = DeviceKeys::generate(options.hpke, rng);
-        Self::create_with_device(identity, device, base_url, replicas, payload, options, now, rng)
+        Self::create_with_device(
+            identity, device, base_url, replicas, payload, options, now, rng,
+        )
     }
 
     /// Like [`SenderSession::create`], with the device keys given.
@@ -786,7 +793,8 @@ impl RecipientSession {
     /// Verifies and opens one message from the sender, outside the ordered delivery.
     pub fn open_message(&self, msg: &Message) -> Result<Delivered, Error> {
         let psk = self.secret.derive_keys(&self.id).psk;
-        self.channel.open(msg, &[self.genesis.header().sender], &psk)
+        self.channel
+            .open(msg, &[self.genesis.header().sender], &psk)
     }
 
     /// The next sequence number expected from the sender.

@@ -47,19 +47,52 @@ struct Api {
 
 impl Api {
     fn create(&self, claim: &str, rid: &str, body: &[u8]) -> HttpReply {
-        http("POST", &self.http, "/v1/m", &[("Mailbox-Device-Claim", claim), ("Mailbox-Request-ID", rid)], body)
+        http(
+            "POST",
+            &self.http,
+            "/v1/m",
+            &[("Mailbox-Device-Claim", claim), ("Mailbox-Request-ID", rid)],
+            body,
+        )
     }
     fn read(&self, path: &str, claim: &str) -> HttpReply {
-        http("POST", &self.http, path, &[("Mailbox-Device-Claim", claim), ("Mailbox-Request-ID", "read")], b"")
+        http(
+            "POST",
+            &self.http,
+            path,
+            &[
+                ("Mailbox-Device-Claim", claim),
+                ("Mailbox-Request-ID", "read"),
+            ],
+            b"",
+        )
     }
     fn update(&self, path: &str, claim: &str, rid: &str, data: &str) -> HttpReply {
-        http("PUT", &self.http, path, &[("Mailbox-Device-Claim", claim), ("Mailbox-Request-ID", rid)], &update_body(data))
+        http(
+            "PUT",
+            &self.http,
+            path,
+            &[("Mailbox-Device-Claim", claim), ("Mailbox-Request-ID", rid)],
+            &update_body(data),
+        )
     }
     fn delete(&self, path: &str, claim: &str, rid: &str) -> HttpReply {
-        http("DELETE", &self.http, path, &[("Mailbox-Device-Claim", claim), ("Mailbox-Request-ID", rid)], b"")
+        http(
+            "DELETE",
+            &self.http,
+            path,
+            &[("Mailbox-Device-Claim", claim), ("Mailbox-Request-ID", rid)],
+            b"",
+        )
     }
     fn relinquish(&self, path: &str, claim: &str, rid: &str) -> HttpReply {
-        http("PATCH", &self.http, path, &[("Mailbox-Device-Claim", claim), ("Mailbox-Request-ID", rid)], b"")
+        http(
+            "PATCH",
+            &self.http,
+            path,
+            &[("Mailbox-Device-Claim", claim), ("Mailbox-Request-ID", rid)],
+            b"",
+        )
     }
     /// Creates a mailbox; returns its path `/v1/m/{id}`.
     fn new_mailbox(&self, rid: &str) -> String {
@@ -81,15 +114,23 @@ fn data_of(r: &HttpReply) -> String {
 #[test]
 fn every_endpoint_and_status_code() {
     let tmp = tempfile::tempdir().unwrap();
-    let node = NodeProc::start(&tmp.path().join("node"), &["--public-url", "https://relay.example.test"]);
-    let api = Api { http: node.http.clone() };
+    let node = NodeProc::start(
+        &tmp.path().join("node"),
+        &["--public-url", "https://relay.example.test"],
+    );
+    let api = Api {
+        http: node.http.clone(),
+    };
 
     // CreateMailbox: 200, the request ID echoed, the urlLink on the public base URL.
     let r = api.create(INITIATOR, "c-1", &create_body(&far_future()));
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.header("Mailbox-Request-ID"), Some("c-1"));
     let link = r.json()["urlLink"].as_str().unwrap().to_owned();
-    assert!(link.starts_with("https://relay.example.test/v1/m/"), "{link}");
+    assert!(
+        link.starts_with("https://relay.example.test/v1/m/"),
+        "{link}"
+    );
     assert_eq!(r.json()["isPushNotificationSupported"], false);
     let path = path_of(&r);
     // 201: the same request again creates nothing new.
@@ -113,7 +154,13 @@ fn every_endpoint_and_status_code() {
         assert!(r.json()["error"]["message"].is_string());
         assert_eq!(r.header("Mailbox-Request-ID"), Some("c-bad"));
     }
-    let r = http("POST", &node.http, "/v1/m", &[("Mailbox-Request-ID", "c-2")], &create_body(&far_future()));
+    let r = http(
+        "POST",
+        &node.http,
+        "/v1/m",
+        &[("Mailbox-Request-ID", "c-2")],
+        &create_body(&far_future()),
+    );
     assert_eq!(r.status, 400, "the device claim is required");
     // 413: an oversized body is refused before it is read.
     let huge = vec![b'x'; 200 * 1024];
@@ -129,18 +176,43 @@ fn every_endpoint_and_status_code() {
     assert_eq!(r.json()["displayInformation"]["title"], "Hotel Pass");
     assert!(r.json()["expiration"].as_str().unwrap().ends_with('Z'));
     assert_eq!(api.read(&path, STRANGER).status, 401);
-    assert_eq!(api.read("/v1/m/0c2c5aa8-4f2f-4c2a-8b65-37a0a7f0a7a1", RECIPIENT).status, 404);
+    assert_eq!(
+        api.read("/v1/m/0c2c5aa8-4f2f-4c2a-8b65-37a0a7f0a7a1", RECIPIENT)
+            .status,
+        404
+    );
     assert_eq!(api.read(&path, "nope").status, 400);
 
     // UpdateMailbox: 200, 201 for the same request ID, 400 bad body, 401 stranger, 404.
     let r = api.update(&path, RECIPIENT, "u-1", "bWVzc2FnZSAy");
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["isPushNotificationSupported"], false);
-    assert_eq!(api.update(&path, RECIPIENT, "u-1", "ZGlmZmVyZW50").status, 201);
-    let r = http("PUT", &node.http, &path, &[("Mailbox-Device-Claim", RECIPIENT), ("Mailbox-Request-ID", "u-2")], b"{}");
+    assert_eq!(
+        api.update(&path, RECIPIENT, "u-1", "ZGlmZmVyZW50").status,
+        201
+    );
+    let r = http(
+        "PUT",
+        &node.http,
+        &path,
+        &[
+            ("Mailbox-Device-Claim", RECIPIENT),
+            ("Mailbox-Request-ID", "u-2"),
+        ],
+        b"{}",
+    );
     assert_eq!(r.status, 400);
     assert_eq!(api.update(&path, STRANGER, "u-3", "QQ==").status, 401);
-    assert_eq!(api.update("/v1/m/0c2c5aa8-4f2f-4c2a-8b65-37a0a7f0a7a1", RECIPIENT, "u-4", "QQ==").status, 404);
+    assert_eq!(
+        api.update(
+            "/v1/m/0c2c5aa8-4f2f-4c2a-8b65-37a0a7f0a7a1",
+            RECIPIENT,
+            "u-4",
+            "QQ=="
+        )
+        .status,
+        404
+    );
     // The duplicate stored nothing: the initiator reads the first update.
     assert_eq!(data_of(&api.read(&path, INITIATOR)), "bWVzc2FnZSAy");
 
@@ -148,18 +220,44 @@ fn every_endpoint_and_status_code() {
     let r = http("GET", &node.http, &path, &[], b"");
     assert_eq!(r.status, 200);
     assert!(r.header("content-type").unwrap().starts_with("text/html"));
-    assert!(r.body.contains(r#"<meta property="og:title" content="Hotel Pass" />"#), "{}", r.body);
-    assert!(r.body.contains(r#"og:image" content="https://example.com/sharingImage""#));
+    assert!(
+        r.body
+            .contains(r#"<meta property="og:title" content="Hotel Pass" />"#),
+        "{}",
+        r.body
+    );
+    assert!(
+        r.body
+            .contains(r#"og:image" content="https://example.com/sharingImage""#)
+    );
     assert!(!r.body.contains("<script"));
-    assert_eq!(http("GET", &node.http, "/v1/m/0c2c5aa8-4f2f-4c2a-8b65-37a0a7f0a7a1", &[], b"").status, 404);
+    assert_eq!(
+        http(
+            "GET",
+            &node.http,
+            "/v1/m/0c2c5aa8-4f2f-4c2a-8b65-37a0a7f0a7a1",
+            &[],
+            b""
+        )
+        .status,
+        404
+    );
 
     // RelinquishMailbox: 401 for a stranger, 200, 201 again, then another device binds.
     assert_eq!(api.relinquish(&path, STRANGER, "p-0").status, 401);
     assert_eq!(api.relinquish(&path, RECIPIENT, "p-1").status, 200);
     assert_eq!(api.relinquish(&path, RECIPIENT, "p-1").status, 201);
     let r = api.read(&path, STRANGER);
-    assert_eq!(r.status, 200, "after relinquish another device binds: {}", r.body);
-    assert_eq!(api.read(&path, RECIPIENT).status, 401, "the relinquished device is out");
+    assert_eq!(
+        r.status, 200,
+        "after relinquish another device binds: {}",
+        r.body
+    );
+    assert_eq!(
+        api.read(&path, RECIPIENT).status,
+        401,
+        "the relinquished device is out"
+    );
 
     // DeleteMailbox: 401 for a non-party, 200, then the mailbox is gone (410) and a
     // second delete finds nothing (404).
@@ -171,7 +269,15 @@ fn every_endpoint_and_status_code() {
         (r.status != 200).then_some(r)
     });
     assert_eq!(r.status, 404);
-    assert_eq!(api.delete("/v1/m/0c2c5aa8-4f2f-4c2a-8b65-37a0a7f0a7a1", INITIATOR, "d-3").status, 404);
+    assert_eq!(
+        api.delete(
+            "/v1/m/0c2c5aa8-4f2f-4c2a-8b65-37a0a7f0a7a1",
+            INITIATOR,
+            "d-3"
+        )
+        .status,
+        404
+    );
     // Unknown endpoints answer JSON errors too.
     assert_eq!(http("GET", &node.http, "/v1/nothing", &[], b"").status, 404);
 }
@@ -180,16 +286,28 @@ fn every_endpoint_and_status_code() {
 fn the_drafts_sequence_diagram_with_long_polls() {
     let tmp = tempfile::tempdir().unwrap();
     let node = NodeProc::start(&tmp.path().join("node"), &[]);
-    let api = Api { http: node.http.clone() };
+    let api = Api {
+        http: node.http.clone(),
+    };
     let path = api.new_mailbox("flow-1");
     // Recipient reads (binds), then updates; the initiator reads it; and so on.
-    assert_eq!(data_of(&api.read(&path, RECIPIENT)), "RkRFQy4uLjk4NzY1NDMyMQ==");
-    for (i, (from, to)) in [(RECIPIENT, INITIATOR), (INITIATOR, RECIPIENT), (RECIPIENT, INITIATOR)]
-        .into_iter()
-        .enumerate()
+    assert_eq!(
+        data_of(&api.read(&path, RECIPIENT)),
+        "RkRFQy4uLjk4NzY1NDMyMQ=="
+    );
+    for (i, (from, to)) in [
+        (RECIPIENT, INITIATOR),
+        (INITIATOR, RECIPIENT),
+        (RECIPIENT, INITIATOR),
+    ]
+    .into_iter()
+    .enumerate()
     {
         let data = base64_of(&format!("message {}", i + 2));
-        assert_eq!(api.update(&path, from, &format!("flow-u{i}"), &data).status, 200);
+        assert_eq!(
+            api.update(&path, from, &format!("flow-u{i}"), &data).status,
+            200
+        );
         let r = api.read(&path, to);
         assert_eq!(r.status, 200);
         assert_eq!(data_of(&r), data);
@@ -198,7 +316,13 @@ fn the_drafts_sequence_diagram_with_long_polls() {
     let http_addr = node.http.clone();
     let p = path.clone();
     let waiting = std::thread::spawn(move || {
-        http("POST", &http_addr, &format!("{p}?wait=60"), &[("Mailbox-Device-Claim", INITIATOR)], b"")
+        http(
+            "POST",
+            &http_addr,
+            &format!("{p}?wait=60"),
+            &[("Mailbox-Device-Claim", INITIATOR)],
+            b"",
+        )
     });
     eventually(Duration::from_secs(30), "the long-poll to wait", || {
         crate::single_node::http_get(&node.http, "/metrics")
@@ -225,7 +349,9 @@ fn base64_of(s: &str) -> String {
 fn an_expired_mailbox_is_gone() {
     let tmp = tempfile::tempdir().unwrap();
     let node = NodeProc::start(&tmp.path().join("node"), &[]);
-    let api = Api { http: node.http.clone() };
+    let api = Api {
+        http: node.http.clone(),
+    };
     let expiration = tigress_node::gateway::format_rfc3339(tigress_client::unix_now() + 2);
     let r = api.create(INITIATOR, "exp-1", &create_body(&expiration));
     assert_eq!(r.status, 200, "{}", r.body);
@@ -243,13 +369,30 @@ fn a_native_share_without_display_information_has_no_preview() {
     let node = NodeProc::start(&tmp.path().join("node"), &[]);
     let cli = crate::support::Cli::new(&tmp.path().join("alice"), &node.addr());
     let payload = crate::support::file(tmp.path(), "p", b"native");
-    let hidden = String::from_utf8(cli.ok(&["share", "--payload", payload.to_str().unwrap()])).unwrap();
-    let shown = String::from_utf8(cli.ok(&["share", "--payload", payload.to_str().unwrap(), "--title", "Car <Key>", "--description", "My car"])).unwrap();
+    let hidden =
+        String::from_utf8(cli.ok(&["share", "--payload", payload.to_str().unwrap()])).unwrap();
+    let shown = String::from_utf8(cli.ok(&[
+        "share",
+        "--payload",
+        payload.to_str().unwrap(),
+        "--title",
+        "Car <Key>",
+        "--description",
+        "My car",
+    ]))
+    .unwrap();
     let path = |url: &str| url[url.find("/v1/m/").unwrap()..url.find('?').unwrap()].to_owned();
-    assert_eq!(http("GET", &node.http, &path(hidden.trim()), &[], b"").status, 404);
+    assert_eq!(
+        http("GET", &node.http, &path(hidden.trim()), &[], b"").status,
+        404
+    );
     let r = http("GET", &node.http, &path(shown.trim()), &[], b"");
     assert_eq!(r.status, 200);
-    assert!(r.body.contains("og:title\" content=\"Car &lt;Key&gt;\""), "{}", r.body);
+    assert!(
+        r.body.contains("og:title\" content=\"Car &lt;Key&gt;\""),
+        "{}",
+        r.body
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -266,11 +409,27 @@ async fn gateways_of_different_nodes_share_the_secret() {
     let path = tokio::task::spawn_blocking(move || {
         let path = Api { http: g0.clone() }.new_mailbox("cl-1");
         // Reads and updates through other gateways: the same devices everywhere.
-        assert_eq!(data_of(&Api { http: g3.clone() }.read(&path, RECIPIENT)), "RkRFQy4uLjk4NzY1NDMyMQ==");
-        assert_eq!(Api { http: g1.clone() }.update(&path, RECIPIENT, "cl-u1", "QkJC").status, 200);
-        assert_eq!(data_of(&Api { http: g4.clone() }.read(&path, INITIATOR)), "QkJC");
+        assert_eq!(
+            data_of(&Api { http: g3.clone() }.read(&path, RECIPIENT)),
+            "RkRFQy4uLjk4NzY1NDMyMQ=="
+        );
+        assert_eq!(
+            Api { http: g1.clone() }
+                .update(&path, RECIPIENT, "cl-u1", "QkJC")
+                .status,
+            200
+        );
+        assert_eq!(
+            data_of(&Api { http: g4.clone() }.read(&path, INITIATOR)),
+            "QkJC"
+        );
         // A repeated create through another gateway is recognised.
-        assert_eq!(Api { http: g4.clone() }.create(INITIATOR, "cl-1", &create_body(&far_future())).status, 201);
+        assert_eq!(
+            Api { http: g4.clone() }
+                .create(INITIATOR, "cl-1", &create_body(&far_future()))
+                .status,
+            201
+        );
         assert_eq!(Api { http: g1 }.read(&path, STRANGER).status, 401);
         path
     })
@@ -294,7 +453,10 @@ fn the_preview_renders_in_a_headless_browser() {
     };
     let tmp = tempfile::tempdir().unwrap();
     let node = NodeProc::start(&tmp.path().join("node"), &[]);
-    let path = Api { http: node.http.clone() }.new_mailbox("browser-1");
+    let path = Api {
+        http: node.http.clone(),
+    }
+    .new_mailbox("browser-1");
     let profile = tmp.path().join("chromium-profile");
     let out = std::process::Command::new(chromium)
         .args([
@@ -313,7 +475,10 @@ fn the_preview_renders_in_a_headless_browser() {
         .output()
         .expect("running chromium");
     let dom = String::from_utf8_lossy(&out.stdout);
-    assert!(dom.contains(r#"property="og:title" content="Hotel Pass""#), "{dom}");
+    assert!(
+        dom.contains(r#"property="og:title" content="Hotel Pass""#),
+        "{dom}"
+    );
     assert!(dom.contains(r#"property="og:description" content="Some Hotel Pass""#));
     assert!(dom.contains(r#"property="og:image" content="https://example.com/sharingImage""#));
     assert!(dom.contains("<title>Hotel Pass</title>"));

@@ -229,11 +229,20 @@ impl HttpReply {
 }
 
 /// A minimal HTTP/1.1 request over loopback (`Connection: close`).
-pub(crate) fn http(method: &str, addr: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> HttpReply {
+pub(crate) fn http(
+    method: &str,
+    addr: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> HttpReply {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).expect("connecting to the gateway");
     s.set_read_timeout(Some(Duration::from_secs(150))).unwrap();
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
     if !body.is_empty() {
         req.push_str("Content-Type: application/json\r\n");
     }
