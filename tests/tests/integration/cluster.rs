@@ -414,9 +414,15 @@ async fn bench_smoke_run_completes_its_transfers() {
         messages: 3,
         payload_bytes: 1024,
     };
-    let report = tigress_bootstrap::bench::run(&addrs, &[], &opts).await.unwrap();
+    let report = tigress_bootstrap::bench::run(&addrs, &[], &opts)
+        .await
+        .unwrap();
     assert_eq!(report.ok, 6, "failures: {:?}", report.failures);
     assert_eq!(report.failed, 0);
-    assert!(report.line().starts_with("bench transfers=6 ok=6 failed=0 "));
+    assert!(
+        report
+            .line()
+            .starts_with("bench transfers=6 ok=6 failed=0 ")
+    );
     cluster.shutdown().await;
 }

@@ -6,26 +6,24 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-/// The built binaries (`tigress-node`, `tigress`), built once per test run.
+/// The built binaries (`tigress-node`, `tigress`). `cargo test --workspace` builds them
+/// (the node and client packages have binary tests); when this crate is tested alone they
+/// are built here once.
 pub(crate) fn bins() -> &'static (PathBuf, PathBuf) {
     static BINS: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
     BINS.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args([
-                "build",
-                "--bins",
-                "-p",
-                "tigress-node",
-                "-p",
-                "tigress-client",
-            ])
-            .current_dir(workspace_root())
-            .status()
-            .expect("running cargo build");
-        assert!(status.success(), "building the binaries failed");
         let dir = target_dir();
-        (dir.join("tigress-node"), dir.join("tigress"))
+        let bins = (dir.join("tigress-node"), dir.join("tigress"));
+        if !(bins.0.exists() && bins.1.exists()) {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let status = Command::new(cargo)
+                .args(["build", "--workspace", "--bins"])
+                .current_dir(workspace_root())
+                .status()
+                .expect("running cargo build");
+            assert!(status.success(), "building the binaries failed");
+        }
+        bins
     })
 }
 
