@@ -685,3 +685,105 @@ impl Actor {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand_core::SeedableRng;
+    use tigress_protocol::session::{SenderSession, ShareIdentity, ShareOptions};
+
+    fn genesis(node: &SigningKey, seed: u8, ttl: u64) -> tigress_protocol::record::Genesis {
+        let mut rng = rand_chacha::ChaCha20Rng::from_seed([seed; 32]);
+        let options = ShareOptions {
+            ttl_secs: ttl,
+            ..ShareOptions::default()
+        };
+        let (s, _) = SenderSession::create(
+            ShareIdentity::random(&mut rng),
+            "https://relay.example",
+            vec![node.public_key()],
+            &[seed; 100],
+            &options,
+            now_secs(),
+            &mut rng,
+        )
+        .unwrap();
+        s.genesis().clone()
+    }
+
+    #[tokio::test]
+    async fn writes_survive_a_reopen_and_the_quota_refuses_clearly() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = SigningKey::from_seed(&[3; 32]);
+        let g1 = genesis(&node, 1, 3600);
+        // Room for one mailbox, not two.
+        let quota = g1.to_bytes().len() as u64 * 3 / 2;
+        let store = Store::open(dir.path(), node.clone(), Limits::default(), quota).unwrap();
+        let r = store
+            .apply(ReplicaRequest::StoreGenesis {
+                genesis: g1.clone(),
+            })
+            .await;
+        assert_eq!(r, ReplicaResponse::Stored { duplicate: false });
+        // A second mailbox does not fit.
+        let r = store
+            .apply(ReplicaRequest::StoreGenesis {
+                genesis: genesis(&node, 2, 3600),
+            })
+            .await;
+        match r {
+            ReplicaResponse::Error(e) => {
+                assert_eq!(e.code, ErrorCode::Unavailable);
+                assert!(e.message.as_str().contains("quota"), "{e}");
+            }
+            other => panic!("expected a quota refusal, got {other:?}"),
+        }
+        drop(store);
+        // Reopened (after the actor thread let go of the database), the first is there.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let reopened = loop {
+            match Store::open(dir.path(), node.clone(), Limits::default(), quota) {
+                Ok(s) => break s,
+                Err(e) => {
+                    assert!(std::time::Instant::now() < deadline, "reopening: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+            }
+        };
+        let r = reopened
+            .apply(ReplicaRequest::StoreGenesis {
+                genesis: g1.clone(),
+            })
+            .await;
+        assert_eq!(r, ReplicaResponse::Stored { duplicate: true });
+        assert_eq!(reopened.stats().mailboxes.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn the_sweep_removes_expired_mailboxes_only() {
+        let node = SigningKey::from_seed(&[4; 32]);
+        let store = Store::in_memory(node.clone(), Limits::default()).unwrap();
+        let short = genesis(&node, 5, 1);
+        let long = genesis(&node, 6, 3600);
+        for g in [&short, &long] {
+            let r = store
+                .apply(ReplicaRequest::StoreGenesis { genesis: g.clone() })
+                .await;
+            assert_eq!(r, ReplicaResponse::Stored { duplicate: false });
+        }
+        // Wait (bounded) until the short one's expiry second has passed, then sweep.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while now_secs() < short.header().expires_at {
+            assert!(std::time::Instant::now() < deadline);
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert_eq!(store.sweep().await, 1);
+        assert_eq!(store.stats().mailboxes.load(Ordering::Relaxed), 1);
+        let status = store
+            .apply(ReplicaRequest::Status {
+                address: long.header().address,
+            })
+            .await;
+        assert!(matches!(status, ReplicaResponse::Status(_)));
+    }
+}
