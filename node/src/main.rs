@@ -122,28 +122,6 @@ fn config_of(args: RunArgs) -> anyhow::Result<Config> {
     Ok(config)
 }
 
-async fn stop_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -172,7 +150,7 @@ async fn main() -> anyhow::Result<()> {
                 writeln!(out, "{}", node.startup_line())?;
                 out.flush()?;
             }
-            stop_signal().await;
+            tigress_node::shutdown_signal().await;
             tracing::info!("stopping");
             node.shutdown().await;
         }

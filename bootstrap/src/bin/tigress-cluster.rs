@@ -72,21 +72,6 @@ enum Command {
     },
 }
 
-async fn stop_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -124,7 +109,7 @@ async fn main() -> anyhow::Result<()> {
                 out.flush()?;
             }
             let mut watch = tokio::time::interval(std::time::Duration::from_millis(500));
-            let stop = stop_signal();
+            let stop = tigress_node::shutdown_signal();
             tokio::pin!(stop);
             loop {
                 tokio::select! {

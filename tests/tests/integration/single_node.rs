@@ -184,16 +184,7 @@ async fn long_poll_returns_when_the_other_side_sends() {
         async move { alice.recv(&id, Duration::from_secs(120)).await }
     });
     // Send only once the node reports the long-poll waiting.
-    let http = node.http.clone();
-    tokio::task::spawn_blocking(move || {
-        eventually(Duration::from_secs(30), "the long-poll to wait", || {
-            http_get(&http, "/metrics")
-                .contains("tigress_long_polls_waiting 1")
-                .then_some(())
-        })
-    })
-    .await
-    .unwrap();
+    long_poll_waiting(&node.http).await;
     let started = std::time::Instant::now();
     bob.send(&id, b"device info", None).await.unwrap();
     let got = tokio::time::timeout(Duration::from_secs(60), waiting)
@@ -209,16 +200,7 @@ async fn long_poll_returns_when_the_other_side_sends() {
         let bob = bob.clone();
         async move { bob.recv(&id, Duration::from_secs(120)).await }
     });
-    let http = node.http.clone();
-    tokio::task::spawn_blocking(move || {
-        eventually(Duration::from_secs(30), "the long-poll to wait", || {
-            http_get(&http, "/metrics")
-                .contains("tigress_long_polls_waiting 1")
-                .then_some(())
-        })
-    })
-    .await
-    .unwrap();
+    long_poll_waiting(&node.http).await;
     alice.send(&id, b"provisioning data", None).await.unwrap();
     let got = tokio::time::timeout(Duration::from_secs(60), waiting)
         .await
@@ -302,6 +284,20 @@ fn node_id_is_stable_and_matches_the_running_node() {
     let metrics = http_get(&node.http, "/metrics");
     assert!(metrics.contains("tigress_bytes_stored"), "{metrics}");
     assert!(http_get(&node.http, "/health").contains("\"ok\""));
+}
+
+/// Returns once the node at `http` reports a long-poll waiting.
+pub(crate) async fn long_poll_waiting(http: &str) {
+    let http = http.to_owned();
+    tokio::task::spawn_blocking(move || {
+        eventually(Duration::from_secs(30), "the long-poll to wait", || {
+            http_get(&http, "/metrics")
+                .contains("tigress_long_polls_waiting 1")
+                .then_some(())
+        })
+    })
+    .await
+    .unwrap();
 }
 
 /// A minimal HTTP/1.1 GET over loopback.
