@@ -59,6 +59,7 @@ pub fn replica_op(request: &ReplicaRequest) -> &'static str {
         ReplicaRequest::Status { .. } => "status",
         ReplicaRequest::Digest { .. } => "digest",
         ReplicaRequest::GetMessages { .. } => "get_messages",
+        ReplicaRequest::Summaries { .. } => "summaries",
     }
 }
 

@@ -255,6 +255,18 @@ impl Applied {
     }
 }
 
+fn digest_of(state: &MailboxState) -> ReplicaDigest {
+    let keys: Vec<MessageKey> = state.message_keys().map(|(k, _)| *k).collect();
+    ReplicaDigest {
+        genesis: state.genesis().clone(),
+        certificates: BoundedVec::truncated(state.certificates().to_vec()),
+        resolve: state.resolution().cloned(),
+        delete: state.deletion().cloned(),
+        relinquished: BoundedVec::truncated(state.relinquishes().to_vec()),
+        messages: BoundedVec::truncated(keys),
+    }
+}
+
 fn message_key(address: &Address, key: &MessageKey) -> Vec<u8> {
     let mut k = Vec::with_capacity(104);
     k.extend_from_slice(address.as_bytes());
@@ -544,15 +556,16 @@ impl Actor {
             }
             ReplicaRequest::Digest { address } => {
                 let state = self.load_existing(&address)?;
-                let keys: Vec<MessageKey> = state.message_keys().map(|(k, _)| *k).collect();
-                Applied::read(ReplicaResponse::Digest(ReplicaDigest {
-                    genesis: state.genesis().clone(),
-                    certificates: BoundedVec::truncated(state.certificates().to_vec()),
-                    resolve: state.resolution().cloned(),
-                    delete: state.deletion().cloned(),
-                    relinquished: BoundedVec::truncated(state.relinquishes().to_vec()),
-                    messages: BoundedVec::truncated(keys),
-                }))
+                Applied::read(ReplicaResponse::Digest(digest_of(&state)))
+            }
+            ReplicaRequest::Summaries { addresses } => {
+                let mut out = Vec::with_capacity(addresses.len());
+                for address in addresses.iter() {
+                    out.push(self.load(address)?.map(|s| digest_of(&s).summary()));
+                }
+                Applied::read(ReplicaResponse::Summaries {
+                    summaries: BoundedVec::truncated(out),
+                })
             }
             ReplicaRequest::GetMessages { address, keys } => {
                 let mut out = Vec::new();

@@ -14,7 +14,9 @@ use tigress_protocol::Address;
 use tigress_protocol::ErrorCode;
 use tigress_protocol::crypto::PublicKey;
 use tigress_protocol::mailbox::MessageKey;
-use tigress_protocol::rpc::{MAX_FETCH, ReplicaDigest, ReplicaRequest, ReplicaResponse};
+use tigress_protocol::rpc::{
+    MAX_FETCH, MAX_SUMMARIES, ReplicaDigest, ReplicaRequest, ReplicaResponse,
+};
 use tigress_protocol::wire::BoundedVec;
 use tokio::sync::mpsc;
 
@@ -90,13 +92,21 @@ impl AntiEntropy {
         }
     }
 
-    /// One pass over every mailbox held.
+    /// One pass over every mailbox held: per peer, the summaries of the mailboxes both
+    /// should hold are compared in batches, and only mailboxes whose summaries differ are
+    /// reconciled in full.
     pub async fn round(&self) {
         let started = Instant::now();
         let mailboxes = self.store.mailboxes().await;
         let count = mailboxes.len();
-        let mut work = futures::stream::iter(mailboxes)
-            .map(|(address, replicas)| async move { self.sync_mailbox(address, &replicas).await })
+        let mut by_peer: std::collections::BTreeMap<PublicKey, Vec<Address>> = Default::default();
+        for (address, replicas) in &mailboxes {
+            for r in replicas.iter().filter(|r| **r != self.me) {
+                by_peer.entry(*r).or_default().push(*address);
+            }
+        }
+        let mut work = futures::stream::iter(by_peer)
+            .map(|(peer, addresses)| async move { self.sync_peer(peer, addresses).await })
             .buffer_unordered(PARALLEL);
         while work.next().await.is_some() {}
         self.stats
@@ -107,6 +117,34 @@ impl AntiEntropy {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "anti-entropy round"
         );
+    }
+
+    async fn summaries(&self, side: Side, addresses: &[Address]) -> Option<Vec<Option<[u8; 32]>>> {
+        let request = ReplicaRequest::Summaries {
+            addresses: BoundedVec::truncated(addresses.to_vec()),
+        };
+        match self.call(side, request).await? {
+            ReplicaResponse::Summaries { summaries } if summaries.len() == addresses.len() => {
+                Some(summaries.into_vec())
+            }
+            _ => None,
+        }
+    }
+
+    async fn sync_peer(&self, peer: PublicKey, addresses: Vec<Address>) {
+        for chunk in addresses.chunks(MAX_SUMMARIES) {
+            let (Some(local), Some(remote)) = (
+                self.summaries(Side::Local, chunk).await,
+                self.summaries(Side::Peer(peer), chunk).await,
+            ) else {
+                continue;
+            };
+            for ((address, mine), theirs) in chunk.iter().zip(local).zip(remote) {
+                if mine.is_some() && mine != theirs {
+                    self.sync_with(*address, peer).await;
+                }
+            }
+        }
     }
 
     async fn call(&self, side: Side, request: ReplicaRequest) -> Option<ReplicaResponse> {
@@ -132,27 +170,31 @@ impl AntiEntropy {
 
     /// Reconciles one mailbox with every other replica of its set.
     pub async fn sync_mailbox(&self, address: Address, replicas: &[PublicKey]) {
-        let Ok(Some(local)) = self.digest(Side::Local, address).await else {
-            return;
-        };
         let mut peers: FuturesUnordered<_> = replicas
             .iter()
             .filter(|r| **r != self.me)
-            .map(|peer| async {
-                let side = Side::Peer(*peer);
-                if let Ok(remote) = self.digest(side, address).await {
-                    if let Some(remote) = &remote
-                        && remote.genesis == local.genesis
-                    {
-                        self.bring_up(address, Side::Local, Some(&local), side, remote)
-                            .await;
-                    }
-                    self.bring_up(address, side, remote.as_ref(), Side::Local, &local)
-                        .await;
-                }
-            })
+            .map(|peer| self.sync_with(address, *peer))
             .collect();
         while peers.next().await.is_some() {}
+    }
+
+    /// Reconciles one mailbox with one peer: pulls what this replica lacks, pushes what
+    /// the peer lacks.
+    async fn sync_with(&self, address: Address, peer: PublicKey) {
+        let Ok(Some(local)) = self.digest(Side::Local, address).await else {
+            return;
+        };
+        let side = Side::Peer(peer);
+        if let Ok(remote) = self.digest(side, address).await {
+            if let Some(remote) = &remote
+                && remote.genesis == local.genesis
+            {
+                self.bring_up(address, Side::Local, Some(&local), side, remote)
+                    .await;
+            }
+            self.bring_up(address, side, remote.as_ref(), Side::Local, &local)
+                .await;
+        }
     }
 
     /// Sends `target` every record of `source` that `target` lacks, in an order the

@@ -293,6 +293,38 @@ pub enum ReplicaRequest {
         /// The keys wanted.
         keys: BoundedVec<MessageKey, MAX_FETCH>,
     },
+    /// A 32-byte summary of what this replica holds for each address (anti-entropy: only
+    /// mailboxes whose summaries differ are compared in full).
+    Summaries {
+        /// The addresses.
+        addresses: BoundedVec<Address, MAX_SUMMARIES>,
+    },
+}
+
+/// The most addresses in one summaries request.
+pub const MAX_SUMMARIES: usize = 1024;
+
+impl ReplicaDigest {
+    /// A hash of the digest that does not depend on the order records were applied in:
+    /// two replicas holding the same records have the same summary.
+    pub fn summary(&self) -> [u8; 32] {
+        use crate::record::Record;
+        let mut certs: Vec<[u8; 32]> = self.certificates.iter().map(Record::digest).collect();
+        certs.sort_unstable();
+        let mut rels: Vec<[u8; 32]> = self.relinquished.iter().map(Record::digest).collect();
+        rels.sort_unstable();
+        let mut keys: Vec<MessageKey> = self.messages.to_vec();
+        keys.sort_unstable();
+        let parts = (
+            self.genesis.digest(),
+            certs,
+            self.resolve.as_ref().map(Record::digest),
+            self.delete.as_ref().map(Record::digest),
+            rels,
+            keys,
+        );
+        crate::crypto::sha256(&[b"tigress/v1/summary", &wire::encode(&parts)])
+    }
 }
 
 /// What a replica holds for one mailbox, summarised for anti-entropy.
@@ -344,6 +376,11 @@ pub enum ReplicaResponse {
     Status(MailboxStatus),
     /// The anti-entropy digest.
     Digest(ReplicaDigest),
+    /// Summaries, in the order asked; `None` where the replica holds nothing.
+    Summaries {
+        /// One per address asked.
+        summaries: BoundedVec<Option<[u8; 32]>, MAX_SUMMARIES>,
+    },
     /// A refusal.
     Error(RemoteError),
 }
