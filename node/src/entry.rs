@@ -279,26 +279,57 @@ impl Entry {
         {
             return Ok(g);
         }
+        // Where the genesis most likely is, cheapest first: this node's own store, the
+        // closest peers of the local routing table, then a network lookup.
         let r = usize::from(self.config.replication);
-        let candidates = self.locate(address, 2 * r).await;
         let target = *address;
-        let answers = self
-            .fan_out(
-                candidates.clone(),
-                ReplicaRequest::GetGenesis { address: target },
-                |answers| {
-                    answers.iter().any(|(_, a)| {
+        let mut answers: Vec<Answer> = Vec::new();
+        let mut asked: Vec<PublicKey> = Vec::new();
+        for round in 0..3 {
+            let candidates: Vec<PublicKey> = match round {
+                0 => self.replica.iter().map(|_| self.me).collect(),
+                1 => {
+                    let near = KBucketKey::new(address.as_bytes().to_vec());
+                    let mut peers = self
+                        .net
+                        .closest_local(address.as_bytes().to_vec(), 2 * r)
+                        .await;
+                    peers.sort_by_key(|p| KBucketKey::from(*p).distance(&near));
+                    peers.iter().filter_map(key_of).collect()
+                }
+                _ => self.locate(address, 2 * r).await,
+            };
+            let fresh: Vec<PublicKey> = candidates
+                .into_iter()
+                .filter(|c| !asked.contains(c))
+                .collect();
+            if fresh.is_empty() {
+                continue;
+            }
+            asked.extend(fresh.iter().copied());
+            answers.extend(
+                self.fan_out(
+                    fresh,
+                    ReplicaRequest::GetGenesis { address: target },
+                    |answers| {
+                        answers.iter().any(|(_, a)| {
                         matches!(a, Ok(ReplicaResponse::Genesis(g)) if genesis_fits(g, &target))
                     })
-                },
-            )
-            .await;
-        for (_, a) in &answers {
-            if let Ok(ReplicaResponse::Genesis(g)) = a
-                && genesis_fits(g, address)
-            {
-                self.cache(*address, g.clone());
-                return Ok(g.clone());
+                    },
+                )
+                .await,
+            );
+            for (_, a) in &answers {
+                if let Ok(ReplicaResponse::Genesis(g)) = a
+                    && genesis_fits(g, address)
+                {
+                    self.cache(*address, g.clone());
+                    return Ok(g.clone());
+                }
+            }
+            // A tombstone or a definitive refusal from a replica needs no wider search.
+            if common_error(&answers).is_some_and(|e| e.code != ErrorCode::NotFound) {
+                break;
             }
         }
         Err(common_error(&answers)

@@ -64,6 +64,11 @@ enum Command {
     RoutingTable {
         reply: oneshot::Sender<Vec<PeerId>>,
     },
+    ClosestLocal {
+        key: Vec<u8>,
+        count: usize,
+        reply: oneshot::Sender<Vec<PeerId>>,
+    },
     Stop,
 }
 
@@ -105,6 +110,21 @@ impl NetworkHandle {
         if self
             .commands
             .send(Command::Closest { key, reply })
+            .await
+            .is_err()
+        {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
+    }
+
+    /// The `count` peers of the local routing table closest to `key` (no network
+    /// lookup), without routing-only peers.
+    pub async fn closest_local(&self, key: Vec<u8>, count: usize) -> Vec<PeerId> {
+        let (reply, rx) = oneshot::channel();
+        if self
+            .commands
+            .send(Command::ClosestLocal { key, count, reply })
             .await
             .is_err()
         {
@@ -432,6 +452,18 @@ impl LoopState {
                         peers.push(*entry.node.key.preimage());
                     }
                 }
+                let _ = reply.send(peers);
+            }
+            Command::ClosestLocal { key, count, reply } => {
+                let target = kad::KBucketKey::new(key);
+                let peers: Vec<PeerId> = swarm
+                    .behaviour_mut()
+                    .kad
+                    .get_closest_local_peers(&target)
+                    .map(|k| *k.preimage())
+                    .filter(|p| !self.routing_only.contains(p))
+                    .take(count)
+                    .collect();
                 let _ = reply.send(peers);
             }
             Command::Stop => {}
