@@ -48,8 +48,11 @@ where
         rpc::encode_body(value).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let len = u32::try_from(body.len())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame too large"))?;
-    io.write_all(&len.to_be_bytes()).await?;
-    io.write_all(&body).await?;
+    // One write: the prefix and the body go out in one encrypted transport frame.
+    let mut frame = Vec::with_capacity(4 + body.len());
+    frame.extend_from_slice(&len.to_be_bytes());
+    frame.extend_from_slice(&body);
+    io.write_all(&frame).await?;
     io.flush().await
 }
 
