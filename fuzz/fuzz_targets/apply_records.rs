@@ -11,7 +11,7 @@ use tigress_protocol::record::{
     Claim, ClaimCertificate, Delete, Genesis, Message, ReadRequest, Receipt, Record, Relinquish,
     Resolve,
 };
-use tigress_protocol::session::{RecipientSession, SenderSession, ShareOptions};
+use tigress_protocol::session::{RecipientSession, SenderSession, ShareIdentity, ShareOptions};
 
 const NOW: u64 = 1_800_000_000;
 
@@ -20,6 +20,7 @@ fn mailbox() -> Option<(MailboxState, SigningKey, Limits)> {
     let limits = Limits::default();
     let replica = SigningKey::generate(&mut rng);
     let (sender, url) = SenderSession::create(
+        ShareIdentity::random(&mut rng),
         "https://relay.example",
         vec![replica.public_key()],
         b"fuzz",

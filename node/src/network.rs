@@ -210,14 +210,19 @@ impl Network {
             Duration::from_millis(u64::from(tigress_protocol::rpc::MAX_WAIT_MS) + 30_000);
         let relay = config.role == NodeRole::Relay;
         let max_connections = config.max_connections;
-        let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
+        let builder = libp2p::SwarmBuilder::with_existing_identity(keypair)
             .with_tokio()
             .with_tcp(
                 tcp::Config::default().nodelay(true),
                 noise::Config::new,
                 yamux::Config::default,
             )
-            .map_err(|e| NetworkError::Transport(e.to_string()))?
+            .map_err(|e| NetworkError::Transport(e.to_string()))?;
+        // QUIC (listen on `/ip4/…/udp/…/quic-v1`) is an optional cargo feature: it builds
+        // aws-lc-sys, a C library.
+        #[cfg(feature = "quic")]
+        let builder = builder.with_quic();
+        let mut swarm = builder
             .with_behaviour(|key| {
                 let mut kad_config = kad::Config::new(KAD_PROTOCOL);
                 kad_config

@@ -426,3 +426,38 @@ async fn bench_smoke_run_completes_its_transfers() {
     );
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expiry_reaches_every_replica() {
+    let cluster = Cluster::start(5, |_, c| c.sweep_interval_secs = 1).await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let alice = client(&cluster, 0, &tmp.path().join("alice")).await;
+    let options = ShareOptions {
+        ttl_secs: 2,
+        ..ShareOptions::default()
+    };
+    let shared = alice.share(b"k", &options, None).await.unwrap();
+    let address = shared.url.mailbox_id().address();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut refused = 0;
+        for i in 0..cluster.len() {
+            let store = cluster.node(i).unwrap().store().unwrap();
+            if let ReplicaResponse::Error(e) = store.apply(ReplicaRequest::Status { address }).await
+                && (e.code == ErrorCode::Gone || e.code == ErrorCode::NotFound)
+            {
+                refused += 1;
+            }
+        }
+        if refused == cluster.len() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{refused} replicas refuse the expired mailbox");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Through any entry, a newcomer gets nothing.
+    let bob = client(&cluster, 3, &tmp.path().join("bob")).await;
+    let err = bob.accept(&shared.url).await.unwrap_err();
+    assert!(matches!(err.code(), Some(ErrorCode::Gone | ErrorCode::NotFound)), "{err}");
+    cluster.shutdown().await;
+}
