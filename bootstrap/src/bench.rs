@@ -375,9 +375,14 @@ pub async fn run(
     pids: &[u32],
     opts: &BenchOptions,
 ) -> anyhow::Result<BenchReport> {
+    // Several connections per node, as many clients would have: each is its own peer to
+    // the node's per-peer rate limit.
+    let per_node = opts.concurrency.div_ceil(8).max(1);
     let mut conns = Vec::new();
     for a in addrs {
-        conns.push(Connection::connect(a).await?);
+        for _ in 0..per_node {
+            conns.push(Connection::connect(a).await?);
+        }
     }
     anyhow::ensure!(!conns.is_empty(), "no nodes to run against");
     let pool = Arc::new(Pool { conns });

@@ -49,6 +49,11 @@ pub struct Config {
     pub replica_timeout_ms: u64,
     /// The most client and replica requests handled at once; more are refused (429).
     pub max_inflight_requests: usize,
+    /// Client requests a peer may make per second on average (a token bucket per peer);
+    /// beyond it requests are refused (429).
+    pub peer_requests_per_sec: u32,
+    /// The burst a peer may make at once.
+    pub peer_request_burst: u32,
     /// The most established connections.
     pub max_connections: u32,
     /// Seconds an idle connection stays open (long enough for long-polls).
@@ -83,6 +88,8 @@ impl Default for Config {
             sweep_interval_secs: 60,
             replica_timeout_ms: 5_000,
             max_inflight_requests: 256,
+            peer_requests_per_sec: 500,
+            peer_request_burst: 1000,
             max_connections: 1024,
             idle_timeout_secs: 300,
             bootstrap_interval_secs: 300,

@@ -33,6 +33,7 @@ pub mod network;
 pub mod replica;
 pub mod store;
 pub mod sync;
+pub mod throttle;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -304,6 +305,8 @@ impl Node {
             inflight: inflight.clone(),
             accepting: accepting.clone(),
             metrics: metrics.clone(),
+            peer_rate: config.peer_requests_per_sec,
+            peer_burst: config.peer_request_burst,
         }));
         let mut background = Vec::new();
         let sync_stats = Arc::new(sync::SyncStats::default());

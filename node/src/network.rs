@@ -384,6 +384,7 @@ impl Network {
             ..
         } = self;
         let mut state = LoopState {
+            throttle: crate::throttle::PeerThrottle::new(ctx.peer_rate, ctx.peer_burst),
             pending_replica: HashMap::new(),
             pending_closest: HashMap::new(),
             routing_only: HashSet::new(),
@@ -410,9 +411,12 @@ pub(crate) struct LoopContext {
     pub(crate) inflight: Arc<Semaphore>,
     pub(crate) accepting: Arc<AtomicBool>,
     pub(crate) metrics: Arc<Metrics>,
+    pub(crate) peer_rate: u32,
+    pub(crate) peer_burst: u32,
 }
 
 struct LoopState {
+    throttle: crate::throttle::PeerThrottle,
     pending_replica: HashMap<OutboundRequestId, ReplicaReply>,
     pending_closest: HashMap<QueryId, oneshot::Sender<Vec<PeerId>>>,
     /// Peers known (from identify) not to serve the replica protocol: bootstrap nodes.
@@ -485,6 +489,7 @@ impl LoopState {
         match event {
             SwarmEvent::Behaviour(NodeBehaviourEvent::Client(
                 request_response::Event::Message {
+                    peer,
                     message:
                         request_response::Message::Request {
                             request, channel, ..
@@ -492,7 +497,12 @@ impl LoopState {
                     ..
                 },
             )) => {
-                let permit = if ctx.accepting.load(Ordering::Acquire) {
+                let permit = if !self.throttle.allow(peer, std::time::Instant::now()) {
+                    Err(refusal(
+                        ErrorCode::RateLimited,
+                        "too many requests from this peer; slow down",
+                    ))
+                } else if ctx.accepting.load(Ordering::Acquire) {
                     ctx.inflight.clone().try_acquire_owned().map_err(|_| {
                         refusal(
                             ErrorCode::RateLimited,
@@ -635,6 +645,16 @@ impl LoopState {
                     .map(|b| b.num_entries())
                     .sum();
                 ctx.metrics.routing_table.store(n as u64, Ordering::Relaxed);
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established: 0,
+                ..
+            } => {
+                self.throttle.forget(&peer_id);
+                ctx.metrics
+                    .peers
+                    .store(swarm.connected_peers().count() as u64, Ordering::Relaxed);
             }
             SwarmEvent::ConnectionEstablished { .. } | SwarmEvent::ConnectionClosed { .. } => {
                 ctx.metrics

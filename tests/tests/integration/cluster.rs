@@ -429,7 +429,9 @@ async fn bench_smoke_run_completes_its_transfers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expiry_reaches_every_replica() {
-    let cluster = Cluster::start(5, |_, c| c.sweep_interval_secs = 1).await.unwrap();
+    let cluster = Cluster::start(5, |_, c| c.sweep_interval_secs = 1)
+        .await
+        .unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let alice = client(&cluster, 0, &tmp.path().join("alice")).await;
     let options = ShareOptions {
@@ -452,12 +454,18 @@ async fn expiry_reaches_every_replica() {
         if refused == cluster.len() {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "{refused} replicas refuse the expired mailbox");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{refused} replicas refuse the expired mailbox"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // Through any entry, a newcomer gets nothing.
     let bob = client(&cluster, 3, &tmp.path().join("bob")).await;
     let err = bob.accept(&shared.url).await.unwrap_err();
-    assert!(matches!(err.code(), Some(ErrorCode::Gone | ErrorCode::NotFound)), "{err}");
+    assert!(
+        matches!(err.code(), Some(ErrorCode::Gone | ErrorCode::NotFound)),
+        "{err}"
+    );
     cluster.shutdown().await;
 }

@@ -314,3 +314,47 @@ pub(crate) fn http_get(addr: &str, path: &str) -> String {
     s.read_to_string(&mut out).unwrap();
     out
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_over_its_rate_is_refused_and_others_are_served() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = file(
+        tmp.path(),
+        "node.toml",
+        b"peer_requests_per_sec = 1\npeer_request_burst = 2\n",
+    );
+    let node = NodeProc::start(
+        &tmp.path().join("node"),
+        &["--config", config.to_str().unwrap()],
+    );
+    let addr = node.addr().parse().unwrap();
+    let greedy = tigress_client::Connection::connect(&addr).await.unwrap();
+    let mut limited = 0;
+    for _ in 0..10 {
+        match greedy
+            .request(tigress_protocol::rpc::ClientRequest::Info)
+            .await
+        {
+            Ok(_) => {}
+            Err(e) => {
+                assert_eq!(
+                    e.code(),
+                    Some(tigress_protocol::ErrorCode::RateLimited),
+                    "{e}"
+                );
+                limited += 1;
+            }
+        }
+    }
+    assert!(
+        limited >= 5,
+        "10 requests at once against a burst of 2: {limited} refused"
+    );
+    let polite = tigress_client::Connection::connect(&addr).await.unwrap();
+    assert!(
+        polite
+            .request(tigress_protocol::rpc::ClientRequest::Info)
+            .await
+            .is_ok()
+    );
+}
