@@ -46,6 +46,8 @@ fn target_dir() -> PathBuf {
 /// A running node process.
 pub(crate) struct NodeProc {
     pub(crate) child: Child,
+    /// Set once the process was reaped outside `child` (after SIGTERM).
+    reaped: bool,
     pub(crate) peer_id: String,
     pub(crate) listen: String,
     pub(crate) http: String,
@@ -99,6 +101,7 @@ impl NodeProc {
             http: field("http"),
             listen,
             child,
+            reaped: false,
         }
     }
 
@@ -113,7 +116,7 @@ impl NodeProc {
         let _ = self.child.wait();
     }
 
-    /// SIGTERM; returns the exit code.
+    /// SIGTERM; returns the exit code (the node must stop within 40 s).
     pub(crate) fn terminate(mut self) -> Option<i32> {
         let pid = i32::try_from(self.child.id()).expect("pid");
         nix::sys::signal::kill(
@@ -121,21 +124,30 @@ impl NodeProc {
             nix::sys::signal::Signal::SIGTERM,
         )
         .expect("sending SIGTERM");
-        let deadline = Instant::now() + Duration::from_secs(40);
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status.code();
-            }
-            assert!(Instant::now() < deadline, "node did not stop within 40 s");
-            std::thread::sleep(Duration::from_millis(20));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let pid = nix::unistd::Pid::from_raw(pid);
+        std::thread::spawn(move || {
+            let _ = tx.send(nix::sys::wait::waitpid(pid, None));
+        });
+        let status = rx
+            .recv_timeout(Duration::from_secs(40))
+            .expect("the node stops within 40 s after SIGTERM")
+            .expect("waiting for the node");
+        // Reaped above: Drop must not signal a PID that may now be another process's.
+        self.reaped = true;
+        match status {
+            nix::sys::wait::WaitStatus::Exited(_, code) => Some(code),
+            _ => None,
         }
     }
 }
 
 impl Drop for NodeProc {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if !self.reaped {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 
