@@ -11,7 +11,7 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use libp2p::kad::KBucketKey;
 use tigress_protocol::crypto::PublicKey;
-use tigress_protocol::mailbox::{self, ClaimTally, Limits};
+use tigress_protocol::mailbox::{self, CheckedReceipt, ClaimTally, Limits};
 use tigress_protocol::record::{Genesis, Message, Receipt, Record};
 use tigress_protocol::rpc::{
     ClientRequest, ClientResponse, MailboxView, NodeInfo, RemoteError, ReplicaRequest,
@@ -441,7 +441,8 @@ impl Entry {
     ) -> Result<ClientResponse, RemoteError> {
         let genesis = self.genesis(&claim.body.address).await?;
         let replicas = genesis.header().replicas.to_vec();
-        let mut evidence: Vec<Receipt> = Vec::new();
+        // Each receipt is checked once, as it arrives.
+        let mut evidence: Vec<CheckedReceipt> = Vec::new();
         let mut outcome = ClaimTally::Pending;
         let answers = self
             .fan_out(
@@ -450,16 +451,19 @@ impl Entry {
                     claim: claim.clone(),
                 },
                 |answers| {
-                    if let Some((_, Ok(last))) = answers.last() {
-                        match last {
-                            ReplicaResponse::Granted(r) => evidence.push(r.clone()),
-                            ReplicaResponse::Refused { grants, .. } => {
-                                evidence.extend(grants.iter().cloned())
-                            }
-                            _ => {}
+                    let arrived: Vec<Receipt> = match answers.last() {
+                        Some((_, Ok(ReplicaResponse::Granted(r)))) => vec![r.clone()],
+                        Some((_, Ok(ReplicaResponse::Refused { grants, .. }))) => grants.to_vec(),
+                        _ => Vec::new(),
+                    };
+                    for r in arrived {
+                        if let Ok(checked) = CheckedReceipt::check(&genesis, r)
+                            && !evidence.contains(&checked)
+                        {
+                            evidence.push(checked);
                         }
                     }
-                    outcome = mailbox::tally_claim(&genesis, &claim, &evidence);
+                    outcome = mailbox::tally_checked(&genesis, &claim, &evidence);
                     matches!(outcome, ClaimTally::Certified(_))
                 },
             )
@@ -476,7 +480,12 @@ impl Entry {
                 Ok(ClientResponse::Certified(*cert))
             }
             ClaimTally::Contested => {
-                let evidence = BoundedVec::truncated(evidence);
+                let evidence = BoundedVec::truncated(
+                    evidence
+                        .into_iter()
+                        .map(CheckedReceipt::into_inner)
+                        .collect(),
+                );
                 let _ = self
                     .write(
                         &replicas,

@@ -271,13 +271,19 @@ struct GrantMap {
 
 impl GrantMap {
     fn new(genesis: &Genesis, receipts: &[Receipt]) -> Self {
+        let checked: Vec<CheckedReceipt> = receipts
+            .iter()
+            .filter_map(|r| CheckedReceipt::check(genesis, r.clone()).ok())
+            .collect();
+        Self::of_checked(&checked)
+    }
+
+    fn of_checked(receipts: &[CheckedReceipt]) -> Self {
         let mut map = GrantMap::default();
-        for r in receipts {
-            if validate_receipt(genesis, r).is_ok() {
-                map.by_pair
-                    .entry((r.body.replica, r.body.recipient))
-                    .or_insert(r.body.slot);
-            }
+        for CheckedReceipt(r) in receipts {
+            map.by_pair
+                .entry((r.body.replica, r.body.recipient))
+                .or_insert(r.body.slot);
         }
         map
     }
@@ -348,20 +354,53 @@ impl GrantMap {
     }
 }
 
+/// A receipt that passed [`CheckedReceipt::check`] against a genesis: right address, from
+/// a member of the replica set, signature valid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckedReceipt(Receipt);
+
+impl CheckedReceipt {
+    /// Checks `receipt` against `genesis`.
+    pub fn check(genesis: &Genesis, receipt: Receipt) -> Result<Self, Error> {
+        validate_receipt(genesis, &receipt)?;
+        Ok(Self(receipt))
+    }
+
+    /// The receipt.
+    pub fn receipt(&self) -> &Receipt {
+        &self.0
+    }
+
+    /// The receipt, unwrapped.
+    pub fn into_inner(self) -> Receipt {
+        self.0
+    }
+}
+
 /// Judges `claim` from every receipt collected so far (for it and for rivals; an entry node
-/// includes the grants a full replica reports when it refuses).
+/// includes the grants a full replica reports when it refuses). Invalid receipts are
+/// ignored.
 pub fn tally_claim(genesis: &Genesis, claim: &Claim, receipts: &[Receipt]) -> ClaimTally {
-    let map = GrantMap::new(genesis, receipts);
+    let checked: Vec<CheckedReceipt> = receipts
+        .iter()
+        .filter_map(|r| CheckedReceipt::check(genesis, r.clone()).ok())
+        .collect();
+    tally_checked(genesis, claim, &checked)
+}
+
+/// [`tally_claim`] over receipts already checked (each checked once as it arrives, rather
+/// than all again at every answer).
+pub fn tally_checked(genesis: &Genesis, claim: &Claim, receipts: &[CheckedReceipt]) -> ClaimTally {
+    let map = GrantMap::of_checked(receipts);
     let digest = claim.digest();
     let who = claim.body.recipient;
     for slot in 0..genesis.header().policy.max_recipients {
         let mut mine: Vec<Receipt> = Vec::new();
-        for r in receipts {
+        for CheckedReceipt(r) in receipts {
             let fits = r.body.recipient == who
                 && r.body.slot == slot
                 && r.body.claim_digest == digest
-                && !mine.iter().any(|m| m.body.replica == r.body.replica)
-                && validate_receipt(genesis, r).is_ok();
+                && !mine.iter().any(|m| m.body.replica == r.body.replica);
             if fits {
                 mine.push(r.clone());
             }
