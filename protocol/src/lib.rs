@@ -3,8 +3,9 @@
 //! This crate decides what is valid. It holds the identifiers and the invitation URL
 //! ([`id`], [`invitation`]), every cryptographic operation behind one provider
 //! ([`crypto`]), the signed records and their canonical, bounded encoding ([`record`],
-//! [`wire`]), the mailbox state machine every replica runs ([`mailbox`]), and the two
-//! parties' sessions ([`session`]).
+//! [`wire`]), the mailbox state machine every replica runs ([`mailbox`]), the two
+//! parties' sessions ([`session`]), and the wire formats of the client and replica
+//! protocols with their framing ([`rpc`]).
 //!
 //! It is not a node or a client: it does no I/O, starts no runtime, reads no clock and no
 //! system randomness. Time comes in as `now` (unix seconds) and randomness as a
