@@ -61,6 +61,7 @@ enum Op {
     Replica(Box<ReplicaRequest>),
     Sweep,
     List,
+    Flush,
 }
 
 struct Job {
@@ -217,14 +218,10 @@ impl Store {
         }
     }
 
-    /// Waits until every job sent so far is applied and flushed; the actor then stops
-    /// when the last handle is dropped.
+    /// Waits until every job sent so far is applied, then flushes the database (the
+    /// actor flushes once more when the last handle is dropped).
     pub async fn flush(&self) {
-        let _ = self
-            .submit_replica(Op::Replica(Box::new(ReplicaRequest::Status {
-                address: Address([0; 32]),
-            })))
-            .await;
+        let _ = self.submit_replica(Op::Flush).await;
     }
 }
 
@@ -310,6 +307,11 @@ impl Actor {
                 let applied = match job.op {
                     Op::Replica(req) => self.apply(*req, now),
                     Op::Sweep => self.sweep(now),
+                    Op::Flush => Applied {
+                        response: ReplicaResponse::Stored { duplicate: false },
+                        wrote: true,
+                        arrival: None,
+                    },
                     Op::List => {
                         let _ = job.reply.send(Reply::List(self.list()));
                         continue;

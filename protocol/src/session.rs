@@ -332,12 +332,7 @@ impl SenderSession {
     ) -> Result<(Self, ShareUrl), Error> {
         let ShareIdentity { id, secret } = identity;
         let DeviceKeys { signing, hpke } = device;
-        let url = ShareUrl::new(base_url, id, options.vertical, secret.clone()).map_err(|_| {
-            Error::InvalidField {
-                field: "base_url",
-                reason: "an http(s)://host[:port] URL",
-            }
-        })?;
+        let url = invitation(base_url, id, options.vertical, &secret)?;
         let keys = secret.derive_keys(&id);
         let attestation = match &options.attestation {
             None => None,
@@ -456,12 +451,7 @@ impl SenderSession {
 
     /// The invitation again, on `base_url`.
     pub fn share_url(&self, base_url: &str) -> Result<ShareUrl, Error> {
-        ShareUrl::new(base_url, self.id, self.vertical, self.secret.clone()).map_err(|_| {
-            Error::InvalidField {
-                field: "base_url",
-                reason: "an http(s)://host[:port] URL",
-            }
-        })
+        invitation(base_url, self.id, self.vertical, &self.secret)
     }
 
     /// The sender's per-share signing key (public half).
@@ -821,4 +811,17 @@ fn open_first_payload(genesis: &Genesis, payload_key: &[u8; 32]) -> Result<Vec<u
         &payload.ciphertext,
     )?;
     pad::unpad(padded)
+}
+
+/// The invitation on `base_url`, refusing a base that is not `http(s)://host[:port]`.
+fn invitation(
+    base_url: &str,
+    id: MailboxId,
+    vertical: Vertical,
+    secret: &Secret,
+) -> Result<ShareUrl, Error> {
+    ShareUrl::new(base_url, id, vertical, secret.clone()).map_err(|_| Error::InvalidField {
+        field: "base_url",
+        reason: "an http(s)://host[:port] URL",
+    })
 }

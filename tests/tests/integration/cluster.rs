@@ -15,9 +15,7 @@ use tigress_protocol::{ErrorCode, ShareUrl};
 
 async fn client(cluster: &Cluster, i: usize, state: &std::path::Path) -> Client {
     let addr: Multiaddr = cluster.addr(i % cluster.len()).unwrap();
-    Client::connect(&addr, StateDir::open(state).unwrap())
-        .await
-        .unwrap()
+    crate::support::client(&addr, state).await
 }
 
 /// A full transfer where every step goes through the next entry node.

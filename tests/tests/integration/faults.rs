@@ -5,7 +5,6 @@ use std::time::{Duration, Instant};
 
 use libp2p::Multiaddr;
 use tigress_bootstrap::process::{ProcessCluster, UpOptions, gauge, http_get};
-use tigress_client::{Client, StateDir};
 use tigress_protocol::ErrorCode;
 use tigress_protocol::session::ShareOptions;
 
@@ -60,19 +59,11 @@ async fn replicas_killed_restarted_and_a_lost_majority() {
     let (a, b) = (tmp.path().join("alice"), tmp.path().join("bob"));
     let alice = |i| {
         let a = a.clone();
-        async move {
-            Client::connect(&addr(i), StateDir::open(a).unwrap())
-                .await
-                .unwrap()
-        }
+        async move { crate::support::client(&addr(i), a).await }
     };
     let bob = |i| {
         let b = b.clone();
-        async move {
-            Client::connect(&addr(i), StateDir::open(b).unwrap())
-                .await
-                .unwrap()
-        }
+        async move { crate::support::client(&addr(i), b).await }
     };
 
     let shared = alice(0)
@@ -141,12 +132,8 @@ async fn replicas_killed_restarted_and_a_lost_majority() {
     // They serve: with two other replicas down, the restarted ones complete a majority.
     sigkill(nodes[0].pid);
     sigkill(nodes[1].pid);
-    let alice3 = Client::connect(&n3.addr().parse().unwrap(), StateDir::open(&a).unwrap())
-        .await
-        .unwrap();
-    let bob4 = Client::connect(&n4.addr().parse().unwrap(), StateDir::open(&b).unwrap())
-        .await
-        .unwrap();
+    let alice3 = crate::support::client(&n3.addr().parse().unwrap(), &a).await;
+    let bob4 = crate::support::client(&n4.addr().parse().unwrap(), &b).await;
     alice3.send(&id, b"r2", None).await.unwrap();
     assert_eq!(
         bob4.recv(&id, Duration::from_secs(10))
@@ -166,20 +153,10 @@ async fn replicas_killed_restarted_and_a_lost_majority() {
 
     // Back up: the next send delivers the pending message first, then the new one.
     let back: Vec<NodeProc> = (0..3).map(|i| restart(&dir, i)).collect();
-    let bob0 = Client::connect(
-        &back[0].addr().parse().unwrap(),
-        StateDir::open(&b).unwrap(),
-    )
-    .await
-    .unwrap();
+    let bob0 = crate::support::client(&back[0].addr().parse().unwrap(), &b).await;
     bob0.send(&id, b"m4", None).await.unwrap();
     assert!(bob0.state().load(&id).unwrap().outbox.is_empty());
-    let alice1 = Client::connect(
-        &back[1].addr().parse().unwrap(),
-        StateDir::open(&a).unwrap(),
-    )
-    .await
-    .unwrap();
+    let alice1 = crate::support::client(&back[1].addr().parse().unwrap(), &a).await;
     let mut texts = Vec::new();
     while texts.len() < 2 {
         let got = alice1.recv(&id, Duration::from_secs(10)).await.unwrap();

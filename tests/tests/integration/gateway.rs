@@ -12,7 +12,8 @@ const INITIATOR: &str = "0f8fad5b-d9cb-469f-a165-70867728950e";
 const RECIPIENT: &str = "7c9e6679-7425-40de-944b-e07fc1f90ae7";
 const STRANGER: &str = "3b241101-e2bb-4255-8caf-4136c566a962";
 
-/// The draft's CreateMailbox example body, with a real base64 payload and a future expiry.
+/// The draft's CreateMailbox example body, with a real base64 payload, a future expiry and
+/// a field the draft does not define (unknown fields are ignored).
 fn create_body(expiration: &str) -> Vec<u8> {
     json!({
         "displayInformation": {
@@ -22,7 +23,8 @@ fn create_body(expiration: &str) -> Vec<u8> {
         },
         "payload": {"type": "AEAD_AES_128_GCM", "data": "RkRFQy4uLjk4NzY1NDMyMQ=="},
         "notificationToken": {"type": "com.apple.apns", "tokenData": "APNS...1234"},
-        "mailboxConfiguration": {"accessRights": "RWD", "expiration": expiration}
+        "mailboxConfiguration": {"accessRights": "RWD", "expiration": expiration},
+        "aFieldFromALaterDraft": {"ignored": true}
     })
     .to_string()
     .into_bytes()

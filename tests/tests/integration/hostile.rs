@@ -9,7 +9,7 @@ use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, StreamProtocol, noise, tcp, yamux};
-use tigress_client::{Client, ClientError, StateDir};
+use tigress_client::ClientError;
 use tigress_protocol::ErrorCode;
 use tigress_protocol::record::{Message, Record};
 use tigress_protocol::rpc::{ClientRequest, ClientResponse};
@@ -153,12 +153,8 @@ async fn hostile_bytes_are_refused_and_the_node_keeps_serving() {
     let addr: Multiaddr = node.addr().parse().unwrap();
 
     // Start a transfer.
-    let alice = Client::connect(&addr, StateDir::open(tmp.path().join("alice")).unwrap())
-        .await
-        .unwrap();
-    let bob = Client::connect(&addr, StateDir::open(tmp.path().join("bob")).unwrap())
-        .await
-        .unwrap();
+    let alice = crate::support::client(&addr, tmp.path().join("alice")).await;
+    let bob = crate::support::client(&addr, tmp.path().join("bob")).await;
     let shared = alice
         .share(b"first", &ShareOptions::default(), None)
         .await

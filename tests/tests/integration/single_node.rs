@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-use tigress_client::{Client, StateDir};
 use tigress_protocol::ShareUrl;
 use tigress_protocol::session::ShareOptions;
 
@@ -165,12 +164,8 @@ async fn long_poll_returns_when_the_other_side_sends() {
     let tmp = tempfile::tempdir().unwrap();
     let node = NodeProc::start(&tmp.path().join("node"), &[]);
     let addr = node.addr().parse().unwrap();
-    let alice = Client::connect(&addr, StateDir::open(tmp.path().join("alice")).unwrap())
-        .await
-        .unwrap();
-    let bob = Client::connect(&addr, StateDir::open(tmp.path().join("bob")).unwrap())
-        .await
-        .unwrap();
+    let alice = crate::support::client(&addr, tmp.path().join("alice")).await;
+    let bob = crate::support::client(&addr, tmp.path().join("bob")).await;
     let shared = alice
         .share(b"first", &ShareOptions::default(), None)
         .await
@@ -218,12 +213,8 @@ async fn sigkill_mid_transfer_loses_nothing_acknowledged() {
     let addr = node.addr().parse().unwrap();
     let alice_dir = tmp.path().join("alice");
     let bob_dir = tmp.path().join("bob");
-    let alice = Client::connect(&addr, StateDir::open(&alice_dir).unwrap())
-        .await
-        .unwrap();
-    let bob = Client::connect(&addr, StateDir::open(&bob_dir).unwrap())
-        .await
-        .unwrap();
+    let alice = crate::support::client(&addr, &alice_dir).await;
+    let bob = crate::support::client(&addr, &bob_dir).await;
     let shared = alice
         .share(b"first", &ShareOptions::default(), None)
         .await
@@ -240,9 +231,7 @@ async fn sigkill_mid_transfer_loses_nothing_acknowledged() {
     // Restart on a fresh port with the same data directory.
     let node = NodeProc::start(&data, &[]);
     let addr = node.addr().parse().unwrap();
-    let alice = Client::connect(&addr, StateDir::open(&alice_dir).unwrap())
-        .await
-        .unwrap();
+    let alice = crate::support::client(&addr, &alice_dir).await;
     let mut got = Vec::new();
     while got.len() < acknowledged.len() {
         let r = alice.recv(&id, Duration::from_secs(5)).await.unwrap();
@@ -258,9 +247,7 @@ async fn sigkill_mid_transfer_loses_nothing_acknowledged() {
     }
     assert_eq!(got, acknowledged);
     // The share goes on after the restart.
-    let bob = Client::connect(&addr, StateDir::open(&bob_dir).unwrap())
-        .await
-        .unwrap();
+    let bob = crate::support::client(&addr, &bob_dir).await;
     alice.send(&id, b"after restart", None).await.unwrap();
     let r = bob.recv(&id, Duration::from_secs(5)).await.unwrap();
     assert_eq!(r.messages[0].plaintext, b"after restart");

@@ -194,6 +194,17 @@ impl Cli {
     }
 }
 
+/// A client of the node at `addr` with its state in `dir`.
+pub(crate) async fn client(
+    addr: &libp2p::Multiaddr,
+    dir: impl AsRef<Path>,
+) -> tigress_client::Client {
+    let state = tigress_client::StateDir::open(dir.as_ref()).expect("state directory");
+    tigress_client::Client::connect(addr, state)
+        .await
+        .expect("connecting to the node")
+}
+
 /// Writes `bytes` to a new file in `dir`.
 pub(crate) fn file(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
     let path = dir.join(name);
