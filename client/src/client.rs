@@ -219,11 +219,7 @@ impl Client {
             _ => return Err(ClientError::UnexpectedResponse("view")),
         };
         let now = unix_now();
-        for cert in view.certificates.iter() {
-            if view.status.recipients.contains(&cert.claim.body.recipient) {
-                session.add_certificate(cert, &self.limits, now)?;
-            }
-        }
+        session.learn_recipients(&view, &self.limits, now)?;
         Ok(view)
     }
 

@@ -1,9 +1,10 @@
 //! The entry role: a client's request arrives here and is carried out on the replicas of
-//! the mailbox, which this node may or may not be one of. Writes go to every replica and
-//! succeed once a strict majority has stored them durably; reads take the first valid
-//! answer for immutable records and merge the valid records of the answers for lists.
+//! the mailbox, which this node may or may not be one of. Each request to the replicas is
+//! a [`Quorum`] of `tigress_protocol::quorum`: this module sends, feeds the answers in and
+//! waits for as long as the quorum says; what counts as enough and how answers merge is
+//! decided there, not here.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,24 +12,25 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use libp2p::kad::KBucketKey;
 use tigress_protocol::crypto::PublicKey;
-use tigress_protocol::mailbox::{self, CheckedReceipt, ClaimTally, Limits};
-use tigress_protocol::record::{Genesis, Message, Receipt, Record};
+use tigress_protocol::mailbox::{self, Limits};
+use tigress_protocol::quorum::{
+    self, Answer, CallError, ClaimGather, ClaimOutcome, FETCH_GRACE_MS, FetchGather, FirstGather,
+    Gather, Quorum, READ_GRACE_MS, ReadGather, WriteGather,
+};
+use tigress_protocol::record::{Genesis, ReadRequest};
 use tigress_protocol::rpc::{
-    ClientRequest, ClientResponse, MailboxView, NodeInfo, RemoteError, ReplicaRequest,
-    ReplicaResponse,
+    ClientRequest, ClientResponse, Cursor, NodeInfo, RemoteError, ReplicaRequest, ReplicaResponse,
 };
 use tigress_protocol::wire::{BoundedString, BoundedVec};
 use tigress_protocol::{Address, ErrorCode};
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
+use crate::clock::Clock;
 use crate::identity::{key_of, peer_of};
 use crate::metrics::{Metrics, client_op};
 use crate::network::NetworkHandle;
 use crate::replica::Replica;
-
-/// How long a read waits for the replicas beyond the majority.
-const READ_GRACE: Duration = Duration::from_millis(250);
 
 /// The most genesis records cached by an entry node.
 const GENESIS_CACHE: usize = 4096;
@@ -55,40 +57,11 @@ pub struct Entry {
     config: EntryConfig,
     genesis_cache: Mutex<HashMap<Address, Genesis>>,
     metrics: Arc<Metrics>,
+    clock: Clock,
 }
-
-type Answer = (PublicKey, Result<ReplicaResponse, String>);
 
 fn remote(code: ErrorCode, message: impl Into<String>) -> RemoteError {
     RemoteError::new(code, message)
-}
-
-fn unavailable(got: usize, of: usize, need: usize) -> RemoteError {
-    remote(
-        ErrorCode::Unavailable,
-        format!("reached {got} of {of} replicas; a majority of {need} is needed, try again later"),
-    )
-}
-
-/// The most frequent definitive refusal among the answers, if any.
-fn common_error(answers: &[Answer]) -> Option<RemoteError> {
-    let mut counts: BTreeMap<String, (usize, RemoteError)> = BTreeMap::new();
-    for (_, a) in answers {
-        if let Ok(ReplicaResponse::Error(e) | ReplicaResponse::Refused { error: e, .. }) = a
-            && e.code != ErrorCode::Unavailable
-            && e.code != ErrorCode::RateLimited
-        {
-            counts
-                .entry(e.code.as_str().to_owned())
-                .or_insert((0, e.clone()))
-                .0 += 1;
-        }
-    }
-    // "Not found" is what nodes outside the replica set say: any other refusal wins.
-    counts
-        .into_values()
-        .max_by_key(|(n, e)| (e.code != ErrorCode::NotFound, *n))
-        .map(|(_, e)| e)
 }
 
 impl Entry {
@@ -100,6 +73,7 @@ impl Entry {
         net: NetworkHandle,
         config: EntryConfig,
         metrics: Arc<Metrics>,
+        clock: Clock,
     ) -> Self {
         Self {
             me,
@@ -109,7 +83,13 @@ impl Entry {
             config,
             genesis_cache: Mutex::new(HashMap::new()),
             metrics,
+            clock,
         }
+    }
+
+    /// The node's clock.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     /// Handles one client request.
@@ -148,7 +128,7 @@ impl Entry {
                 })
             }
             ClientRequest::Create { genesis } => {
-                mailbox::validate_genesis(&genesis, &self.config.limits, crate::now())
+                mailbox::validate_genesis(&genesis, &self.config.limits, self.clock.unix())
                     .map_err(|e| RemoteError::from(&e))?;
                 let replicas = genesis.header().replicas.to_vec();
                 let address = genesis.header().address;
@@ -165,21 +145,26 @@ impl Entry {
             }
             ClientRequest::Open { request } => {
                 let genesis = self.genesis(&request.body.address).await?;
-                let answers = self
-                    .fan_out(
-                        genesis.header().replicas.to_vec(),
+                let wanted = genesis.clone();
+                let found = self
+                    .drive(
+                        Quorum::new(
+                            &genesis.header().replicas,
+                            FirstGather::new(
+                                move |r| matches!(r, ReplicaResponse::Genesis(g) if *g == wanted),
+                            ),
+                            0,
+                        ),
                         ReplicaRequest::Open { request },
-                        |answers| answers.iter().any(|(_, a)| matches!(a, Ok(ReplicaResponse::Genesis(g)) if *g == genesis)),
                     )
-                    .await;
-                for (_, a) in &answers {
-                    if let Ok(ReplicaResponse::Genesis(g)) = a
-                        && *g == genesis
-                    {
-                        return Ok(ClientResponse::Genesis(g.clone()));
-                    }
+                    .await?;
+                match found {
+                    ReplicaResponse::Genesis(g) => Ok(ClientResponse::Genesis(g)),
+                    _ => Err(remote(
+                        ErrorCode::Unavailable,
+                        "no replica opened the mailbox",
+                    )),
                 }
-                Err(self.failure(&answers, genesis.header().replicas.len()))
             }
             ClientRequest::Claim { claim } => self.claim(claim).await,
             ClientRequest::Read { request } => self.read(request).await,
@@ -196,8 +181,7 @@ impl Entry {
                 wait_ms,
             } => self.fetch(request, cursor, wait_ms).await,
             ClientRequest::Delete { delete } => {
-                let address = delete.body.address;
-                let replicas = self.replicas_of(&address).await?;
+                let replicas = self.replicas_of(&delete.body.address).await?;
                 let duplicate = self
                     .write(&replicas, ReplicaRequest::Delete { delete })
                     .await?;
@@ -219,33 +203,22 @@ impl Entry {
             }
             ClientRequest::Status { address } => {
                 let replicas = self.replicas_of(&address).await?;
-                let answers = self
-                    .fan_out(
-                        replicas.clone(),
+                let found = self
+                    .drive(
+                        Quorum::new(
+                            &replicas,
+                            FirstGather::new(|r| matches!(r, ReplicaResponse::Status(_))),
+                            0,
+                        ),
                         ReplicaRequest::Status { address },
-                        |answers| {
-                            answers
-                                .iter()
-                                .any(|(_, a)| matches!(a, Ok(ReplicaResponse::Status(_))))
-                        },
                     )
-                    .await;
-                for (_, a) in &answers {
-                    if let Ok(ReplicaResponse::Status(s)) = a {
-                        return Ok(ClientResponse::Status(s.clone()));
-                    }
+                    .await?;
+                match found {
+                    ReplicaResponse::Status(s) => Ok(ClientResponse::Status(s)),
+                    _ => Err(remote(ErrorCode::Unavailable, "no replica gave a status")),
                 }
-                Err(self.failure(&answers, replicas.len()))
             }
         }
-    }
-
-    /// The refusal to report when no answer was good enough.
-    fn failure(&self, answers: &[Answer], of: usize) -> RemoteError {
-        common_error(answers).unwrap_or_else(|| {
-            let got = answers.iter().filter(|(_, a)| a.is_ok()).count();
-            unavailable(got, of, of / 2 + 1)
-        })
     }
 
     fn cache(&self, address: Address, genesis: Genesis) {
@@ -283,8 +256,8 @@ impl Entry {
         // closest peers of the local routing table, then a network lookup.
         let r = usize::from(self.config.replication);
         let target = *address;
-        let mut answers: Vec<Answer> = Vec::new();
         let mut asked: Vec<PublicKey> = Vec::new();
+        let mut last: Option<RemoteError> = None;
         for round in 0..3 {
             let candidates: Vec<PublicKey> = match round {
                 0 => self.replica.iter().map(|_| self.me).collect(),
@@ -307,40 +280,42 @@ impl Entry {
                 continue;
             }
             asked.extend(fresh.iter().copied());
-            answers.extend(
-                self.fan_out(
-                    fresh,
+            let found = self
+                .drive(
+                    Quorum::new(
+                        &fresh,
+                        FirstGather::new(|r| {
+                            matches!(r, ReplicaResponse::Genesis(g) if quorum::genesis_fits(g, &target))
+                        }),
+                        0,
+                    ),
                     ReplicaRequest::GetGenesis { address: target },
-                    |answers| {
-                        answers.iter().any(|(_, a)| {
-                        matches!(a, Ok(ReplicaResponse::Genesis(g)) if genesis_fits(g, &target))
-                    })
-                    },
                 )
-                .await,
-            );
-            for (_, a) in &answers {
-                if let Ok(ReplicaResponse::Genesis(g)) = a
-                    && genesis_fits(g, address)
-                {
+                .await;
+            match found {
+                Ok(ReplicaResponse::Genesis(g)) => {
                     self.cache(*address, g.clone());
-                    return Ok(g.clone());
+                    return Ok(g);
                 }
-            }
-            // A tombstone or a definitive refusal from a replica needs no wider search.
-            if common_error(&answers).is_some_and(|e| e.code != ErrorCode::NotFound) {
-                break;
+                Ok(_) => {}
+                // A tombstone or a definitive refusal from a replica needs no wider search.
+                Err(e) if e.code != ErrorCode::NotFound && e.code != ErrorCode::Unavailable => {
+                    return Err(e);
+                }
+                Err(e) => last = Some(e),
             }
         }
-        Err(common_error(&answers)
-            .unwrap_or_else(|| remote(ErrorCode::NotFound, "no such mailbox")))
+        Err(match last {
+            Some(e) if e.code == ErrorCode::Unavailable => e,
+            _ => remote(ErrorCode::NotFound, "no such mailbox"),
+        })
     }
 
     async fn replicas_of(&self, address: &Address) -> Result<Vec<PublicKey>, RemoteError> {
         Ok(self.genesis(address).await?.header().replicas.to_vec())
     }
 
-    async fn call(&self, replica: PublicKey, request: ReplicaRequest) -> Answer {
+    async fn call(&self, replica: PublicKey, request: ReplicaRequest) -> (PublicKey, Answer) {
         let wait = match &request {
             ReplicaRequest::Fetch { wait_ms, .. } => Duration::from_millis(u64::from(*wait_ms)),
             _ => Duration::ZERO,
@@ -348,65 +323,48 @@ impl Entry {
         let answer = if replica == self.me {
             match &self.replica {
                 Some(local) => Ok(local.handle(request).await),
-                None => Err("this node stores nothing".to_owned()),
+                None => Err(CallError::NoLocalStore),
             }
         } else {
             match peer_of(&replica) {
-                None => Err("replica key is not a peer identity".to_owned()),
+                None => Err(CallError::NotAPeer),
                 Some(peer) => tokio::time::timeout(
                     self.config.replica_timeout + wait,
                     self.net.replica_request(peer, request),
                 )
                 .await
-                .unwrap_or_else(|_| Err("replica timed out".to_owned())),
+                .unwrap_or(Err(CallError::Timeout)),
             }
         };
+        if let Err(e) = &answer {
+            tracing::debug!(replica = %replica.short(), error = %e, "replica did not answer");
+        }
         (replica, answer)
     }
 
-    /// Sends `request` to every replica at once; collects answers until `enough` says so or
-    /// every replica answered (or timed out).
-    async fn fan_out(
-        &self,
-        replicas: Vec<PublicKey>,
-        request: ReplicaRequest,
-        enough: impl FnMut(&[Answer]) -> bool,
-    ) -> Vec<Answer> {
-        self.fan_out_with_grace(replicas, request, enough, Duration::ZERO)
-            .await
-    }
-
-    /// Like [`Entry::fan_out`], then keeps collecting late answers for up to `grace`.
-    async fn fan_out_with_grace(
-        &self,
-        replicas: Vec<PublicKey>,
-        request: ReplicaRequest,
-        mut enough: impl FnMut(&[Answer]) -> bool,
-        grace: Duration,
-    ) -> Vec<Answer> {
-        let total = replicas.len();
-        let mut pending: FuturesUnordered<_> = replicas
-            .into_iter()
-            .map(|r| self.call(r, request.clone()))
+    /// Sends `request` to every target of `quorum` at once and feeds the answers in until
+    /// the quorum is done.
+    async fn drive<G: Gather>(&self, mut quorum: Quorum<G>, request: ReplicaRequest) -> G::Output {
+        let started = tokio::time::Instant::now();
+        let elapsed = || started.elapsed().as_millis() as u64;
+        let mut pending: FuturesUnordered<_> = quorum
+            .targets()
+            .iter()
+            .map(|r| self.call(*r, request.clone()))
             .collect();
-        let mut answers = Vec::new();
-        while let Some(answer) = pending.next().await {
-            if let Err(e) = &answer.1 {
-                tracing::debug!(replica = %answer.0.short(), error = %e, "replica did not answer");
-            }
-            answers.push(answer);
-            if enough(&answers) {
-                break;
-            }
-        }
-        let deadline = tokio::time::Instant::now() + grace;
-        while answers.len() < total {
-            match tokio::time::timeout_at(deadline, pending.next()).await {
-                Ok(Some(answer)) => answers.push(answer),
-                _ => break,
+        while !quorum.is_done(elapsed()) {
+            let wake = quorum
+                .poll_deadline()
+                .map(|ms| started + Duration::from_millis(ms));
+            tokio::select! {
+                next = pending.next() => match next {
+                    Some((from, answer)) => quorum.handle_answer(from, answer, elapsed()),
+                    None => break,
+                },
+                () = sleep_until(wake) => {}
             }
         }
-        answers
+        quorum.finish()
     }
 
     /// A write: stored once a strict majority of `replicas` stored it durably.
@@ -415,24 +373,8 @@ impl Entry {
         replicas: &[PublicKey],
         request: ReplicaRequest,
     ) -> Result<bool, RemoteError> {
-        let need = replicas.len() / 2 + 1;
-        let stored = |answers: &[Answer]| {
-            answers
-                .iter()
-                .filter(|(_, a)| matches!(a, Ok(ReplicaResponse::Stored { .. })))
-                .count()
-        };
-        let answers = self
-            .fan_out(replicas.to_vec(), request, |a| stored(a) >= need)
-            .await;
-        if stored(&answers) >= need {
-            let duplicate = answers
-                .iter()
-                .all(|(_, a)| !matches!(a, Ok(ReplicaResponse::Stored { duplicate: false })));
-            return Ok(duplicate);
-        }
-        Err(common_error(&answers)
-            .unwrap_or_else(|| unavailable(stored(&answers), replicas.len(), need)))
+        self.drive(Quorum::new(replicas, WriteGather::new(), 0), request)
+            .await
     }
 
     async fn claim(
@@ -441,35 +383,16 @@ impl Entry {
     ) -> Result<ClientResponse, RemoteError> {
         let genesis = self.genesis(&claim.body.address).await?;
         let replicas = genesis.header().replicas.to_vec();
-        // Each receipt is checked once, as it arrives.
-        let mut evidence: Vec<CheckedReceipt> = Vec::new();
-        let mut outcome = ClaimTally::Pending;
-        let answers = self
-            .fan_out(
-                replicas.clone(),
+        let outcome = self
+            .drive(
+                Quorum::new(&replicas, ClaimGather::new(genesis, claim.clone()), 0),
                 ReplicaRequest::Grant {
                     claim: claim.clone(),
-                },
-                |answers| {
-                    let arrived: Vec<Receipt> = match answers.last() {
-                        Some((_, Ok(ReplicaResponse::Granted(r)))) => vec![r.clone()],
-                        Some((_, Ok(ReplicaResponse::Refused { grants, .. }))) => grants.to_vec(),
-                        _ => Vec::new(),
-                    };
-                    for r in arrived {
-                        if let Ok(checked) = CheckedReceipt::check(&genesis, r)
-                            && !evidence.contains(&checked)
-                        {
-                            evidence.push(checked);
-                        }
-                    }
-                    outcome = mailbox::tally_checked(&genesis, &claim, &evidence);
-                    matches!(outcome, ClaimTally::Certified(_))
                 },
             )
             .await;
         match outcome {
-            ClaimTally::Certified(cert) => {
+            ClaimOutcome::Certified(cert) => {
                 self.write(
                     &replicas,
                     ReplicaRequest::StoreCertificate {
@@ -479,13 +402,7 @@ impl Entry {
                 .await?;
                 Ok(ClientResponse::Certified(*cert))
             }
-            ClaimTally::Contested => {
-                let evidence = BoundedVec::truncated(
-                    evidence
-                        .into_iter()
-                        .map(CheckedReceipt::into_inner)
-                        .collect(),
-                );
+            ClaimOutcome::Contested(evidence) => {
                 let _ = self
                     .write(
                         &replicas,
@@ -495,168 +412,64 @@ impl Entry {
                         },
                     )
                     .await;
-                Err(remote(
-                    ErrorCode::Conflict,
-                    "the mailbox is contested: claimants raced and no one reached a majority; the sender must resolve it",
-                ))
+                Err(quorum::contested())
             }
-            ClaimTally::Lost => Err(common_error(&answers)
-                .unwrap_or_else(|| remote(ErrorCode::Conflict, "the mailbox is already claimed"))),
-            ClaimTally::Pending => Err(common_error(&answers).unwrap_or_else(|| {
-                let got = answers.iter().filter(|(_, a)| a.is_ok()).count();
-                unavailable(got, replicas.len(), genesis.header().majority())
-            })),
+            ClaimOutcome::Refused(e) => Err(e),
         }
     }
 
-    async fn read(
-        &self,
-        request: tigress_protocol::record::ReadRequest,
-    ) -> Result<ClientResponse, RemoteError> {
+    async fn read(&self, request: ReadRequest) -> Result<ClientResponse, RemoteError> {
         let genesis = self.genesis(&request.body.address).await?;
         let replicas = genesis.header().replicas.to_vec();
-        let need = genesis.header().majority();
-        // A majority of views, plus whatever the others answer shortly after: the sender
-        // needs every claimant's claim to resolve a contest.
-        let answers = self
-            .fan_out_with_grace(
-                replicas.clone(),
-                ReplicaRequest::Read { request },
-                |answers| {
-                    answers
-                        .iter()
-                        .filter(|(_, a)| matches!(a, Ok(ReplicaResponse::View(_))))
-                        .count()
-                        >= need
-                },
-                READ_GRACE,
-            )
-            .await;
-        let views: Vec<&MailboxView> = answers
-            .iter()
-            .filter_map(|(_, a)| match a {
-                Ok(ReplicaResponse::View(v)) if v.genesis == genesis => Some(v),
-                _ => None,
-            })
-            .collect();
-        let Some(first) = views.first() else {
-            return Err(self.failure(&answers, replicas.len()));
-        };
-        // Merge what each replica knows, keeping only records that validate.
-        let limits = &self.config.limits;
-        let now = crate::now();
-        let mut merged = (*first).clone();
-        let mut certs = Vec::new();
-        let mut claims = Vec::new();
-        for v in &views {
-            for c in v.certificates.iter() {
-                if !certs.contains(c)
-                    && mailbox::validate_certificate(&genesis, c, limits, now).is_ok()
-                {
-                    certs.push(c.clone());
-                }
-            }
-            for c in v.claims.iter() {
-                if !claims.contains(c) && mailbox::validate_claim(&genesis, c, limits, now).is_ok()
-                {
-                    claims.push(c.clone());
-                }
-            }
-            if merged.resolve.is_none()
-                && let Some(r) = &v.resolve
-                && r.verify_signature(&genesis.header().sender).is_ok()
-            {
-                merged.resolve = Some(r.clone());
-            }
-            merged.status.contested |= v.status.contested;
-            merged.status.deleted |= v.status.deleted;
-            merged.status.messages = merged.status.messages.max(v.status.messages);
-            for r in &v.status.recipients {
-                if !merged.status.recipients.contains(r)
-                    && certs.iter().any(|c| c.claim.body.recipient == *r)
-                {
-                    merged.status.recipients.push(*r);
-                }
-            }
-        }
-        merged.certificates = BoundedVec::truncated(certs);
-        merged.claims = BoundedVec::truncated(claims);
-        Ok(ClientResponse::View(merged))
+        let gather = ReadGather::new(genesis, self.config.limits, self.clock.unix());
+        self.drive(
+            Quorum::new(&replicas, gather, READ_GRACE_MS),
+            ReplicaRequest::Read { request },
+        )
+        .await
+        .map(ClientResponse::View)
     }
 
     async fn fetch(
         &self,
-        request: tigress_protocol::record::ReadRequest,
-        cursor: tigress_protocol::rpc::Cursor,
+        request: ReadRequest,
+        cursor: Cursor,
         wait_ms: u32,
     ) -> Result<ClientResponse, RemoteError> {
         let address = request.body.address;
-        let reader = request.body.by;
-        let own = cursor.iter().any(|(author, _)| *author == reader);
         let replicas = self.replicas_of(&address).await?;
-        let answers = self
-            .fan_out(
-                replicas.clone(),
+        let gather = FetchGather::new(address, request.body.by, cursor.clone());
+        let fetched = self
+            .drive(
+                Quorum::new(&replicas, gather, FETCH_GRACE_MS),
                 ReplicaRequest::Fetch {
                     request,
                     cursor,
                     wait_ms,
                 },
-                |answers| {
-                    answers.iter().any(|(_, a)| {
-                        matches!(a, Ok(ReplicaResponse::Messages { messages }) if !messages.is_empty())
-                    })
-                },
             )
-            .await;
-        let mut merged: BTreeMap<(PublicKey, PublicKey, u64), Message> = BTreeMap::new();
-        let mut any = false;
-        for (_, a) in &answers {
-            if let Ok(ReplicaResponse::Messages { messages }) = a {
-                any = true;
-                for m in messages.iter() {
-                    let h = m.header();
-                    let valid = h.address == address
-                        && (h.to == reader || (own && h.from == reader))
-                        && m.check_shape().is_ok()
-                        && m.verify_signature().is_ok();
-                    if valid {
-                        merged
-                            .entry((h.from, h.to, h.seq))
-                            .or_insert_with(|| m.clone());
-                    }
-                }
-            }
-        }
-        if !any {
-            return Err(self.failure(&answers, replicas.len()));
-        }
+            .await?;
         // A replica that answered with fewer messages than the others has a gap: if this
         // node is one of the replicas, reconcile the mailbox now rather than at the next
         // round.
-        let gap = answers.iter().any(|(_, a)| {
-            matches!(a, Ok(ReplicaResponse::Messages { messages }) if messages.len() < merged.len())
-        });
-        if gap
+        if fetched.gap
             && replicas.contains(&self.me)
             && let Some(nudge) = &self.nudge
         {
             let _ = nudge.try_send(address);
         }
-        let messages: Vec<Message> = merged
-            .into_values()
-            .take(tigress_protocol::rpc::MAX_FETCH)
-            .collect();
         Ok(ClientResponse::Messages {
-            messages: BoundedVec::truncated(messages),
+            messages: BoundedVec::truncated(fetched.messages),
         })
     }
 }
 
-fn genesis_fits(genesis: &Genesis, address: &Address) -> bool {
-    genesis.header().address == *address
-        && genesis.check_shape().is_ok()
-        && genesis.verify_signature().is_ok()
+/// Sleeps until `at`, or forever when there is nothing to wait for.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 fn request_address(request: &ClientRequest) -> Option<Address> {

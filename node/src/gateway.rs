@@ -130,10 +130,6 @@ impl From<tigress_protocol::Error> for Fail {
     }
 }
 
-fn unix_now() -> u64 {
-    crate::now()
-}
-
 fn hkdf32(ikm: &[u8; 32], salt: &[u8], info: &[&[u8]]) -> Zeroizing<[u8; 32]> {
     let hk = hkdf::Hkdf::<sha2::Sha256>::new(Some(salt), ikm);
     let mut out = Zeroizing::new([0u8; 32]);
@@ -464,18 +460,14 @@ impl Gateway {
     async fn side(&self, id: MailboxId, claim: &[u8; 16], bind: bool) -> Result<Side, Fail> {
         let genesis = self.genesis(&id.address()).await?;
         let device = self.device(id, claim);
-        let now = unix_now();
+        let now = self.entry.clock().unix();
         if device.signing.public_key() == genesis.header().sender {
             let mut session =
                 SenderSession::resume(self.identity(id), genesis, device, Vertical::General)?;
             let request = session.read_request(now);
             if let ClientResponse::View(view) = self.client(ClientRequest::Read { request }).await?
             {
-                for cert in view.certificates.iter() {
-                    if view.status.recipients.contains(&cert.claim.body.recipient) {
-                        session.add_certificate(cert, &self.limits, now)?;
-                    }
-                }
+                session.learn_recipients(&view, &self.limits, now)?;
             }
             return Ok(Side::Sender(Box::new(session)));
         }
@@ -560,7 +552,7 @@ impl Gateway {
         let mut all = Vec::new();
         let mut wait = wait_ms;
         loop {
-            let request = Self::read_request(side, unix_now());
+            let request = Self::read_request(side, self.entry.clock().unix());
             let c = Cursor::new(cursor.clone()).ok_or_else(|| Fail::bad("too many parties"))?;
             let page = match self
                 .client(ClientRequest::Fetch {
@@ -612,7 +604,7 @@ impl Gateway {
         let rid = required_request_id(headers)?;
         let req: CreateJson = parse_json(body)?;
         let payload = payload_bytes(&req.payload)?;
-        let now = unix_now();
+        let now = self.entry.clock().unix();
         let (rights, expires_at) = match &req.mailbox_configuration {
             Some(c) => {
                 let rights: Rights = c
@@ -837,7 +829,7 @@ impl Gateway {
             .max()
             .unwrap_or(0)
             + 1;
-        let now = unix_now();
+        let now = self.entry.clock().unix();
         let mut rng = UnwrapErr(getrandom::SysRng);
         let message = match &mut side {
             Side::Sender(s) => {
@@ -866,7 +858,7 @@ impl Gateway {
         required_request_id(headers)?;
         let id = mailbox_id(id)?;
         let device = self.device(id, &claim);
-        let delete = Delete::sign(id.address(), &device.signing, unix_now());
+        let delete = Delete::sign(id.address(), &device.signing, self.entry.clock().unix());
         match self.client(ClientRequest::Delete { delete }).await {
             Ok(_) => Ok(Reply {
                 status: StatusCode::OK,
@@ -888,7 +880,7 @@ impl Gateway {
         let id = mailbox_id(id)?;
         self.genesis(&id.address()).await?;
         let device = self.device(id, &claim);
-        let relinquish = Relinquish::sign(id.address(), &device.signing, unix_now());
+        let relinquish = Relinquish::sign(id.address(), &device.signing, self.entry.clock().unix());
         let status = match self
             .client(ClientRequest::Relinquish { relinquish })
             .await?

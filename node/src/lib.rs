@@ -23,6 +23,7 @@
 
 #![warn(missing_docs)]
 
+pub mod clock;
 pub mod config;
 pub mod entry;
 pub mod gateway;
@@ -75,13 +76,6 @@ pub async fn shutdown_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
-}
-
-/// The current unix time in seconds.
-pub(crate) fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// Why a node could not start.
@@ -213,12 +207,14 @@ impl Node {
             max_ttl_secs: config.max_ttl_secs,
             ..Limits::default()
         };
+        let clock = clock::Clock::system();
         let store = match config.role {
             NodeRole::Relay => Some(Store::open(
                 &data_dir.join("db"),
                 identity.signing.clone(),
                 limits,
                 config.quota_bytes,
+                clock.clone(),
             )?),
             NodeRole::Bootstrap => None,
         };
@@ -271,6 +267,7 @@ impl Node {
                 limits,
             },
             metrics.clone(),
+            clock.clone(),
         ));
         let (http_stop, http_task) = match http_listener {
             Some((listener, _)) => {

@@ -20,6 +20,7 @@ use libp2p::{
 };
 use tigress_client::codec::{CLIENT_STREAM, ClientCodec, REPLICA_STREAM, ReplicaCodec};
 use tigress_protocol::ErrorCode;
+use tigress_protocol::quorum::CallError;
 use tigress_protocol::rpc::{ClientResponse, RemoteError, ReplicaRequest, ReplicaResponse};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
@@ -41,7 +42,7 @@ pub(crate) struct NodeBehaviour {
     replica: request_response::Behaviour<ReplicaCodec>,
 }
 
-type ReplicaReply = oneshot::Sender<Result<ReplicaResponse, String>>;
+type ReplicaReply = oneshot::Sender<Result<ReplicaResponse, CallError>>;
 
 enum Command {
     Replica {
@@ -90,7 +91,7 @@ impl NetworkHandle {
         &self,
         peer: PeerId,
         request: ReplicaRequest,
-    ) -> Result<ReplicaResponse, String> {
+    ) -> Result<ReplicaResponse, CallError> {
         let (reply, rx) = oneshot::channel();
         self.commands
             .send(Command::Replica {
@@ -99,8 +100,8 @@ impl NetworkHandle {
                 reply,
             })
             .await
-            .map_err(|_| "network stopped".to_owned())?;
-        rx.await.map_err(|_| "network stopped".to_owned())?
+            .map_err(|_| CallError::Stopping)?;
+        rx.await.map_err(|_| CallError::Stopping)?
     }
 
     /// The peers closest to `key` that a Kademlia lookup finds, without the peers known
@@ -399,7 +400,7 @@ impl Network {
             }
         }
         for (_, reply) in state.pending_replica.drain() {
-            let _ = reply.send(Err("network stopped".into()));
+            let _ = reply.send(Err(CallError::Stopping));
         }
     }
 }
@@ -590,7 +591,7 @@ impl LoopState {
                 },
             )) => {
                 if let Some(reply) = self.pending_replica.remove(&request_id) {
-                    let _ = reply.send(Err(error.to_string()));
+                    let _ = reply.send(Err(call_error(&error)));
                 }
             }
             SwarmEvent::Behaviour(NodeBehaviourEvent::Identify(identify::Event::Received {
@@ -666,5 +667,17 @@ impl LoopState {
             }
             _ => {}
         }
+    }
+}
+
+/// The typed reason a replica request got no answer.
+fn call_error(error: &request_response::OutboundFailure) -> CallError {
+    match error {
+        request_response::OutboundFailure::Timeout => CallError::Timeout,
+        request_response::OutboundFailure::UnsupportedProtocols => CallError::UnsupportedProtocol,
+        request_response::OutboundFailure::Io(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+            CallError::Malformed
+        }
+        _ => CallError::Unreachable,
     }
 }

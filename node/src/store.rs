@@ -10,24 +10,22 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use tigress_protocol::Address;
 use tigress_protocol::crypto::{PublicKey, SigningKey};
-use tigress_protocol::error::{ErrorCode, Role};
-use tigress_protocol::mailbox::{Limits, MailboxState, MessageKey, Outcome};
+use tigress_protocol::error::ErrorCode;
+use tigress_protocol::mailbox::{Limits, MailboxState, MessageKey};
 use tigress_protocol::record::{Message, Record};
-use tigress_protocol::rpc::{
-    Cursor, MAX_FETCH, MailboxView, RemoteError, ReplicaDigest, ReplicaRequest, ReplicaResponse,
-};
-use tigress_protocol::wire::{self, BoundedVec};
-use tigress_protocol::{Address, Error};
+use tigress_protocol::replica::{self, Applied, Storage};
+use tigress_protocol::rpc::{RemoteError, ReplicaRequest, ReplicaResponse};
+use tigress_protocol::wire;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-/// The most bytes of messages in one fetch answer (well inside a frame).
-const MAX_FETCH_BYTES: usize = 768 * 1024;
+use crate::clock::Clock;
+
+pub use tigress_protocol::replica::Arrival;
+
 /// The most jobs applied before one flush.
 const MAX_BATCH: usize = 128;
-
-/// A message for `to` arrived at `address`: wakes long-polls.
-pub type Arrival = (Address, PublicKey);
 
 /// Counters the store keeps for `/metrics`.
 #[derive(Debug, Default)]
@@ -82,18 +80,8 @@ pub struct Store {
     stats: Arc<StoreStats>,
 }
 
-fn err(e: &Error) -> RemoteError {
-    RemoteError::from(e)
-}
-
 fn unavailable(message: impl Into<String>) -> RemoteError {
     RemoteError::new(ErrorCode::Unavailable, message)
-}
-
-fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 impl Store {
@@ -103,6 +91,7 @@ impl Store {
         node_key: SigningKey,
         limits: Limits,
         quota_bytes: u64,
+        clock: Clock,
     ) -> Result<Self, StoreError> {
         let db = sled::Config::new()
             .path(dir)
@@ -112,11 +101,15 @@ impl Store {
                 path: dir.display().to_string(),
                 source,
             })?;
-        Self::start(db, node_key, limits, quota_bytes)
+        Self::start(db, node_key, limits, quota_bytes, clock)
     }
 
     /// A store in memory only, for tests.
-    pub fn in_memory(node_key: SigningKey, limits: Limits) -> Result<Self, StoreError> {
+    pub fn in_memory(
+        node_key: SigningKey,
+        limits: Limits,
+        clock: Clock,
+    ) -> Result<Self, StoreError> {
         let db = sled::Config::new()
             .temporary(true)
             .open()
@@ -124,7 +117,7 @@ impl Store {
                 path: "<memory>".into(),
                 source,
             })?;
-        Self::start(db, node_key, limits, u64::MAX)
+        Self::start(db, node_key, limits, u64::MAX, clock)
     }
 
     fn start(
@@ -132,6 +125,7 @@ impl Store {
         node_key: SigningKey,
         limits: Limits,
         quota_bytes: u64,
+        clock: Clock,
     ) -> Result<Self, StoreError> {
         let open = |name: &str| {
             db.open_tree(name).map_err(|source| StoreError::Open {
@@ -146,6 +140,7 @@ impl Store {
             node_key,
             limits,
             quota_bytes,
+            clock,
             stats: Arc::new(StoreStats::default()),
         };
         actor.count();
@@ -232,36 +227,8 @@ struct Actor {
     node_key: SigningKey,
     limits: Limits,
     quota_bytes: u64,
+    clock: Clock,
     stats: Arc<StoreStats>,
-}
-
-/// What applying one job did.
-struct Applied {
-    response: ReplicaResponse,
-    wrote: bool,
-    arrival: Option<Arrival>,
-}
-
-impl Applied {
-    fn read(response: ReplicaResponse) -> Self {
-        Self {
-            response,
-            wrote: false,
-            arrival: None,
-        }
-    }
-}
-
-fn digest_of(state: &MailboxState) -> ReplicaDigest {
-    let keys: Vec<MessageKey> = state.message_keys().map(|(k, _)| *k).collect();
-    ReplicaDigest {
-        genesis: state.genesis().clone(),
-        certificates: BoundedVec::truncated(state.certificates().to_vec()),
-        resolve: state.resolution().cloned(),
-        delete: state.deletion().cloned(),
-        relinquished: BoundedVec::truncated(state.relinquishes().to_vec()),
-        messages: BoundedVec::truncated(keys),
-    }
 }
 
 fn message_key(address: &Address, key: &MessageKey) -> Vec<u8> {
@@ -291,7 +258,7 @@ impl Actor {
         self.stats.bytes.store(bytes, Ordering::Relaxed);
     }
 
-    fn run(self, mut rx: mpsc::Receiver<Job>, arrivals: broadcast::Sender<Arrival>) {
+    fn run(mut self, mut rx: mpsc::Receiver<Job>, arrivals: broadcast::Sender<Arrival>) {
         while let Some(first) = rx.blocking_recv() {
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH {
@@ -300,7 +267,7 @@ impl Actor {
                     Err(_) => break,
                 }
             }
-            let now = now_secs();
+            let now = self.clock.unix();
             let mut results = Vec::with_capacity(batch.len());
             let mut dirty = false;
             for job in batch {
@@ -360,313 +327,13 @@ impl Actor {
             .collect()
     }
 
-    fn load(&self, address: &Address) -> Result<Option<MailboxState>, RemoteError> {
-        match self.mailboxes.get(address.as_bytes()) {
-            Ok(None) => Ok(None),
-            Ok(Some(bytes)) => wire::decode_local(&bytes).map(Some).map_err(|e| {
-                tracing::error!(address = %address.short(), error = %e, "stored state unreadable");
-                unavailable("stored state unreadable")
-            }),
-            Err(e) => Err(unavailable(format!("database read failed: {e}"))),
-        }
+    fn apply(&mut self, req: ReplicaRequest, now: u64) -> Applied {
+        let key = self.node_key.clone();
+        let limits = self.limits;
+        replica::apply(self, &key, &limits, req, now)
     }
 
-    fn load_existing(&self, address: &Address) -> Result<MailboxState, RemoteError> {
-        self.load(address)?
-            .ok_or_else(|| RemoteError::new(ErrorCode::NotFound, "no such mailbox"))
-    }
-
-    fn check_quota(&self, extra: usize) -> Result<(), RemoteError> {
-        let used = self.stats.bytes.load(Ordering::Relaxed);
-        if used.saturating_add(extra as u64) > self.quota_bytes {
-            return Err(unavailable(format!(
-                "this node's storage quota of {} bytes is full",
-                self.quota_bytes
-            )));
-        }
-        Ok(())
-    }
-
-    fn save(&self, state: &MailboxState) -> Result<(), RemoteError> {
-        let bytes = wire::encode_local(state).map_err(|e| unavailable(e.to_string()))?;
-        let previous = self
-            .mailboxes
-            .insert(state.address().as_bytes(), bytes.as_slice())
-            .map_err(|e| unavailable(format!("database write failed: {e}")))?;
-        let old = previous.map_or(0, |p| p.len() as u64);
-        if old == 0 {
-            self.stats.mailboxes.fetch_add(1, Ordering::Relaxed);
-        }
-        self.stats
-            .bytes
-            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-        self.stats.bytes.fetch_sub(old, Ordering::Relaxed);
-        Ok(())
-    }
-
-    fn remove_messages(&self, address: &Address) {
-        let keys: Vec<_> = self
-            .messages
-            .scan_prefix(address.as_bytes())
-            .filter_map(Result::ok)
-            .collect();
-        for (k, v) in keys {
-            if self.messages.remove(k).is_ok() {
-                self.stats
-                    .bytes
-                    .fetch_sub(v.len() as u64, Ordering::Relaxed);
-                self.stats.messages.fetch_sub(1, Ordering::Relaxed);
-            }
-        }
-    }
-
-    fn write(&self, state: &MailboxState, outcome: Outcome) -> Applied {
-        if outcome == Outcome::Duplicate {
-            return Applied::read(ReplicaResponse::Stored { duplicate: true });
-        }
-        match self.save(state) {
-            Ok(()) => Applied {
-                response: ReplicaResponse::Stored { duplicate: false },
-                wrote: true,
-                arrival: None,
-            },
-            Err(e) => Applied::read(ReplicaResponse::Error(e)),
-        }
-    }
-
-    fn apply(&self, req: ReplicaRequest, now: u64) -> Applied {
-        match self.try_apply(req, now) {
-            Ok(a) => a,
-            Err(e) => Applied::read(ReplicaResponse::Error(e)),
-        }
-    }
-
-    fn try_apply(&self, req: ReplicaRequest, now: u64) -> Result<Applied, RemoteError> {
-        let limits = &self.limits;
-        Ok(match req {
-            ReplicaRequest::StoreGenesis { genesis } => {
-                let address = genesis.header().address;
-                match self.load(&address)? {
-                    Some(state) => {
-                        let outcome = state.offer_genesis(&genesis, now).map_err(|e| err(&e))?;
-                        self.write(&state, outcome)
-                    }
-                    None => {
-                        self.check_quota(genesis.to_bytes().len())?;
-                        let state =
-                            MailboxState::create(genesis, limits, now).map_err(|e| err(&e))?;
-                        self.write(&state, Outcome::Applied)
-                    }
-                }
-            }
-            ReplicaRequest::Grant { claim } => {
-                let mut state = self.load_existing(&claim.body.address)?;
-                match state.grant(&claim, &self.node_key, limits, now) {
-                    Ok((receipt, outcome)) => {
-                        if outcome == Outcome::Applied {
-                            self.check_quota(claim.to_bytes().len() + receipt.to_bytes().len())?;
-                            self.save(&state)?;
-                        }
-                        Applied {
-                            response: ReplicaResponse::Granted(receipt),
-                            wrote: outcome == Outcome::Applied,
-                            arrival: None,
-                        }
-                    }
-                    Err(e) => Applied::read(ReplicaResponse::Refused {
-                        error: RemoteError::from(&e),
-                        grants: BoundedVec::truncated(state.grants().to_vec()),
-                    }),
-                }
-            }
-            ReplicaRequest::StoreCertificate { certificate } => {
-                let mut state = self.load_existing(&certificate.claim.body.address)?;
-                let outcome = state
-                    .accept_certificate(&certificate, limits, now)
-                    .map_err(|e| err(&e))?;
-                self.write(&state, outcome)
-            }
-            ReplicaRequest::MarkContested { address, evidence } => {
-                let mut state = self.load_existing(&address)?;
-                let outcome = state.mark_contested(&evidence, now).map_err(|e| err(&e))?;
-                self.write(&state, outcome)
-            }
-            ReplicaRequest::StoreMessage { message } => self.store_message(message, now)?,
-            ReplicaRequest::Delete { delete } => {
-                let mut state = self.load_existing(&delete.body.address)?;
-                let outcome = state.delete(&delete, limits, now).map_err(|e| err(&e))?;
-                if outcome == Outcome::Applied {
-                    self.remove_messages(&state.address());
-                }
-                self.write(&state, outcome)
-            }
-            ReplicaRequest::Relinquish { relinquish } => {
-                let mut state = self.load_existing(&relinquish.body.address)?;
-                let outcome = state
-                    .relinquish(&relinquish, limits, now)
-                    .map_err(|e| err(&e))?;
-                self.write(&state, outcome)
-            }
-            ReplicaRequest::Resolve { resolve } => {
-                let mut state = self.load_existing(&resolve.body.address)?;
-                let outcome = state.resolve(&resolve, limits, now).map_err(|e| err(&e))?;
-                self.write(&state, outcome)
-            }
-            ReplicaRequest::GetGenesis { address } => {
-                let state = self.load_existing(&address)?;
-                state.live(now).map_err(|e| err(&e))?;
-                Applied::read(ReplicaResponse::Genesis(state.genesis().clone()))
-            }
-            ReplicaRequest::Open { request } => {
-                let state = self.load_existing(&request.body.address)?;
-                state
-                    .authorize_open(&request, limits, now)
-                    .map_err(|e| err(&e))?;
-                Applied::read(ReplicaResponse::Genesis(state.genesis().clone()))
-            }
-            ReplicaRequest::Read { request } => {
-                let state = self.load_existing(&request.body.address)?;
-                let party = state
-                    .authorize_read(&request, limits, now)
-                    .map_err(|e| err(&e))?;
-                let claims = if party.role == Role::Sender {
-                    state.claims().to_vec()
-                } else {
-                    Vec::new()
-                };
-                Applied::read(ReplicaResponse::View(MailboxView {
-                    genesis: state.genesis().clone(),
-                    status: state.status(now),
-                    certificates: BoundedVec::truncated(state.certificates().to_vec()),
-                    claims: BoundedVec::truncated(claims),
-                    resolve: state.resolution().cloned(),
-                }))
-            }
-            ReplicaRequest::Fetch {
-                request, cursor, ..
-            } => {
-                let state = self.load_existing(&request.body.address)?;
-                let party = state
-                    .authorize_read(&request, limits, now)
-                    .map_err(|e| err(&e))?;
-                Applied::read(self.fetch(&state, &party.key, &cursor)?)
-            }
-            ReplicaRequest::Status { address } => {
-                let state = self.load_existing(&address)?;
-                state.live(now).map_err(|e| err(&e))?;
-                Applied::read(ReplicaResponse::Status(state.status(now)))
-            }
-            ReplicaRequest::Digest { address } => {
-                let state = self.load_existing(&address)?;
-                Applied::read(ReplicaResponse::Digest(digest_of(&state)))
-            }
-            ReplicaRequest::Summaries { addresses } => {
-                let mut out = Vec::with_capacity(addresses.len());
-                for address in addresses.iter() {
-                    out.push(self.load(address)?.map(|s| digest_of(&s).summary()));
-                }
-                Applied::read(ReplicaResponse::Summaries {
-                    summaries: BoundedVec::truncated(out),
-                })
-            }
-            ReplicaRequest::GetMessages { address, keys } => {
-                let mut out = Vec::new();
-                for key in keys.iter() {
-                    if let Some(m) = self.read_message(&address, key)? {
-                        out.push(m);
-                    }
-                }
-                Applied::read(ReplicaResponse::Messages {
-                    messages: BoundedVec::truncated(out),
-                })
-            }
-        })
-    }
-
-    fn read_message(
-        &self,
-        address: &Address,
-        key: &MessageKey,
-    ) -> Result<Option<Message>, RemoteError> {
-        match self.messages.get(message_key(address, key)) {
-            Ok(Some(bytes)) => Message::from_bytes(&bytes).map(Some).map_err(|e| {
-                tracing::error!(address = %address.short(), error = %e, "stored message unreadable");
-                unavailable("stored message unreadable")
-            }),
-            Ok(None) => Ok(None),
-            Err(e) => Err(unavailable(format!("database read failed: {e}"))),
-        }
-    }
-
-    fn store_message(&self, message: Message, now: u64) -> Result<Applied, RemoteError> {
-        let h = message.header().clone();
-        let mut state = self.load_existing(&h.address)?;
-        let outcome = state
-            .apply_message(&message, &self.limits, now)
-            .map_err(|e| err(&e))?;
-        if outcome == Outcome::Duplicate {
-            return Ok(Applied::read(ReplicaResponse::Stored { duplicate: true }));
-        }
-        let bytes = message.to_bytes();
-        self.check_quota(bytes.len())?;
-        self.messages
-            .insert(
-                message_key(&h.address, &(h.from, h.to, h.seq)),
-                bytes.as_slice(),
-            )
-            .map_err(|e| unavailable(format!("database write failed: {e}")))?;
-        self.stats
-            .bytes
-            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-        self.stats.messages.fetch_add(1, Ordering::Relaxed);
-        self.save(&state)?;
-        Ok(Applied {
-            response: ReplicaResponse::Stored { duplicate: false },
-            wrote: true,
-            arrival: Some((h.address, h.to)),
-        })
-    }
-
-    /// Messages for `reader` at or after the cursor, in (author, sequence) order, bounded
-    /// by count and bytes.
-    fn fetch(
-        &self,
-        state: &MailboxState,
-        reader: &PublicKey,
-        cursor: &Cursor,
-    ) -> Result<ReplicaResponse, RemoteError> {
-        let address = state.address();
-        let mut out = Vec::new();
-        let mut bytes = 0usize;
-        // Messages addressed to the reader; its own messages too when it names itself in
-        // the cursor (a device resuming its outgoing sequence).
-        let own = cursor.iter().any(|(author, _)| author == reader);
-        for (key, _) in state.message_keys() {
-            if key.1 != *reader && !(own && key.0 == *reader) {
-                continue;
-            }
-            let next = cursor
-                .iter()
-                .find(|(author, _)| *author == key.0)
-                .map_or(1, |(_, n)| *n);
-            if key.2 < next {
-                continue;
-            }
-            if let Some(m) = self.read_message(&address, key)? {
-                let len = m.to_bytes().len();
-                if out.len() == MAX_FETCH || bytes + len > MAX_FETCH_BYTES {
-                    break;
-                }
-                bytes += len;
-                out.push(m);
-            }
-        }
-        Ok(ReplicaResponse::Messages {
-            messages: BoundedVec::truncated(out),
-        })
-    }
-
-    fn sweep(&self, now: u64) -> Applied {
+    fn sweep(&mut self, now: u64) -> Applied {
         let mut removed = 0u64;
         let expired: Vec<Address> = self
             .mailboxes
@@ -701,11 +368,97 @@ impl Actor {
     }
 }
 
+impl replica::Storage for Actor {
+    fn load(&self, address: &Address) -> Result<Option<MailboxState>, RemoteError> {
+        match self.mailboxes.get(address.as_bytes()) {
+            Ok(None) => Ok(None),
+            Ok(Some(bytes)) => wire::decode_local(&bytes).map(Some).map_err(|e| {
+                tracing::error!(address = %address.short(), error = %e, "stored state unreadable");
+                unavailable("stored state unreadable")
+            }),
+            Err(e) => Err(unavailable(format!("database read failed: {e}"))),
+        }
+    }
+
+    fn check_quota(&self, extra: usize) -> Result<(), RemoteError> {
+        let used = self.stats.bytes.load(Ordering::Relaxed);
+        if used.saturating_add(extra as u64) > self.quota_bytes {
+            return Err(unavailable(format!(
+                "this node's storage quota of {} bytes is full",
+                self.quota_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    fn save(&mut self, state: &MailboxState) -> Result<(), RemoteError> {
+        let bytes = wire::encode_local(state).map_err(|e| unavailable(e.to_string()))?;
+        let previous = self
+            .mailboxes
+            .insert(state.address().as_bytes(), bytes.as_slice())
+            .map_err(|e| unavailable(format!("database write failed: {e}")))?;
+        let old = previous.map_or(0, |p| p.len() as u64);
+        if old == 0 {
+            self.stats.mailboxes.fetch_add(1, Ordering::Relaxed);
+        }
+        self.stats
+            .bytes
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        self.stats.bytes.fetch_sub(old, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn remove_messages(&mut self, address: &Address) {
+        let keys: Vec<_> = self
+            .messages
+            .scan_prefix(address.as_bytes())
+            .filter_map(Result::ok)
+            .collect();
+        for (k, v) in keys {
+            if self.messages.remove(k).is_ok() {
+                self.stats
+                    .bytes
+                    .fetch_sub(v.len() as u64, Ordering::Relaxed);
+                self.stats.messages.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn message(&self, address: &Address, key: &MessageKey) -> Result<Option<Message>, RemoteError> {
+        match self.messages.get(message_key(address, key)) {
+            Ok(Some(bytes)) => Message::from_bytes(&bytes).map(Some).map_err(|e| {
+                tracing::error!(address = %address.short(), error = %e, "stored message unreadable");
+                unavailable("stored message unreadable")
+            }),
+            Ok(None) => Ok(None),
+            Err(e) => Err(unavailable(format!("database read failed: {e}"))),
+        }
+    }
+
+    fn put_message(&mut self, message: &Message) -> Result<(), RemoteError> {
+        let h = message.header();
+        let bytes = message.to_bytes();
+        self.messages
+            .insert(
+                message_key(&h.address, &(h.from, h.to, h.seq)),
+                bytes.as_slice(),
+            )
+            .map_err(|e| unavailable(format!("database write failed: {e}")))?;
+        self.stats
+            .bytes
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        self.stats.messages.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use rand_core::SeedableRng;
     use tigress_protocol::session::{SenderSession, ShareIdentity, ShareOptions};
+
+    const T0: u64 = 1_800_000_000;
 
     fn genesis(node: &SigningKey, seed: u8, ttl: u64) -> tigress_protocol::record::Genesis {
         let mut rng = rand_chacha::ChaCha20Rng::from_seed([seed; 32]);
@@ -719,7 +472,7 @@ mod tests {
             vec![node.public_key()],
             &[seed; 100],
             &options,
-            now_secs(),
+            T0,
             &mut rng,
         )
         .unwrap();
@@ -733,7 +486,14 @@ mod tests {
         let g1 = genesis(&node, 1, 3600);
         // Room for one mailbox, not two.
         let quota = g1.to_bytes().len() as u64 * 3 / 2;
-        let store = Store::open(dir.path(), node.clone(), Limits::default(), quota).unwrap();
+        let store = Store::open(
+            dir.path(),
+            node.clone(),
+            Limits::default(),
+            quota,
+            Clock::manual(T0),
+        )
+        .unwrap();
         let r = store
             .apply(ReplicaRequest::StoreGenesis {
                 genesis: g1.clone(),
@@ -757,7 +517,13 @@ mod tests {
         // Reopened (after the actor thread let go of the database), the first is there.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         let reopened = loop {
-            match Store::open(dir.path(), node.clone(), Limits::default(), quota) {
+            match Store::open(
+                dir.path(),
+                node.clone(),
+                Limits::default(),
+                quota,
+                Clock::manual(T0),
+            ) {
                 Ok(s) => break s,
                 Err(e) => {
                     assert!(std::time::Instant::now() < deadline, "reopening: {e}");
@@ -777,7 +543,8 @@ mod tests {
     #[tokio::test]
     async fn the_sweep_removes_expired_mailboxes_only() {
         let node = SigningKey::from_seed(&[4; 32]);
-        let store = Store::in_memory(node.clone(), Limits::default()).unwrap();
+        let clock = Clock::manual(T0);
+        let store = Store::in_memory(node.clone(), Limits::default(), clock.clone()).unwrap();
         let short = genesis(&node, 5, 1);
         let long = genesis(&node, 6, 3600);
         for g in [&short, &long] {
@@ -786,12 +553,9 @@ mod tests {
                 .await;
             assert_eq!(r, ReplicaResponse::Stored { duplicate: false });
         }
-        // Wait (bounded) until the short one's expiry second has passed, then sweep.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while now_secs() < short.header().expires_at {
-            assert!(std::time::Instant::now() < deadline);
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
+        // Nothing is due yet; once the clock passes the short one's expiry, it goes.
+        assert_eq!(store.sweep().await, 0);
+        clock.advance(1);
         assert_eq!(store.sweep().await, 1);
         assert_eq!(store.stats().mailboxes.load(Ordering::Relaxed), 1);
         let status = store

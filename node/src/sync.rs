@@ -13,10 +13,8 @@ use futures::stream::FuturesUnordered;
 use tigress_protocol::Address;
 use tigress_protocol::ErrorCode;
 use tigress_protocol::crypto::PublicKey;
-use tigress_protocol::mailbox::MessageKey;
-use tigress_protocol::rpc::{
-    MAX_FETCH, MAX_SUMMARIES, ReplicaDigest, ReplicaRequest, ReplicaResponse,
-};
+use tigress_protocol::reconcile::{self, Lacking};
+use tigress_protocol::rpc::{MAX_SUMMARIES, ReplicaDigest, ReplicaRequest, ReplicaResponse};
 use tigress_protocol::wire::BoundedVec;
 use tokio::sync::mpsc;
 
@@ -140,7 +138,7 @@ impl AntiEntropy {
                 continue;
             };
             for ((address, mine), theirs) in chunk.iter().zip(local).zip(remote) {
-                if mine.is_some() && mine != theirs {
+                if reconcile::worth_comparing(mine, theirs) {
                     self.sync_with(*address, peer).await;
                 }
             }
@@ -186,28 +184,22 @@ impl AntiEntropy {
         };
         let side = Side::Peer(peer);
         if let Ok(remote) = self.digest(side, address).await {
-            if let Some(remote) = &remote
-                && remote.genesis == local.genesis
-            {
-                self.bring_up(address, Side::Local, Some(&local), side, remote)
-                    .await;
+            if let Some(remote) = &remote {
+                let pull = reconcile::lacking(Some(&local), remote);
+                self.copy(address, Side::Local, side, &pull).await;
             }
-            self.bring_up(address, side, remote.as_ref(), Side::Local, &local)
-                .await;
+            let push = reconcile::lacking(remote.as_ref(), &local);
+            self.copy(address, side, Side::Local, &push).await;
         }
     }
 
-    /// Sends `target` every record of `source` that `target` lacks, in an order the
-    /// protocol accepts: genesis, certificates, resolve, relinquishes, messages, delete.
-    async fn bring_up(
-        &self,
-        address: Address,
-        target: Side,
-        have: Option<&ReplicaDigest>,
-        source: Side,
-        from: &ReplicaDigest,
-    ) {
+    /// Copies to `target` what it lacks, reading message bytes from `source`.
+    async fn copy(&self, address: Address, target: Side, source: Side, lacking: &Lacking) {
+        if lacking.is_empty() {
+            return;
+        }
         let mut copied = 0u64;
+        let (before, after) = lacking.requests();
         let mut send = async |request: ReplicaRequest| {
             if matches!(
                 self.call(target, request).await,
@@ -216,56 +208,10 @@ impl AntiEntropy {
                 copied += 1;
             }
         };
-        let Some(have) = have else {
-            // The target lacks the mailbox: hand it the genesis; it pulls the rest itself
-            // on its next round, and we push the rest now.
-            send(ReplicaRequest::StoreGenesis {
-                genesis: from.genesis.clone(),
-            })
-            .await;
-            let empty = ReplicaDigest {
-                genesis: from.genesis.clone(),
-                certificates: BoundedVec::default(),
-                resolve: None,
-                delete: None,
-                relinquished: BoundedVec::default(),
-                messages: BoundedVec::default(),
-            };
-            Box::pin(self.bring_up(address, target, Some(&empty), source, from)).await;
-            return;
-        };
-        for cert in from.certificates.iter() {
-            if !have.certificates.contains(cert) {
-                send(ReplicaRequest::StoreCertificate {
-                    certificate: cert.clone(),
-                })
-                .await;
-            }
+        for request in before {
+            send(request).await;
         }
-        if have.resolve.is_none()
-            && let Some(resolve) = &from.resolve
-        {
-            send(ReplicaRequest::Resolve {
-                resolve: resolve.clone(),
-            })
-            .await;
-        }
-        for rel in from.relinquished.iter() {
-            if !have.relinquished.contains(rel) {
-                send(ReplicaRequest::Relinquish {
-                    relinquish: rel.clone(),
-                })
-                .await;
-            }
-        }
-        let missing: Vec<MessageKey> = from
-            .messages
-            .iter()
-            .filter(|k| !have.messages.contains(k))
-            .copied()
-            .collect();
-        for chunk in missing.chunks(MAX_FETCH) {
-            let keys = BoundedVec::truncated(chunk.to_vec());
+        for keys in lacking.message_batches() {
             if let Some(ReplicaResponse::Messages { messages }) = self
                 .call(source, ReplicaRequest::GetMessages { address, keys })
                 .await
@@ -275,13 +221,8 @@ impl AntiEntropy {
                 }
             }
         }
-        if have.delete.is_none()
-            && let Some(delete) = &from.delete
-        {
-            send(ReplicaRequest::Delete {
-                delete: delete.clone(),
-            })
-            .await;
+        for request in after {
+            send(request).await;
         }
         if copied > 0 {
             self.stats

@@ -8,7 +8,9 @@ use crate::crypto::SignatureKind;
 use crate::wire::DecodeError;
 
 /// The classes of refusal, one per row of the design's error table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[non_exhaustive]
 pub enum ErrorCode {
     /// The input is not well formed (HTTP 400).

@@ -4,8 +4,10 @@
 //! ([`id`], [`invitation`]), every cryptographic operation behind one provider
 //! ([`crypto`]), the signed records and their canonical, bounded encoding ([`record`],
 //! [`wire`]), the mailbox state machine every replica runs ([`mailbox`]), the two
-//! parties' sessions ([`session`]), and the wire formats of the client and replica
-//! protocols with their framing ([`rpc`]).
+//! parties' sessions ([`session`]), the wire formats of the client and replica
+//! protocols with their framing ([`rpc`]), and the coordination between nodes: a replica
+//! answering a request ([`replica`]), an entry node's quorums over the replicas and the
+//! merge of their answers ([`quorum`]), and what anti-entropy copies ([`reconcile`]).
 //!
 //! It is not a node or a client: it does no I/O, starts no runtime, reads no clock and no
 //! system randomness. Time comes in as `now` (unix seconds) and randomness as a
@@ -58,7 +60,10 @@ pub mod error;
 pub mod id;
 pub mod invitation;
 pub mod mailbox;
+pub mod quorum;
+pub mod reconcile;
 pub mod record;
+pub mod replica;
 pub mod rpc;
 pub mod session;
 pub mod wire;

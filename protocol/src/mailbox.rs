@@ -917,9 +917,21 @@ impl MailboxState {
             key: req.body.by,
         })
     }
+}
 
-    /// Whether `reader` may see the message at `key` (it wrote it or it is addressed to it).
-    pub fn visible_to(reader: &PublicKey, key: &MessageKey) -> bool {
-        key.0 == *reader || key.1 == *reader
-    }
+/// Whether a fetch by `reader` standing at `cursor` returns the message at `key`: the
+/// message is addressed to the reader, or written by it when it names itself in the
+/// cursor (a device that keeps no state resumes its own sequence numbers this way); and
+/// it is at or after the cursor's next sequence number for its author (1 when the cursor
+/// does not name the author). Replicas select with this rule and entry nodes drop any
+/// answer that breaks it, so a replica replaying old messages delivers nothing twice.
+pub fn fetchable(reader: &PublicKey, cursor: &[(PublicKey, u64)], key: &MessageKey) -> bool {
+    let (from, to, seq) = key;
+    let own = cursor.iter().any(|(author, _)| author == reader);
+    let visible = to == reader || (own && from == reader);
+    let next = cursor
+        .iter()
+        .find(|(author, _)| author == from)
+        .map_or(1, |(_, n)| *n);
+    visible && *seq >= next
 }

@@ -482,6 +482,22 @@ impl SenderSession {
         Ok(recipient)
     }
 
+    /// Learns the recipients a (merged) view lists from their certificates, each checked
+    /// against the genesis; a listed recipient without a valid certificate is not learnt.
+    pub fn learn_recipients(
+        &mut self,
+        view: &crate::rpc::MailboxView,
+        limits: &Limits,
+        now: u64,
+    ) -> Result<(), Error> {
+        for cert in view.certificates.iter() {
+            if view.status.recipients.contains(&cert.claim.body.recipient) {
+                self.add_certificate(cert, limits, now)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Settles a contest: keeps the claimants of `keep`, who become the recipients.
     pub fn resolve(
         &mut self,

@@ -1,0 +1,587 @@
+//! Quorums, sans-IO: a request fanned out to the replicas of a mailbox, their answers fed
+//! in one by one, and the decision of when enough have answered and what they amount to.
+//!
+//! A [`Quorum`] is driven like this (the node does it with libp2p, the simulator with its
+//! event queue):
+//!
+//! 1. send the request to every replica of [`Quorum::targets`];
+//! 2. feed each answer (or the failure to get one) to [`Quorum::handle_answer`];
+//! 3. after each answer, and when the clock reaches [`Quorum::poll_deadline`], ask
+//!    [`Quorum::is_done`]; once it says so, stop waiting and call [`Quorum::finish`].
+//!
+//! What "enough" means is the [`Gather`] of the request: a strict majority of durable
+//! writes ([`WriteGather`]), a certificate or the end of hope for one ([`ClaimGather`]),
+//! a majority of views and a grace for the others ([`ReadGather`]), the first new
+//! messages and a grace or a majority ([`FetchGather`]), or the first acceptable answer
+//! ([`FirstGather`]). Each gather checks every record it takes, so a replica can add
+//! nothing its answer cannot prove, and answers that do not fit are ignored.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::crypto::PublicKey;
+use crate::error::ErrorCode;
+use crate::id::Address;
+use crate::mailbox::{self, CheckedReceipt, ClaimTally, Limits, MessageKey};
+use crate::record::{Claim, Genesis, Message, Receipt, Record};
+use crate::rpc::{Cursor, MAX_FETCH, MailboxView, RemoteError, ReplicaResponse};
+use crate::wire::BoundedVec;
+
+/// Milliseconds on the caller's clock (monotonic; any origin).
+pub type Millis = u64;
+
+/// How long a read waits for the replicas beyond the majority, in milliseconds.
+pub const READ_GRACE_MS: Millis = 250;
+
+/// How long a fetch waits for other replicas after the first new messages arrived, in
+/// milliseconds (unless a majority has answered by then).
+pub const FETCH_GRACE_MS: Millis = 250;
+
+/// Why no answer came from a replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CallError {
+    /// It did not answer in time.
+    #[error("the replica timed out")]
+    Timeout,
+    /// It could not be dialled, or the connection closed before the answer.
+    #[error("the replica is unreachable")]
+    Unreachable,
+    /// It does not speak the replica protocol.
+    #[error("the replica does not speak the replica protocol")]
+    UnsupportedProtocol,
+    /// Its answer could not be read.
+    #[error("the replica's answer was malformed")]
+    Malformed,
+    /// Its key is not a peer identity.
+    #[error("the replica key is not a peer identity")]
+    NotAPeer,
+    /// The request was for this node, which stores nothing.
+    #[error("this node stores nothing")]
+    NoLocalStore,
+    /// This node is shutting down.
+    #[error("this node is stopping")]
+    Stopping,
+}
+
+/// One replica's answer, or why there is none.
+pub type Answer = Result<ReplicaResponse, CallError>;
+
+/// What counts as enough answers for one kind of request, and what they amount to.
+pub trait Gather {
+    /// The result.
+    type Output;
+    /// Takes one replica's answer (each replica at most once).
+    fn add(&mut self, from: PublicKey, answer: &Answer);
+    /// Whether the answers so far suffice; the grace for late answers starts then.
+    fn enough(&self, answered: usize, of: usize) -> bool;
+    /// Whether late answers can no longer change the result (no grace needed).
+    fn settled(&self, answered: usize, of: usize) -> bool {
+        let _ = (answered, of);
+        true
+    }
+    /// The result, from the answers collected (all of them, for refusals).
+    fn finish(self, answers: &[(PublicKey, Answer)], of: usize) -> Self::Output;
+}
+
+/// A request fanned out to a replica set.
+#[derive(Debug)]
+pub struct Quorum<G> {
+    targets: Vec<PublicKey>,
+    answers: Vec<(PublicKey, Answer)>,
+    gather: G,
+    grace: Millis,
+    grace_until: Option<Millis>,
+}
+
+impl<G: Gather> Quorum<G> {
+    /// A request to `targets` (duplicates removed), with a `grace` in milliseconds for
+    /// late answers once the gather has enough.
+    pub fn new(targets: &[PublicKey], gather: G, grace: Millis) -> Self {
+        let mut unique = Vec::with_capacity(targets.len());
+        for t in targets {
+            if !unique.contains(t) {
+                unique.push(*t);
+            }
+        }
+        Self {
+            targets: unique,
+            answers: Vec::new(),
+            gather,
+            grace,
+            grace_until: None,
+        }
+    }
+
+    /// The replicas to ask.
+    pub fn targets(&self) -> &[PublicKey] {
+        &self.targets
+    }
+
+    /// The answers taken so far.
+    pub fn answers(&self) -> &[(PublicKey, Answer)] {
+        &self.answers
+    }
+
+    /// Takes `from`'s answer at time `now`. Answers from outside the set and repeats are
+    /// ignored.
+    pub fn handle_answer(&mut self, from: PublicKey, answer: Answer, now: Millis) {
+        if !self.targets.contains(&from) || self.answers.iter().any(|(k, _)| *k == from) {
+            return;
+        }
+        self.gather.add(from, &answer);
+        self.answers.push((from, answer));
+        if self.grace_until.is_none() && self.gather.enough(self.answers.len(), self.of()) {
+            self.grace_until = Some(now.saturating_add(self.grace));
+        }
+    }
+
+    fn of(&self) -> usize {
+        self.targets.len()
+    }
+
+    /// When to look again if no answer arrives before: the end of the grace, if running.
+    pub fn poll_deadline(&self) -> Option<Millis> {
+        self.grace_until
+    }
+
+    /// Whether to stop waiting at time `now`.
+    pub fn is_done(&self, now: Millis) -> bool {
+        let answered = self.answers.len();
+        if answered >= self.of() {
+            return true;
+        }
+        match self.grace_until {
+            None => false,
+            Some(until) => now >= until || self.gather.settled(answered, self.of()),
+        }
+    }
+
+    /// The result.
+    pub fn finish(self) -> G::Output {
+        let of = self.targets.len();
+        self.gather.finish(&self.answers, of)
+    }
+}
+
+/// A strict majority of `of`.
+pub fn majority(of: usize) -> usize {
+    of / 2 + 1
+}
+
+/// The refusal to report when the answers did not make a quorum: the most frequent
+/// definitive refusal (a "not found" only when nothing else was said: it is what nodes
+/// outside the replica set answer), else "unavailable" with the count.
+pub fn refusal(answers: &[(PublicKey, Answer)], of: usize, got: usize) -> RemoteError {
+    definitive_refusal(answers).unwrap_or_else(|| unavailable(got, of, majority(of)))
+}
+
+/// The most frequent definitive refusal among the answers, if any.
+pub fn definitive_refusal(answers: &[(PublicKey, Answer)]) -> Option<RemoteError> {
+    let mut counts: BTreeMap<ErrorCode, (usize, RemoteError)> = BTreeMap::new();
+    for (_, a) in answers {
+        if let Ok(ReplicaResponse::Error(e) | ReplicaResponse::Refused { error: e, .. }) = a
+            && e.code != ErrorCode::Unavailable
+            && e.code != ErrorCode::RateLimited
+        {
+            counts.entry(e.code).or_insert((0, e.clone())).0 += 1;
+        }
+    }
+    counts
+        .into_values()
+        .max_by_key(|(n, e)| (e.code != ErrorCode::NotFound, *n))
+        .map(|(_, e)| e)
+}
+
+/// "Reached `got` of `of` replicas; a majority of `need` is needed."
+pub fn unavailable(got: usize, of: usize, need: usize) -> RemoteError {
+    RemoteError::new(
+        ErrorCode::Unavailable,
+        format!("reached {got} of {of} replicas; a majority of {need} is needed, try again later"),
+    )
+}
+
+fn answered_ok(answers: &[(PublicKey, Answer)]) -> usize {
+    answers.iter().filter(|(_, a)| a.is_ok()).count()
+}
+
+/// A write: done once a strict majority stored it durably. The output says whether every
+/// replica that stored it already had it.
+#[derive(Debug, Default)]
+pub struct WriteGather {
+    stored: usize,
+    fresh: bool,
+}
+
+impl WriteGather {
+    /// A write gather.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl Gather for WriteGather {
+    type Output = Result<bool, RemoteError>;
+
+    fn add(&mut self, _: PublicKey, answer: &Answer) {
+        if let Ok(ReplicaResponse::Stored { duplicate }) = answer {
+            self.stored += 1;
+            self.fresh |= !duplicate;
+        }
+    }
+
+    fn enough(&self, _: usize, of: usize) -> bool {
+        self.stored >= majority(of)
+    }
+
+    fn finish(self, answers: &[(PublicKey, Answer)], of: usize) -> Self::Output {
+        if self.stored >= majority(of) {
+            Ok(!self.fresh)
+        } else {
+            Err(refusal(answers, of, self.stored))
+        }
+    }
+}
+
+/// A claim: receipts (and the grants refusing replicas attach) are checked once as they
+/// arrive and tallied; done at a certificate, else when every replica answered.
+#[derive(Debug)]
+pub struct ClaimGather {
+    genesis: Genesis,
+    claim: Claim,
+    evidence: Vec<CheckedReceipt>,
+    tally: ClaimTally,
+}
+
+/// What a claim came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimOutcome {
+    /// Certified: store the certificate on the replicas.
+    Certified(Box<crate::record::ClaimCertificate>),
+    /// Contested: mark it on the replicas with this evidence, and refuse.
+    Contested(BoundedVec<Receipt, { crate::rpc::MAX_EVIDENCE }>),
+    /// Refused (lost, or not enough answers).
+    Refused(RemoteError),
+}
+
+impl ClaimGather {
+    /// A gather for `claim` on the mailbox of `genesis`.
+    pub fn new(genesis: Genesis, claim: Claim) -> Self {
+        Self {
+            genesis,
+            claim,
+            evidence: Vec::new(),
+            tally: ClaimTally::Pending,
+        }
+    }
+}
+
+impl Gather for ClaimGather {
+    type Output = ClaimOutcome;
+
+    fn add(&mut self, _: PublicKey, answer: &Answer) {
+        let arrived: Vec<Receipt> = match answer {
+            Ok(ReplicaResponse::Granted(r)) => vec![r.clone()],
+            Ok(ReplicaResponse::Refused { grants, .. }) => grants.to_vec(),
+            _ => return,
+        };
+        for r in arrived {
+            if let Ok(checked) = CheckedReceipt::check(&self.genesis, r)
+                && !self.evidence.contains(&checked)
+            {
+                self.evidence.push(checked);
+            }
+        }
+        self.tally = mailbox::tally_checked(&self.genesis, &self.claim, &self.evidence);
+    }
+
+    fn enough(&self, _: usize, _: usize) -> bool {
+        matches!(self.tally, ClaimTally::Certified(_))
+    }
+
+    fn finish(self, answers: &[(PublicKey, Answer)], of: usize) -> Self::Output {
+        match self.tally {
+            ClaimTally::Certified(cert) => ClaimOutcome::Certified(cert),
+            ClaimTally::Contested => ClaimOutcome::Contested(BoundedVec::truncated(
+                self.evidence
+                    .into_iter()
+                    .map(CheckedReceipt::into_inner)
+                    .collect(),
+            )),
+            ClaimTally::Lost => {
+                ClaimOutcome::Refused(definitive_refusal(answers).unwrap_or_else(|| {
+                    RemoteError::new(ErrorCode::Conflict, "the mailbox is already claimed")
+                }))
+            }
+            ClaimTally::Pending => {
+                ClaimOutcome::Refused(refusal(answers, of, answered_ok(answers)))
+            }
+        }
+    }
+}
+
+/// The refusal a contested claim gets.
+pub fn contested() -> RemoteError {
+    RemoteError::new(
+        ErrorCode::Conflict,
+        "the mailbox is contested: claimants raced and no one reached a majority; the sender must resolve it",
+    )
+}
+
+/// A party's read: done at a majority of views of this genesis plus a grace (the sender
+/// needs every claimant's claim to resolve a contest); the views are merged.
+#[derive(Debug)]
+pub struct ReadGather {
+    genesis: Genesis,
+    limits: Limits,
+    now: u64,
+    views: Vec<MailboxView>,
+}
+
+impl ReadGather {
+    /// A gather for views of the mailbox of `genesis`, checked with `limits` at `now`
+    /// (unix seconds).
+    pub fn new(genesis: Genesis, limits: Limits, now: u64) -> Self {
+        Self {
+            genesis,
+            limits,
+            now,
+            views: Vec::new(),
+        }
+    }
+}
+
+impl Gather for ReadGather {
+    type Output = Result<MailboxView, RemoteError>;
+
+    fn add(&mut self, _: PublicKey, answer: &Answer) {
+        if let Ok(ReplicaResponse::View(v)) = answer
+            && v.genesis == self.genesis
+        {
+            self.views.push(v.clone());
+        }
+    }
+
+    fn enough(&self, _: usize, of: usize) -> bool {
+        self.views.len() >= majority(of)
+    }
+
+    fn settled(&self, answered: usize, of: usize) -> bool {
+        answered >= of
+    }
+
+    fn finish(self, answers: &[(PublicKey, Answer)], of: usize) -> Self::Output {
+        merge_views(&self.genesis, &self.views, &self.limits, self.now)
+            .ok_or_else(|| refusal(answers, of, answered_ok(answers)))
+    }
+}
+
+/// Merges the views replicas gave of one mailbox, keeping only records that validate
+/// against `genesis`: every valid certificate and claim, the first resolve signed by the
+/// sender, the union of the flags (a resolve ends a contest), the most messages, and the
+/// recipients some view lists that a kept certificate or the resolve proves. `None` when
+/// no view is of this genesis.
+pub fn merge_views(
+    genesis: &Genesis,
+    views: &[MailboxView],
+    limits: &Limits,
+    now: u64,
+) -> Option<MailboxView> {
+    let views: Vec<&MailboxView> = views.iter().filter(|v| v.genesis == *genesis).collect();
+    let mut merged = (*views.first()?).clone();
+    let mut certs = Vec::new();
+    let mut claims = Vec::new();
+    let mut listed = Vec::new();
+    merged.resolve = None;
+    for v in &views {
+        for c in v.certificates.iter() {
+            if !certs.contains(c) && mailbox::validate_certificate(genesis, c, limits, now).is_ok()
+            {
+                certs.push(c.clone());
+            }
+        }
+        for c in v.claims.iter() {
+            if !claims.contains(c) && mailbox::validate_claim(genesis, c, limits, now).is_ok() {
+                claims.push(c.clone());
+            }
+        }
+        if merged.resolve.is_none()
+            && let Some(r) = &v.resolve
+            && r.body.address == genesis.header().address
+            && r.verify_signature(&genesis.header().sender).is_ok()
+        {
+            merged.resolve = Some(r.clone());
+        }
+        merged.status.contested |= v.status.contested;
+        merged.status.deleted |= v.status.deleted;
+        merged.status.messages = merged.status.messages.max(v.status.messages);
+        for r in &v.status.recipients {
+            if !listed.contains(r) {
+                listed.push(*r);
+            }
+        }
+    }
+    let kept = |r: &PublicKey| {
+        certs.iter().any(|c| c.claim.body.recipient == *r)
+            || merged
+                .resolve
+                .as_ref()
+                .is_some_and(|res| res.body.keep.iter().any(|c| c.body.recipient == *r))
+    };
+    merged.status.recipients = listed.into_iter().filter(|r| kept(r)).collect();
+    merged.status.resolved = merged.resolve.is_some();
+    merged.status.contested &= merged.resolve.is_none();
+    merged.certificates = BoundedVec::truncated(certs);
+    merged.claims = BoundedVec::truncated(claims);
+    Some(merged)
+}
+
+/// A fetch: the messages the replicas return for a reader at a cursor, merged. Only
+/// messages that [`mailbox::fetchable`] allows, of this address, well formed and signed
+/// by their author are kept, each once. Done when new messages arrived and then either a
+/// majority answered or the grace ran out; or when every replica answered.
+#[derive(Debug)]
+pub struct FetchGather {
+    address: Address,
+    reader: PublicKey,
+    cursor: Cursor,
+    merged: BTreeMap<MessageKey, Message>,
+    counts: Vec<usize>,
+    ok: usize,
+}
+
+/// What a fetch came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    /// The messages, in (author, recipient, sequence) order, at most [`MAX_FETCH`].
+    pub messages: Vec<Message>,
+    /// Whether some replica answered with fewer messages than the merge holds (a replica
+    /// with a gap: worth reconciling now).
+    pub gap: bool,
+}
+
+impl FetchGather {
+    /// A gather for `reader`'s messages at `address` after `cursor`.
+    pub fn new(address: Address, reader: PublicKey, cursor: Cursor) -> Self {
+        Self {
+            address,
+            reader,
+            cursor,
+            merged: BTreeMap::new(),
+            counts: Vec::new(),
+            ok: 0,
+        }
+    }
+
+    /// Whether `m` belongs in this fetch's answer.
+    pub fn admits(&self, m: &Message) -> bool {
+        let h = m.header();
+        h.address == self.address
+            && mailbox::fetchable(&self.reader, &self.cursor, &(h.from, h.to, h.seq))
+            && m.check_shape().is_ok()
+            && m.verify_signature().is_ok()
+    }
+}
+
+impl Gather for FetchGather {
+    type Output = Result<Fetched, RemoteError>;
+
+    fn add(&mut self, _: PublicKey, answer: &Answer) {
+        let Ok(ReplicaResponse::Messages { messages }) = answer else {
+            return;
+        };
+        self.ok += 1;
+        let mut count = 0;
+        for m in messages.iter() {
+            let h = m.header();
+            let key = (h.from, h.to, h.seq);
+            if self.merged.contains_key(&key) {
+                count += 1;
+            } else if self.admits(m) {
+                count += 1;
+                self.merged.insert(key, m.clone());
+            }
+        }
+        self.counts.push(count);
+    }
+
+    fn enough(&self, _: usize, _: usize) -> bool {
+        !self.merged.is_empty()
+    }
+
+    fn settled(&self, _: usize, of: usize) -> bool {
+        self.ok >= majority(of)
+    }
+
+    fn finish(self, answers: &[(PublicKey, Answer)], of: usize) -> Self::Output {
+        if self.ok == 0 {
+            return Err(refusal(answers, of, 0));
+        }
+        let gap = self.counts.iter().any(|c| *c < self.merged.len());
+        Ok(Fetched {
+            messages: self.merged.into_values().take(MAX_FETCH).collect(),
+            gap,
+        })
+    }
+}
+
+/// The first answer a predicate accepts (a genesis, a status): done at it.
+pub struct FirstGather<F> {
+    accept: F,
+    found: Option<ReplicaResponse>,
+}
+
+impl<F> std::fmt::Debug for FirstGather<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FirstGather")
+            .field("found", &self.found.is_some())
+            .finish()
+    }
+}
+
+impl<F: FnMut(&ReplicaResponse) -> bool> FirstGather<F> {
+    /// A gather that takes the first answer `accept` likes.
+    pub fn new(accept: F) -> Self {
+        Self {
+            accept,
+            found: None,
+        }
+    }
+}
+
+impl<F: FnMut(&ReplicaResponse) -> bool> Gather for FirstGather<F> {
+    type Output = Result<ReplicaResponse, RemoteError>;
+
+    fn add(&mut self, _: PublicKey, answer: &Answer) {
+        if self.found.is_none()
+            && let Ok(r) = answer
+            && (self.accept)(r)
+        {
+            self.found = Some(r.clone());
+        }
+    }
+
+    fn enough(&self, _: usize, _: usize) -> bool {
+        self.found.is_some()
+    }
+
+    fn finish(self, answers: &[(PublicKey, Answer)], of: usize) -> Self::Output {
+        self.found
+            .ok_or_else(|| refusal(answers, of, answered_ok(answers)))
+    }
+}
+
+/// Whether `genesis` is a self-consistent genesis for `address` (shape, signature).
+pub fn genesis_fits(genesis: &Genesis, address: &Address) -> bool {
+    genesis.header().address == *address
+        && genesis.check_shape().is_ok()
+        && genesis.verify_signature().is_ok()
+}
+
+/// The replicas among `answers` that answered, as a set.
+pub fn answered_by(answers: &[(PublicKey, Answer)]) -> BTreeSet<PublicKey> {
+    answers
+        .iter()
+        .filter(|(_, a)| a.is_ok())
+        .map(|(k, _)| *k)
+        .collect()
+}

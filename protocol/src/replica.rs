@@ -1,0 +1,329 @@
+//! The replica role, sans-IO: one replica request applied to the mailboxes a replica holds.
+//!
+//! [`apply`] turns a [`ReplicaRequest`] into the calls on [`MailboxState`] that decide it
+//! and the [`ReplicaResponse`] to send back. Where the records live is the caller's: the
+//! node keeps them in sled, the simulator in memory; both implement [`Storage`]. What the
+//! caller must do afterwards (make the write durable before answering, wake long-polls)
+//! comes back in [`Applied`].
+
+use crate::crypto::{PublicKey, SigningKey};
+use crate::error::{ErrorCode, Role};
+use crate::id::Address;
+use crate::mailbox::{self, Limits, MailboxState, MessageKey, Outcome};
+use crate::record::{Message, Record};
+use crate::rpc::{
+    Cursor, MAX_FETCH, MailboxView, RemoteError, ReplicaDigest, ReplicaRequest, ReplicaResponse,
+};
+use crate::wire::BoundedVec;
+
+/// The most bytes of messages in one fetch answer (well inside a frame).
+pub const MAX_FETCH_BYTES: usize = 768 * 1024;
+
+/// Where a replica keeps mailbox states and messages.
+///
+/// Errors are refusals to send back as they are (a failed disk read is
+/// [`ErrorCode::Unavailable`]).
+pub trait Storage {
+    /// The state stored for `address`, if any.
+    fn load(&self, address: &Address) -> Result<Option<MailboxState>, RemoteError>;
+    /// Stores `state` under its address, replacing what was there.
+    fn save(&mut self, state: &MailboxState) -> Result<(), RemoteError>;
+    /// The message stored at `key` of `address`, if any.
+    fn message(&self, address: &Address, key: &MessageKey) -> Result<Option<Message>, RemoteError>;
+    /// Stores a message (already accepted by the state).
+    fn put_message(&mut self, message: &Message) -> Result<(), RemoteError>;
+    /// Removes every message of `address` (after a delete).
+    fn remove_messages(&mut self, address: &Address);
+    /// Refuses when `extra` more bytes would not fit the replica's budget.
+    fn check_quota(&self, extra: usize) -> Result<(), RemoteError>;
+}
+
+/// A message for `to` arrived at the address: long-polls of that reader wake up.
+pub type Arrival = (Address, PublicKey);
+
+/// What applying one request did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// The answer, to send once a write is durable.
+    pub response: ReplicaResponse,
+    /// Whether something was written: the answer must wait for durability.
+    pub wrote: bool,
+    /// A message arrival to announce once durable.
+    pub arrival: Option<Arrival>,
+}
+
+impl Applied {
+    fn read(response: ReplicaResponse) -> Self {
+        Self {
+            response,
+            wrote: false,
+            arrival: None,
+        }
+    }
+
+    fn stored(outcome: Outcome) -> Self {
+        Self {
+            response: ReplicaResponse::Stored {
+                duplicate: outcome == Outcome::Duplicate,
+            },
+            wrote: outcome == Outcome::Applied,
+            arrival: None,
+        }
+    }
+}
+
+fn refusal(e: &crate::Error) -> RemoteError {
+    RemoteError::from(e)
+}
+
+fn not_found() -> RemoteError {
+    RemoteError::new(ErrorCode::NotFound, "no such mailbox")
+}
+
+fn existing(storage: &impl Storage, address: &Address) -> Result<MailboxState, RemoteError> {
+    storage.load(address)?.ok_or_else(not_found)
+}
+
+/// What a replica holds for one mailbox, as a digest (anti-entropy).
+pub fn digest_of(state: &MailboxState) -> ReplicaDigest {
+    let keys: Vec<MessageKey> = state.message_keys().map(|(k, _)| *k).collect();
+    ReplicaDigest {
+        genesis: state.genesis().clone(),
+        certificates: BoundedVec::truncated(state.certificates().to_vec()),
+        resolve: state.resolution().cloned(),
+        delete: state.deletion().cloned(),
+        relinquished: BoundedVec::truncated(state.relinquishes().to_vec()),
+        messages: BoundedVec::truncated(keys),
+    }
+}
+
+/// Applies one request as the replica whose receipt-signing key is `key`. A failed write
+/// changes nothing stored.
+pub fn apply(
+    storage: &mut impl Storage,
+    key: &SigningKey,
+    limits: &Limits,
+    request: ReplicaRequest,
+    now: u64,
+) -> Applied {
+    match try_apply(storage, key, limits, request, now) {
+        Ok(a) => a,
+        Err(e) => Applied::read(ReplicaResponse::Error(e)),
+    }
+}
+
+fn save_if_applied(
+    storage: &mut impl Storage,
+    state: &MailboxState,
+    outcome: Outcome,
+) -> Result<Applied, RemoteError> {
+    if outcome == Outcome::Applied {
+        storage.save(state)?;
+    }
+    Ok(Applied::stored(outcome))
+}
+
+fn try_apply(
+    storage: &mut impl Storage,
+    key: &SigningKey,
+    limits: &Limits,
+    request: ReplicaRequest,
+    now: u64,
+) -> Result<Applied, RemoteError> {
+    match request {
+        ReplicaRequest::StoreGenesis { genesis } => {
+            let address = genesis.header().address;
+            match storage.load(&address)? {
+                Some(state) => {
+                    let outcome = state
+                        .offer_genesis(&genesis, now)
+                        .map_err(|e| refusal(&e))?;
+                    Ok(Applied::stored(outcome))
+                }
+                None => {
+                    storage.check_quota(genesis.to_bytes().len())?;
+                    let state =
+                        MailboxState::create(genesis, limits, now).map_err(|e| refusal(&e))?;
+                    save_if_applied(storage, &state, Outcome::Applied)
+                }
+            }
+        }
+        ReplicaRequest::Grant { claim } => {
+            let mut state = existing(storage, &claim.body.address)?;
+            match state.grant(&claim, key, limits, now) {
+                Ok((receipt, outcome)) => {
+                    if outcome == Outcome::Applied {
+                        storage.check_quota(claim.to_bytes().len() + receipt.to_bytes().len())?;
+                        storage.save(&state)?;
+                    }
+                    Ok(Applied {
+                        response: ReplicaResponse::Granted(receipt),
+                        wrote: outcome == Outcome::Applied,
+                        arrival: None,
+                    })
+                }
+                Err(e) => Ok(Applied::read(ReplicaResponse::Refused {
+                    error: refusal(&e),
+                    grants: BoundedVec::truncated(state.grants().to_vec()),
+                })),
+            }
+        }
+        ReplicaRequest::StoreCertificate { certificate } => {
+            let mut state = existing(storage, &certificate.claim.body.address)?;
+            let outcome = state
+                .accept_certificate(&certificate, limits, now)
+                .map_err(|e| refusal(&e))?;
+            save_if_applied(storage, &state, outcome)
+        }
+        ReplicaRequest::MarkContested { address, evidence } => {
+            let mut state = existing(storage, &address)?;
+            let outcome = state
+                .mark_contested(&evidence, now)
+                .map_err(|e| refusal(&e))?;
+            save_if_applied(storage, &state, outcome)
+        }
+        ReplicaRequest::StoreMessage { message } => {
+            let h = message.header().clone();
+            let mut state = existing(storage, &h.address)?;
+            let outcome = state
+                .apply_message(&message, limits, now)
+                .map_err(|e| refusal(&e))?;
+            if outcome == Outcome::Duplicate {
+                return Ok(Applied::stored(outcome));
+            }
+            storage.check_quota(message.to_bytes().len())?;
+            storage.put_message(&message)?;
+            storage.save(&state)?;
+            Ok(Applied {
+                response: ReplicaResponse::Stored { duplicate: false },
+                wrote: true,
+                arrival: Some((h.address, h.to)),
+            })
+        }
+        ReplicaRequest::Delete { delete } => {
+            let mut state = existing(storage, &delete.body.address)?;
+            let outcome = state
+                .delete(&delete, limits, now)
+                .map_err(|e| refusal(&e))?;
+            if outcome == Outcome::Applied {
+                storage.remove_messages(&state.address());
+            }
+            save_if_applied(storage, &state, outcome)
+        }
+        ReplicaRequest::Relinquish { relinquish } => {
+            let mut state = existing(storage, &relinquish.body.address)?;
+            let outcome = state
+                .relinquish(&relinquish, limits, now)
+                .map_err(|e| refusal(&e))?;
+            save_if_applied(storage, &state, outcome)
+        }
+        ReplicaRequest::Resolve { resolve } => {
+            let mut state = existing(storage, &resolve.body.address)?;
+            let outcome = state
+                .resolve(&resolve, limits, now)
+                .map_err(|e| refusal(&e))?;
+            save_if_applied(storage, &state, outcome)
+        }
+        ReplicaRequest::GetGenesis { address } => {
+            let state = existing(storage, &address)?;
+            state.live(now).map_err(|e| refusal(&e))?;
+            Ok(Applied::read(ReplicaResponse::Genesis(
+                state.genesis().clone(),
+            )))
+        }
+        ReplicaRequest::Open { request } => {
+            let state = existing(storage, &request.body.address)?;
+            state
+                .authorize_open(&request, limits, now)
+                .map_err(|e| refusal(&e))?;
+            Ok(Applied::read(ReplicaResponse::Genesis(
+                state.genesis().clone(),
+            )))
+        }
+        ReplicaRequest::Read { request } => {
+            let state = existing(storage, &request.body.address)?;
+            let party = state
+                .authorize_read(&request, limits, now)
+                .map_err(|e| refusal(&e))?;
+            let claims = if party.role == Role::Sender {
+                state.claims().to_vec()
+            } else {
+                Vec::new()
+            };
+            Ok(Applied::read(ReplicaResponse::View(MailboxView {
+                genesis: state.genesis().clone(),
+                status: state.status(now),
+                certificates: BoundedVec::truncated(state.certificates().to_vec()),
+                claims: BoundedVec::truncated(claims),
+                resolve: state.resolution().cloned(),
+            })))
+        }
+        ReplicaRequest::Fetch {
+            request, cursor, ..
+        } => {
+            let state = existing(storage, &request.body.address)?;
+            let party = state
+                .authorize_read(&request, limits, now)
+                .map_err(|e| refusal(&e))?;
+            Ok(Applied::read(fetch(storage, &state, &party.key, &cursor)?))
+        }
+        ReplicaRequest::Status { address } => {
+            let state = existing(storage, &address)?;
+            state.live(now).map_err(|e| refusal(&e))?;
+            Ok(Applied::read(ReplicaResponse::Status(state.status(now))))
+        }
+        ReplicaRequest::Digest { address } => {
+            let state = existing(storage, &address)?;
+            Ok(Applied::read(ReplicaResponse::Digest(digest_of(&state))))
+        }
+        ReplicaRequest::Summaries { addresses } => {
+            let mut out = Vec::with_capacity(addresses.len());
+            for address in addresses.iter() {
+                out.push(storage.load(address)?.map(|s| digest_of(&s).summary()));
+            }
+            Ok(Applied::read(ReplicaResponse::Summaries {
+                summaries: BoundedVec::truncated(out),
+            }))
+        }
+        ReplicaRequest::GetMessages { address, keys } => {
+            let mut out = Vec::new();
+            for key in keys.iter() {
+                if let Some(m) = storage.message(&address, key)? {
+                    out.push(m);
+                }
+            }
+            Ok(Applied::read(ReplicaResponse::Messages {
+                messages: BoundedVec::truncated(out),
+            }))
+        }
+    }
+}
+
+/// Messages for `reader` at or after the cursor ([`mailbox::fetchable`]), in (author,
+/// recipient, sequence) order, bounded by count and bytes.
+fn fetch(
+    storage: &impl Storage,
+    state: &MailboxState,
+    reader: &PublicKey,
+    cursor: &Cursor,
+) -> Result<ReplicaResponse, RemoteError> {
+    let address = state.address();
+    let mut out = Vec::new();
+    let mut bytes = 0usize;
+    for (key, _) in state.message_keys() {
+        if !mailbox::fetchable(reader, cursor, key) {
+            continue;
+        }
+        if let Some(m) = storage.message(&address, key)? {
+            let len = m.to_bytes().len();
+            if out.len() == MAX_FETCH || bytes + len > MAX_FETCH_BYTES {
+                break;
+            }
+            bytes += len;
+            out.push(m);
+        }
+    }
+    Ok(ReplicaResponse::Messages {
+        messages: BoundedVec::truncated(out),
+    })
+}
