@@ -447,6 +447,8 @@ pub struct FetchGather {
     merged: BTreeMap<MessageKey, Message>,
     counts: Vec<usize>,
     ok: usize,
+    #[cfg(feature = "danger-simulation")]
+    accept_stale: bool,
 }
 
 /// What a fetch came to.
@@ -469,14 +471,33 @@ impl FetchGather {
             merged: BTreeMap::new(),
             counts: Vec::new(),
             ok: 0,
+            #[cfg(feature = "danger-simulation")]
+            accept_stale: false,
         }
+    }
+
+    /// A mutated rule for the simulator's canary: messages before the cursor are
+    /// accepted too (the rule a replica replaying old messages exploits).
+    #[cfg(feature = "danger-simulation")]
+    pub fn danger_accept_stale_cursor(mut self) -> Self {
+        self.accept_stale = true;
+        self
+    }
+
+    fn in_window(&self, key: &MessageKey) -> bool {
+        #[cfg(feature = "danger-simulation")]
+        if self.accept_stale {
+            let own = self.cursor.iter().any(|(a, _)| *a == self.reader);
+            return key.1 == self.reader || (own && key.0 == self.reader);
+        }
+        mailbox::fetchable(&self.reader, &self.cursor, key)
     }
 
     /// Whether `m` belongs in this fetch's answer.
     pub fn admits(&self, m: &Message) -> bool {
         let h = m.header();
         h.address == self.address
-            && mailbox::fetchable(&self.reader, &self.cursor, &(h.from, h.to, h.seq))
+            && self.in_window(&(h.from, h.to, h.seq))
             && m.check_shape().is_ok()
             && m.verify_signature().is_ok()
     }

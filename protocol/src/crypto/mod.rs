@@ -7,6 +7,8 @@
 //! passed in as a [`CryptoRng`], so tests can seed it.
 
 pub mod aead;
+#[cfg(feature = "danger-simulation")]
+pub mod danger;
 pub mod hpke;
 pub mod pad;
 pub mod sign;

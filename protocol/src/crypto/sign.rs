@@ -112,6 +112,10 @@ impl SigningKey {
 
     /// Signs `body` in the domain of `kind`.
     pub fn sign(&self, kind: SignatureKind, body: &[u8]) -> Signature {
+        #[cfg(feature = "danger-simulation")]
+        if let Some(sig) = super::danger::sign(self, kind, body) {
+            return sig;
+        }
         Signature(self.0.sign(&signed_bytes(kind, body)).to_bytes())
     }
 }
@@ -184,6 +188,10 @@ impl PublicKey {
         body: &[u8],
         signature: &Signature,
     ) -> Result<(), SignatureError> {
+        #[cfg(feature = "danger-simulation")]
+        if let Some(result) = super::danger::verify(self, kind, body, signature) {
+            return result;
+        }
         let key = self.decode()?;
         let sig = ed25519_dalek::Signature::from_bytes(&signature.0);
         key.verify_strict(&signed_bytes(kind, body), &sig)

@@ -1,0 +1,264 @@
+//! `tigress-sim`: a deterministic simulator of the tigress network.
+//!
+//! It runs many replicas, entry nodes and clients in one thread, on a virtual clock, with
+//! one seeded random generator, and on the protocol's own machinery: replicas answer with
+//! [`tigress_protocol::replica::apply`], entries decide with the quorums of
+//! [`tigress_protocol::quorum`], anti-entropy copies what
+//! [`tigress_protocol::reconcile`] says, and clients are the protocol's sender and
+//! recipient sessions. Only the transport is simulated, and it misbehaves on purpose:
+//! requests and answers are lost, duplicated, delayed and reordered; replicas crash and
+//! lose what they had not flushed, then restart; nodes are cut off by partitions; and up
+//! to `liars` replicas of every replica set lie (they grant a slot to every claimant,
+//! answer first, and answer fetches with old messages and without the oldest new one).
+//!
+//! After every step it checks the invariants of [`Invariant`]; a run reports how many
+//! were broken and the first one, and the same seed replays the same run exactly.
+//!
+//! It is not a model of the protocol: change a rule in `tigress-protocol` and the
+//! simulator runs the changed rule. It is also not a network test: libp2p, sled and the
+//! node's tasks are exercised by the integration tests.
+//!
+//! ```
+//! let report = tigress_sim::run(&tigress_sim::Config {
+//!     claim_races: 20,
+//!     exchanges: 20,
+//!     ..tigress_sim::Config::default()
+//! });
+//! assert_eq!(report.violations, 0, "{:?}", report.first_violation);
+//! ```
+
+#![warn(missing_docs)]
+
+mod disk;
+mod world;
+
+use std::fmt;
+
+/// What to simulate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Relay nodes (each a replica and an entry).
+    pub nodes: usize,
+    /// Replicas per mailbox.
+    pub replication: usize,
+    /// Claim races to run: a mailbox for one recipient and two or three claimants at once.
+    pub claim_races: u64,
+    /// Messages to exchange between senders and recipients (in bursts, both ways).
+    pub exchanges: u64,
+    /// Lying replicas in every replica set.
+    pub liars: usize,
+    /// The seed of everything random.
+    pub seed: u64,
+    /// The faults injected.
+    pub faults: Faults,
+    /// The rules under test (the canaries mutate them).
+    pub rules: Rules,
+    /// How signatures are made.
+    pub signatures: Signatures,
+    /// Client flows running at once.
+    pub concurrency: usize,
+    /// Stop at the first broken invariant (the canaries need no more).
+    pub stop_at_first_violation: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            nodes: 16,
+            replication: 5,
+            claim_races: 100,
+            exchanges: 100,
+            liars: 0,
+            seed: 1,
+            faults: Faults::default(),
+            rules: Rules::default(),
+            signatures: Signatures::Simulated,
+            concurrency: 32,
+            stop_at_first_violation: false,
+        }
+    }
+}
+
+/// How often the transport and the nodes misbehave.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Faults {
+    /// Probability that a request or an answer is lost.
+    pub loss: f64,
+    /// Probability that a request is delivered twice.
+    pub duplicate: f64,
+    /// Probability that a request or an answer is delayed by 0.1–1.5 s.
+    pub delay: f64,
+    /// Mean virtual milliseconds between replica crashes (0: none).
+    pub crash_every_ms: u64,
+    /// Mean virtual milliseconds between partitions (0: none).
+    pub partition_every_ms: u64,
+}
+
+impl Default for Faults {
+    fn default() -> Self {
+        Self {
+            loss: 0.02,
+            duplicate: 0.02,
+            delay: 0.05,
+            crash_every_ms: 3_000,
+            partition_every_ms: 7_000,
+        }
+    }
+}
+
+impl Faults {
+    /// No faults at all.
+    pub fn none() -> Self {
+        Self {
+            loss: 0.0,
+            duplicate: 0.0,
+            delay: 0.0,
+            crash_every_ms: 0,
+            partition_every_ms: 0,
+        }
+    }
+}
+
+/// The coordination rules the simulator drives; the defaults are the network's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rules {
+    /// The fetch grace, in milliseconds ([`tigress_protocol::quorum::FETCH_GRACE_MS`]).
+    pub fetch_grace_ms: u64,
+    /// Canary: accept messages before the reader's cursor.
+    pub accept_stale_cursor: bool,
+}
+
+impl Default for Rules {
+    fn default() -> Self {
+        Self {
+            fetch_grace_ms: tigress_protocol::quorum::FETCH_GRACE_MS,
+            accept_stale_cursor: false,
+        }
+    }
+}
+
+/// How simulated nodes sign.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signatures {
+    /// A keyed hash in place of Ed25519 (see
+    /// `tigress_protocol::crypto::danger::SimulatedSignatures`): each node still signs
+    /// only as itself.
+    Simulated,
+    /// Real Ed25519.
+    Ed25519,
+}
+
+/// An invariant of the network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Invariant {
+    /// No mailbox has more certified recipients than its policy allows.
+    ClaimSafety,
+    /// No record acknowledged by a write majority is lost while its replicas survive.
+    Durability,
+    /// A fetch returns nothing before the reader's cursor and nothing twice.
+    FetchWindow,
+    /// Each party receives each message once, in order, as it was sent.
+    InOrderDelivery,
+    /// A deleted mailbox never comes back on a replica that held its tombstone, and
+    /// every replica ends up holding the tombstone.
+    Tombstone,
+    /// Honest replicas of a mailbox hold the same records once anti-entropy has run.
+    Convergence,
+    /// Every client flow finishes (faults are transient).
+    Progress,
+}
+
+impl fmt::Display for Invariant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Invariant::ClaimSafety => "claim-safety",
+            Invariant::Durability => "durability",
+            Invariant::FetchWindow => "fetch-window",
+            Invariant::InOrderDelivery => "in-order-delivery",
+            Invariant::Tombstone => "tombstone",
+            Invariant::Convergence => "convergence",
+            Invariant::Progress => "progress",
+        })
+    }
+}
+
+/// A broken invariant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// Virtual time, in milliseconds from the start.
+    pub at_ms: u64,
+    /// Which invariant.
+    pub invariant: Invariant,
+    /// What happened.
+    pub detail: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} at {} ms: {}",
+            self.invariant, self.at_ms, self.detail
+        )
+    }
+}
+
+/// What a run did and found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// Claim races run.
+    pub claim_races: u64,
+    /// Messages delivered.
+    pub exchanges: u64,
+    /// Fault events injected.
+    pub faults: u64,
+    /// Lying replicas per replica set.
+    pub liars: usize,
+    /// Invariants broken.
+    pub violations: u64,
+    /// Broken invariants by kind.
+    pub by_invariant: Vec<(Invariant, u64)>,
+    /// The first broken invariant.
+    pub first_violation: Option<Violation>,
+    /// The seed.
+    pub seed: u64,
+    /// Virtual time the run took, in milliseconds.
+    pub virtual_ms: u64,
+    /// Simulation steps (events) processed.
+    pub steps: u64,
+}
+
+impl Report {
+    /// How many times `invariant` broke.
+    pub fn count(&self, invariant: Invariant) -> u64 {
+        self.by_invariant
+            .iter()
+            .find(|(i, _)| *i == invariant)
+            .map_or(0, |(_, n)| *n)
+    }
+
+    /// The one-line summary `tigress-cluster simulate` prints.
+    pub fn line(&self, seconds: f64) -> String {
+        format!(
+            "simulation claim_races={} exchanges={} faults={} liars={} violations={} seed={} seconds={:.2}",
+            self.claim_races,
+            self.exchanges,
+            self.faults,
+            self.liars,
+            self.violations,
+            self.seed,
+            seconds
+        )
+    }
+}
+
+/// Runs one simulation.
+pub fn run(config: &Config) -> Report {
+    let _sim = match config.signatures {
+        Signatures::Simulated => {
+            Some(tigress_protocol::crypto::danger::SimulatedSignatures::enable())
+        }
+        Signatures::Ed25519 => None,
+    };
+    world::World::new(config.clone()).run()
+}
