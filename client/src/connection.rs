@@ -11,14 +11,13 @@ use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, Swarm, identify, noise, ping, tcp, yamux};
-use tigress_protocol::rpc::{ClientRequest, ClientResponse, MAX_WAIT_MS};
+use tigress_protocol::rpc::{ClientRequest, ClientResponse};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::codec::{CLIENT_STREAM, ClientCodec};
 use crate::error::ClientError;
+use tigress_transport::{CLIENT_STREAM, ClientCodec, IDENTIFY_PROTOCOL};
 
-/// How long a request may take: the longest long-poll plus a margin.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_millis(MAX_WAIT_MS as u64 + 30_000);
+pub use tigress_transport::REQUEST_TIMEOUT;
 /// How long to wait for the connection to a node.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -62,7 +61,7 @@ impl Connection {
                     request_response::Config::default().with_request_timeout(REQUEST_TIMEOUT),
                 ),
                 identify: identify::Behaviour::new(identify::Config::new(
-                    "/tigress/1.0.0".into(),
+                    IDENTIFY_PROTOCOL.into(),
                     key.public(),
                 )),
                 ping: ping::Behaviour::new(ping::Config::new()),

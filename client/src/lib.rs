@@ -22,9 +22,9 @@
 
 #![warn(missing_docs)]
 
+#[cfg(feature = "cli")]
 pub mod cli;
 pub mod client;
-pub mod codec;
 pub mod connection;
 pub mod error;
 pub mod state;

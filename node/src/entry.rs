@@ -23,7 +23,7 @@ use tigress_protocol::rpc::{
 };
 use tigress_protocol::wire::{BoundedString, BoundedVec};
 use tigress_protocol::{Address, ErrorCode};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
 use crate::clock::Clock;
@@ -46,6 +46,8 @@ pub struct EntryConfig {
     pub public_url: String,
     /// The validation limits.
     pub limits: Limits,
+    /// The node's clock.
+    pub clock: Clock,
 }
 
 /// The entry role of a node.
@@ -58,6 +60,7 @@ pub struct Entry {
     genesis_cache: Mutex<HashMap<Address, Genesis>>,
     metrics: Arc<Metrics>,
     clock: Clock,
+    stopping: watch::Receiver<bool>,
 }
 
 fn remote(code: ErrorCode, message: impl Into<String>) -> RemoteError {
@@ -73,8 +76,9 @@ impl Entry {
         net: NetworkHandle,
         config: EntryConfig,
         metrics: Arc<Metrics>,
-        clock: Clock,
+        stopping: watch::Receiver<bool>,
     ) -> Self {
+        let clock = config.clock.clone();
         Self {
             me,
             replica,
@@ -84,6 +88,7 @@ impl Entry {
             genesis_cache: Mutex::new(HashMap::new()),
             metrics,
             clock,
+            stopping,
         }
     }
 
@@ -343,8 +348,11 @@ impl Entry {
     }
 
     /// Sends `request` to every target of `quorum` at once and feeds the answers in until
-    /// the quorum is done.
+    /// the quorum is done. A long-poll (a fetch that waits) also ends when the node stops,
+    /// with what has arrived.
     async fn drive<G: Gather>(&self, mut quorum: Quorum<G>, request: ReplicaRequest) -> G::Output {
+        let long_poll = matches!(&request, ReplicaRequest::Fetch { wait_ms, .. } if *wait_ms > 0);
+        let mut stopping = self.stopping.clone();
         let started = tokio::time::Instant::now();
         let elapsed = || started.elapsed().as_millis() as u64;
         let mut pending: FuturesUnordered<_> = quorum
@@ -362,6 +370,7 @@ impl Entry {
                     None => break,
                 },
                 () = sleep_until(wake) => {}
+                _ = stopping.wait_for(|s| *s), if long_poll => break,
             }
         }
         quorum.finish()

@@ -25,6 +25,7 @@
 
 pub mod clock;
 pub mod config;
+mod dispatch;
 pub mod entry;
 pub mod gateway;
 pub mod http;
@@ -43,7 +44,7 @@ use std::time::Duration;
 
 use libp2p::{Multiaddr, PeerId};
 use tigress_protocol::mailbox::Limits;
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::{Semaphore, oneshot, watch};
 use tokio::task::JoinHandle;
 
 pub use config::{Config, ConfigError, NodeRole};
@@ -92,6 +93,12 @@ pub enum NodeError {
         path: String,
         /// The cause.
         source: std::io::Error,
+    },
+    /// Another process uses the data directory.
+    #[error("data directory {path} is in use by another tigress-node")]
+    DataDirInUse {
+        /// The directory.
+        path: String,
     },
     /// The database could not be opened.
     #[error(transparent)]
@@ -156,16 +163,16 @@ pub struct Node {
     http_addr: Option<SocketAddr>,
     net: NetworkHandle,
     store: Option<Store>,
-    entry: Arc<Entry>,
-    metrics: Arc<Metrics>,
     inflight: Arc<Semaphore>,
     max_inflight: usize,
     accepting: Arc<AtomicBool>,
+    stopping: watch::Sender<bool>,
     network_task: Option<JoinHandle<()>>,
     background: Vec<JoinHandle<()>>,
     http_stop: Option<oneshot::Sender<()>>,
     http_task: Option<JoinHandle<()>>,
-    sync_stats: Arc<sync::SyncStats>,
+    // Held for the node's lifetime: no second node opens the data directory.
+    _lock: std::fs::File,
 }
 
 impl Drop for Node {
@@ -184,6 +191,61 @@ impl Drop for Node {
     }
 }
 
+/// Takes the data directory for this process: refuses one another node holds.
+fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, NodeError> {
+    let path = dir.join("lock");
+    let io = |source| NodeError::DataDir {
+        path: dir.display().to_string(),
+        source,
+    };
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(NodeError::DataDirInUse {
+            path: dir.display().to_string(),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(io(e)),
+    }
+}
+
+/// The validation limits a node applies.
+fn limits_of(config: &Config) -> Limits {
+    Limits {
+        max_ttl_secs: config.max_ttl_secs,
+        ..Limits::default()
+    }
+}
+
+/// The seeds of `config`, parsed.
+fn seeds_of(config: &Config) -> Result<Vec<Multiaddr>, NodeError> {
+    config
+        .seeds()?
+        .into_iter()
+        .map(|s| {
+            s.parse::<Multiaddr>().map_err(|e| NodeError::Seed {
+                seed: s.clone(),
+                message: e.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// The base of share URLs: the configured one, else the HTTP address.
+fn public_url_of(config: &Config, http_addr: Option<SocketAddr>) -> String {
+    config
+        .public_url
+        .clone()
+        .unwrap_or_else(|| match http_addr {
+            Some(a) => format!("http://{a}"),
+            None => "http://127.0.0.1:8080".to_owned(),
+        })
+}
+
 impl Node {
     /// Starts a node: identity, database, swarm, HTTP, background sweeps.
     pub async fn start(config: Config) -> Result<Self, NodeError> {
@@ -191,23 +253,27 @@ impl Node {
     }
 
     /// Starts a node whose replica answers pass through `filter` (a test-double seam).
+    /// The steps, in order: take the data directory, open the store, bind the network
+    /// and HTTP, start the roles and the dispatcher, start the background tasks.
     pub async fn start_with(
         config: Config,
         filter: Option<Arc<dyn replica::ResponseFilter>>,
     ) -> Result<Self, NodeError> {
         config.validate()?;
+        let clock = clock::Clock::system();
+        let limits = limits_of(&config);
+
+        // The data directory: locked, with the identity in it.
         let data_dir = config.data_dir();
         let dir_err = |source| NodeError::DataDir {
             path: data_dir.display().to_string(),
             source,
         };
         std::fs::create_dir_all(&data_dir).map_err(dir_err)?;
+        let lock = lock_data_dir(&data_dir)?;
         let identity = NodeIdentity::load_or_create(&data_dir).map_err(dir_err)?;
-        let limits = Limits {
-            max_ttl_secs: config.max_ttl_secs,
-            ..Limits::default()
-        };
-        let clock = clock::Clock::system();
+
+        // The store, on a relay.
         let store = match config.role {
             NodeRole::Relay => Some(Store::open(
                 &data_dir.join("db"),
@@ -218,22 +284,12 @@ impl Node {
             )?),
             NodeRole::Bootstrap => None,
         };
+
+        // The network and the HTTP port, bound before anything answers.
         let mut network = Network::bind(identity.keypair.clone(), &config).await?;
-        let seeds = config
-            .seeds()?
-            .into_iter()
-            .map(|s| {
-                s.parse::<Multiaddr>().map_err(|e| NodeError::Seed {
-                    seed: s.clone(),
-                    message: e.to_string(),
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        network.add_seeds(&seeds);
+        network.add_seeds(&seeds_of(&config)?);
         let net = network.handle();
         let listen_addrs = network.listen_addrs.clone();
-        let metrics = Arc::new(Metrics::default());
-
         let http_listener = match config.http {
             Some(addr) => Some(
                 http::bind(addr)
@@ -243,17 +299,14 @@ impl Node {
             None => None,
         };
         let http_addr = http_listener.as_ref().map(|(_, a)| *a);
-        let public_url = config
-            .public_url
-            .clone()
-            .unwrap_or_else(|| match http_addr {
-                Some(a) => format!("http://{a}"),
-                None => "http://127.0.0.1:8080".to_owned(),
-            });
+        let public_url = public_url_of(&config, http_addr);
 
+        // The roles, and the dispatcher that hands them inbound requests.
+        let metrics = Arc::new(Metrics::default());
+        let (stopping, stop_rx) = watch::channel(false);
         let replica = store
             .clone()
-            .map(|s| Replica::new(s, metrics.clone(), filter.clone()));
+            .map(|s| Replica::new(s, metrics.clone(), filter.clone(), stop_rx.clone()));
         let (nudge_tx, nudge_rx) = tokio::sync::mpsc::channel(256);
         let entry = Arc::new(Entry::new(
             identity.public_key(),
@@ -265,10 +318,33 @@ impl Node {
                 replica_timeout: Duration::from_millis(config.replica_timeout_ms),
                 public_url: public_url.clone(),
                 limits,
+                clock: clock.clone(),
             },
             metrics.clone(),
-            clock.clone(),
+            stop_rx,
         ));
+        let inflight = Arc::new(Semaphore::new(config.max_inflight_requests));
+        let accepting = Arc::new(AtomicBool::new(true));
+        let (inbound_tx, inbound_rx) = tokio::sync::mpsc::channel(dispatch::INBOUND_QUEUE);
+        let dispatcher = dispatch::Dispatcher {
+            entry: entry.clone(),
+            replica,
+            net: net.clone(),
+            inflight: inflight.clone(),
+            accepting: accepting.clone(),
+            metrics: metrics.clone(),
+            throttle: throttle::PeerThrottle::new(
+                config.peer_requests_per_sec,
+                config.peer_request_burst,
+            ),
+        };
+        let mut background = vec![tokio::spawn(dispatcher.run(inbound_rx))];
+        let network_task = tokio::spawn(network.run(LoopContext {
+            inbound: inbound_tx,
+            metrics: metrics.clone(),
+        }));
+
+        // HTTP: health, metrics and the gateway.
         let (http_stop, http_task) = match http_listener {
             Some((listener, _)) => {
                 let secret = gateway_secret(&config, &data_dir)?;
@@ -294,31 +370,18 @@ impl Node {
             }
             None => (None, None),
         };
-        let inflight = Arc::new(Semaphore::new(config.max_inflight_requests));
-        let accepting = Arc::new(AtomicBool::new(true));
-        let network_task = tokio::spawn(network.run(LoopContext {
-            entry: entry.clone(),
-            replica,
-            inflight: inflight.clone(),
-            accepting: accepting.clone(),
-            metrics: metrics.clone(),
-            peer_rate: config.peer_requests_per_sec,
-            peer_burst: config.peer_request_burst,
-        }));
-        let mut background = Vec::new();
-        let sync_stats = Arc::new(sync::SyncStats::default());
+
+        // Background work of a relay: anti-entropy and the sweep.
         if let Some(store) = store.clone() {
             let task = sync::AntiEntropy::new(
                 identity.public_key(),
-                store,
+                store.clone(),
                 net.clone(),
                 Duration::from_millis(config.replica_timeout_ms),
-                sync_stats.clone(),
+                metrics.clone(),
             );
             let every = Duration::from_secs(config.anti_entropy_interval_secs.max(1));
             background.push(tokio::spawn(task.run(every, nudge_rx)));
-        }
-        if let Some(store) = store.clone() {
             let every = Duration::from_secs(config.sweep_interval_secs);
             background.push(tokio::spawn(async move {
                 let mut tick = tokio::time::interval(every);
@@ -340,16 +403,15 @@ impl Node {
             http_addr,
             net,
             store,
-            entry,
-            metrics,
             inflight,
             max_inflight: config.max_inflight_requests,
             accepting,
+            stopping,
             network_task: Some(network_task),
             background,
             http_stop,
             http_task,
-            sync_stats,
+            _lock: lock,
         })
     }
 
@@ -395,24 +457,9 @@ impl Node {
         )
     }
 
-    /// The counters.
-    pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.metrics
-    }
-
     /// The store, on a relay.
     pub fn store(&self) -> Option<&Store> {
         self.store.as_ref()
-    }
-
-    /// The entry role.
-    pub fn entry(&self) -> &Arc<Entry> {
-        &self.entry
-    }
-
-    /// The anti-entropy counters.
-    pub fn sync_stats(&self) -> &Arc<sync::SyncStats> {
-        &self.sync_stats
     }
 
     /// The peers in the routing table.
@@ -420,10 +467,13 @@ impl Node {
         self.net.routing_table().await
     }
 
-    /// Stops gracefully: refuses new requests, lets in-flight ones finish (up to 30 s),
+    /// Stops gracefully: refuses new requests, answers waiting long-polls at once, lets
+    /// other in-flight requests finish (up to 30 s),
     /// stops the network and HTTP, and flushes the database.
     pub async fn shutdown(mut self) {
         self.accepting.store(false, Ordering::Release);
+        // Waiting long-polls answer now with what they have.
+        let _ = self.stopping.send(true);
         let all = u32::try_from(self.max_inflight).unwrap_or(u32::MAX);
         let drained =
             tokio::time::timeout(Duration::from_secs(30), self.inflight.acquire_many(all)).await;

@@ -21,6 +21,10 @@ pub struct Metrics {
     pub long_polls: AtomicU64,
     /// Peers in the Kademlia routing table.
     pub routing_table: AtomicU64,
+    /// Anti-entropy rounds completed.
+    pub anti_entropy_rounds: AtomicU64,
+    /// Records anti-entropy copied (pulled or pushed).
+    pub anti_entropy_repaired: AtomicU64,
 }
 
 /// The name of a client operation.
@@ -90,19 +94,6 @@ impl Metrics {
         self.bump("replica", op, outcome);
     }
 
-    /// How many requests of `protocol`/`op` ended with `outcome`.
-    pub fn count(&self, protocol: &str, op: &str, outcome: &str) -> u64 {
-        self.requests
-            .lock()
-            .map(|m| {
-                m.iter()
-                    .filter(|((p, o, r), _)| *p == protocol && *o == op && *r == outcome)
-                    .map(|(_, n)| *n)
-                    .sum()
-            })
-            .unwrap_or(0)
-    }
-
     /// The Prometheus text exposition.
     pub fn render(&self, store: Option<&StoreStats>) -> String {
         let mut out = String::new();
@@ -151,6 +142,20 @@ impl Metrics {
             "Fetches waiting for a message.",
             "gauge",
             self.long_polls.load(Ordering::Relaxed),
+        );
+        gauge(
+            &mut out,
+            "tigress_anti_entropy_rounds_total",
+            "Anti-entropy rounds completed.",
+            "counter",
+            self.anti_entropy_rounds.load(Ordering::Relaxed),
+        );
+        gauge(
+            &mut out,
+            "tigress_anti_entropy_repaired_total",
+            "Records anti-entropy copied between replicas.",
+            "counter",
+            self.anti_entropy_repaired.load(Ordering::Relaxed),
         );
         if let Some(s) = store {
             gauge(

@@ -6,7 +6,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
@@ -18,16 +18,18 @@ use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{
     Multiaddr, PeerId, StreamProtocol, Swarm, connection_limits, identify, noise, ping, tcp, yamux,
 };
-use tigress_client::codec::{CLIENT_STREAM, ClientCodec, REPLICA_STREAM, ReplicaCodec};
 use tigress_protocol::ErrorCode;
 use tigress_protocol::quorum::CallError;
-use tigress_protocol::rpc::{ClientResponse, RemoteError, ReplicaRequest, ReplicaResponse};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tigress_protocol::rpc::{
+    ClientRequest, ClientResponse, RemoteError, ReplicaRequest, ReplicaResponse,
+};
+use tigress_transport::{
+    CLIENT_STREAM, ClientCodec, IDENTIFY_PROTOCOL, REPLICA_STREAM, REQUEST_TIMEOUT, ReplicaCodec,
+};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::config::{Config, NodeRole};
-use crate::entry::Entry;
 use crate::metrics::Metrics;
-use crate::replica::Replica;
 
 /// The Kademlia protocol of the tigress network (never the IPFS one).
 pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/tigress/kad/1.0.0");
@@ -148,7 +150,7 @@ impl NetworkHandle {
         rx.await.unwrap_or_default()
     }
 
-    async fn respond_client(
+    pub(crate) async fn respond_client(
         &self,
         channel: ResponseChannel<ClientResponse>,
         response: ClientResponse,
@@ -159,7 +161,7 @@ impl NetworkHandle {
             .await;
     }
 
-    async fn respond_replica(
+    pub(crate) async fn respond_replica(
         &self,
         channel: ResponseChannel<ReplicaResponse>,
         response: ReplicaResponse,
@@ -207,8 +209,6 @@ impl Network {
         keypair: libp2p::identity::Keypair,
         config: &Config,
     ) -> Result<Self, NetworkError> {
-        let request_timeout =
-            Duration::from_millis(u64::from(tigress_protocol::rpc::MAX_WAIT_MS) + 30_000);
         let relay = config.role == NodeRole::Relay;
         let max_connections = config.max_connections;
         let builder = libp2p::SwarmBuilder::with_existing_identity(keypair)
@@ -249,7 +249,7 @@ impl Network {
                             .with_max_pending_incoming(Some(256)),
                     ),
                     identify: identify::Behaviour::new(
-                        identify::Config::new("/tigress/1.0.0".into(), key.public())
+                        identify::Config::new(IDENTIFY_PROTOCOL.into(), key.public())
                             .with_agent_version(format!(
                                 "tigress-node/{}",
                                 env!("CARGO_PKG_VERSION")
@@ -261,7 +261,7 @@ impl Network {
                         ClientCodec::default(),
                         [(CLIENT_STREAM, ProtocolSupport::Inbound)],
                         request_response::Config::default()
-                            .with_request_timeout(request_timeout)
+                            .with_request_timeout(REQUEST_TIMEOUT)
                             .with_max_concurrent_streams(256),
                     ),
                     replica: request_response::Behaviour::with_codec(
@@ -275,7 +275,7 @@ impl Network {
                             },
                         )],
                         request_response::Config::default()
-                            .with_request_timeout(request_timeout)
+                            .with_request_timeout(REQUEST_TIMEOUT)
                             .with_max_concurrent_streams(512),
                     ),
                 }
@@ -291,6 +291,10 @@ impl Network {
             let addr: Multiaddr = text.parse().map_err(|e| NetworkError::Listen {
                 addr: text.clone(),
                 message: format!("{e}"),
+            })?;
+            probe_tcp(&addr).map_err(|message| NetworkError::Listen {
+                addr: text.clone(),
+                message,
             })?;
             let id = swarm.listen_on(addr).map_err(|e| NetworkError::Listen {
                 addr: text.clone(),
@@ -381,11 +385,9 @@ impl Network {
         let Network {
             mut swarm,
             mut commands,
-            handle,
             ..
         } = self;
         let mut state = LoopState {
-            throttle: crate::throttle::PeerThrottle::new(ctx.peer_rate, ctx.peer_burst),
             pending_replica: HashMap::new(),
             pending_closest: HashMap::new(),
             routing_only: HashSet::new(),
@@ -396,7 +398,7 @@ impl Network {
                     None | Some(Command::Stop) => break,
                     Some(c) => state.command(&mut swarm, c),
                 },
-                event = swarm.select_next_some() => state.event(&mut swarm, event, &ctx, &handle),
+                event = swarm.select_next_some() => state.event(&mut swarm, event, &ctx),
             }
         }
         for (_, reply) in state.pending_replica.drain() {
@@ -405,27 +407,42 @@ impl Network {
     }
 }
 
-/// What the event loop hands inbound requests to.
+/// An inbound request, handed by the event loop to the dispatcher with the channel its
+/// answer goes back on.
+pub(crate) enum Inbound {
+    /// A client's request.
+    Client {
+        peer: PeerId,
+        request: ClientRequest,
+        channel: ResponseChannel<ClientResponse>,
+    },
+    /// Another node's request to this replica.
+    Replica {
+        request: ReplicaRequest,
+        channel: ResponseChannel<ReplicaResponse>,
+    },
+    /// The last connection to a peer closed.
+    Disconnected { peer: PeerId },
+}
+
+/// Where the event loop puts inbound requests and its gauges.
 pub(crate) struct LoopContext {
-    pub(crate) entry: Arc<Entry>,
-    pub(crate) replica: Option<Replica>,
-    pub(crate) inflight: Arc<Semaphore>,
-    pub(crate) accepting: Arc<AtomicBool>,
+    pub(crate) inbound: mpsc::Sender<Inbound>,
     pub(crate) metrics: Arc<Metrics>,
-    pub(crate) peer_rate: u32,
-    pub(crate) peer_burst: u32,
+}
+
+fn busy() -> RemoteError {
+    RemoteError::new(
+        ErrorCode::RateLimited,
+        "the node is at its request limit; retry shortly",
+    )
 }
 
 struct LoopState {
-    throttle: crate::throttle::PeerThrottle,
     pending_replica: HashMap<OutboundRequestId, ReplicaReply>,
     pending_closest: HashMap<QueryId, oneshot::Sender<Vec<PeerId>>>,
     /// Peers known (from identify) not to serve the replica protocol: bootstrap nodes.
     routing_only: HashSet<PeerId>,
-}
-
-fn refusal(code: ErrorCode, message: &str) -> RemoteError {
-    RemoteError::new(code, message)
 }
 
 impl LoopState {
@@ -485,7 +502,6 @@ impl LoopState {
         swarm: &mut Swarm<NodeBehaviour>,
         event: SwarmEvent<NodeBehaviourEvent>,
         ctx: &LoopContext,
-        handle: &NetworkHandle,
     ) {
         match event {
             SwarmEvent::Behaviour(NodeBehaviourEvent::Client(
@@ -498,38 +514,18 @@ impl LoopState {
                     ..
                 },
             )) => {
-                let permit = if !self.throttle.allow(peer, std::time::Instant::now()) {
-                    Err(refusal(
-                        ErrorCode::RateLimited,
-                        "too many requests from this peer; slow down",
-                    ))
-                } else if ctx.accepting.load(Ordering::Acquire) {
-                    ctx.inflight.clone().try_acquire_owned().map_err(|_| {
-                        refusal(
-                            ErrorCode::RateLimited,
-                            "the node is at its request limit; retry shortly",
-                        )
+                if let Err(mpsc::error::TrySendError::Full(Inbound::Client { channel, .. })) =
+                    ctx.inbound.try_send(Inbound::Client {
+                        peer,
+                        request,
+                        channel,
                     })
-                } else {
-                    Err(refusal(ErrorCode::Unavailable, "the node is shutting down"))
-                };
-                match permit {
-                    Ok(permit) => {
-                        let entry = ctx.entry.clone();
-                        let handle = handle.clone();
-                        tokio::spawn(async move {
-                            let response = entry.handle(request).await;
-                            handle.respond_client(channel, response).await;
-                            drop(permit);
-                        });
-                    }
-                    Err(e) => {
-                        ctx.metrics.refused.fetch_add(1, Ordering::Relaxed);
-                        let _ = swarm
-                            .behaviour_mut()
-                            .client
-                            .send_response(channel, ClientResponse::Error(e));
-                    }
+                {
+                    ctx.metrics.refused.fetch_add(1, Ordering::Relaxed);
+                    let _ = swarm
+                        .behaviour_mut()
+                        .client
+                        .send_response(channel, ClientResponse::Error(busy()));
                 }
             }
             SwarmEvent::Behaviour(NodeBehaviourEvent::Replica(
@@ -538,42 +534,15 @@ impl LoopState {
                 request_response::Message::Request {
                     request, channel, ..
                 } => {
-                    let permit = match (&ctx.replica, ctx.accepting.load(Ordering::Acquire)) {
-                        (None, _) => Err(refusal(
-                            ErrorCode::NotFound,
-                            "a bootstrap node stores nothing",
-                        )),
-                        (Some(_), false) => {
-                            Err(refusal(ErrorCode::Unavailable, "the node is shutting down"))
-                        }
-                        (Some(replica), true) => ctx
-                            .inflight
-                            .clone()
-                            .try_acquire_owned()
-                            .map(|p| (p, replica.clone()))
-                            .map_err(|_| {
-                                refusal(ErrorCode::RateLimited, "the node is at its request limit")
-                            }),
-                    };
-                    match permit {
-                        Ok((permit, replica)) => {
-                            let handle = handle.clone();
-                            let metrics = ctx.metrics.clone();
-                            tokio::spawn(async move {
-                                let op = crate::metrics::replica_op(&request);
-                                let response = replica.handle(request).await;
-                                metrics.record_replica(op, &response);
-                                handle.respond_replica(channel, response).await;
-                                drop(permit);
-                            });
-                        }
-                        Err(e) => {
-                            ctx.metrics.refused.fetch_add(1, Ordering::Relaxed);
-                            let _ = swarm
-                                .behaviour_mut()
-                                .replica
-                                .send_response(channel, ReplicaResponse::Error(e));
-                        }
+                    if let Err(mpsc::error::TrySendError::Full(Inbound::Replica {
+                        channel, ..
+                    })) = ctx.inbound.try_send(Inbound::Replica { request, channel })
+                    {
+                        ctx.metrics.refused.fetch_add(1, Ordering::Relaxed);
+                        let _ = swarm
+                            .behaviour_mut()
+                            .replica
+                            .send_response(channel, ReplicaResponse::Error(busy()));
                     }
                 }
                 request_response::Message::Response {
@@ -652,7 +621,9 @@ impl LoopState {
                 num_established: 0,
                 ..
             } => {
-                self.throttle.forget(&peer_id);
+                let _ = ctx
+                    .inbound
+                    .try_send(Inbound::Disconnected { peer: peer_id });
                 ctx.metrics
                     .peers
                     .store(swarm.connected_peers().count() as u64, Ordering::Relaxed);
@@ -679,5 +650,33 @@ fn call_error(error: &request_response::OutboundFailure) -> CallError {
             CallError::Malformed
         }
         _ => CallError::Unreachable,
+    }
+}
+
+/// Refuses a fixed TCP port another process already listens on. libp2p's TCP transport
+/// sets `SO_REUSEPORT`, so without this probe a second node would share the port and the
+/// kernel would split connections between two peers. The probe binds without that option
+/// and lets go at once.
+fn probe_tcp(addr: &Multiaddr) -> Result<(), String> {
+    let mut ip: Option<std::net::IpAddr> = None;
+    let mut port: Option<u16> = None;
+    for p in addr.iter() {
+        match p {
+            Protocol::Ip4(a) => ip = Some(a.into()),
+            Protocol::Ip6(a) => ip = Some(a.into()),
+            Protocol::Tcp(p) => port = Some(p),
+            _ => {}
+        }
+    }
+    match (ip, port) {
+        (Some(ip), Some(port)) if port != 0 => std::net::TcpListener::bind((ip, port))
+            .map(drop)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::AddrInUse => {
+                    format!("port {port} is already in use by another process")
+                }
+                _ => e.to_string(),
+            }),
+        _ => Ok(()),
     }
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tigress_protocol::rpc::{MAX_WAIT_MS, ReplicaRequest, ReplicaResponse};
 use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::watch;
 
 use crate::metrics::Metrics;
 use crate::store::Store;
@@ -26,19 +27,22 @@ pub struct Replica {
     store: Store,
     metrics: Arc<Metrics>,
     filter: Option<Arc<dyn ResponseFilter>>,
+    stopping: watch::Receiver<bool>,
 }
 
 impl Replica {
-    /// A replica over `store`.
+    /// A replica over `store`; its long-polls end early once `stopping` turns true.
     pub fn new(
         store: Store,
         metrics: Arc<Metrics>,
         filter: Option<Arc<dyn ResponseFilter>>,
+        stopping: watch::Receiver<bool>,
     ) -> Self {
         Self {
             store,
             metrics,
             filter,
+            stopping,
         }
     }
 
@@ -71,6 +75,7 @@ impl Replica {
         let reader = read.body.by;
         // Subscribe before the first look, so an arrival in between is not missed.
         let mut arrivals = self.store.arrivals();
+        let mut stopping = self.stopping.clone();
         let deadline = tokio::time::Instant::now()
             + Duration::from_millis(u64::from(wait_ms.min(MAX_WAIT_MS)));
         let fetch = ReplicaRequest::Fetch {
@@ -82,13 +87,18 @@ impl Replica {
             let answer = self.store.apply(fetch.clone()).await;
             let empty =
                 matches!(&answer, ReplicaResponse::Messages { messages } if messages.is_empty());
-            if !empty || tokio::time::Instant::now() >= deadline {
+            if !empty || tokio::time::Instant::now() >= deadline || *stopping.borrow() {
                 return answer;
             }
             // Wait for an arrival for this reader, or the deadline.
             self.metrics.long_polls.fetch_add(1, Ordering::Relaxed);
             let woken = loop {
-                match tokio::time::timeout_at(deadline, arrivals.recv()).await {
+                let arrival = tokio::select! {
+                    a = tokio::time::timeout_at(deadline, arrivals.recv()) => a,
+                    // The node is stopping: answer with what there is.
+                    _ = stopping.wait_for(|s| *s) => break false,
+                };
+                match arrival {
                     Err(_) => break false,
                     Ok(Ok((a, to))) if a == address && to == reader => break true,
                     Ok(Ok(_)) => {}

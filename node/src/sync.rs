@@ -19,6 +19,7 @@ use tigress_protocol::wire::BoundedVec;
 use tokio::sync::mpsc;
 
 use crate::identity::peer_of;
+use crate::metrics::Metrics;
 use crate::network::NetworkHandle;
 use crate::store::Store;
 
@@ -32,22 +33,13 @@ enum Side {
     Peer(PublicKey),
 }
 
-/// Counters of the anti-entropy task.
-#[derive(Debug, Default)]
-pub struct SyncStats {
-    /// Rounds completed.
-    pub rounds: std::sync::atomic::AtomicU64,
-    /// Records copied (pulled or pushed).
-    pub repaired: std::sync::atomic::AtomicU64,
-}
-
 /// The anti-entropy task of a replica.
 pub struct AntiEntropy {
     me: PublicKey,
     store: Store,
     net: NetworkHandle,
     timeout: Duration,
-    stats: Arc<SyncStats>,
+    metrics: Arc<Metrics>,
 }
 
 impl AntiEntropy {
@@ -57,14 +49,14 @@ impl AntiEntropy {
         store: Store,
         net: NetworkHandle,
         timeout: Duration,
-        stats: Arc<SyncStats>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             me,
             store,
             net,
             timeout,
-            stats,
+            metrics,
         }
     }
 
@@ -107,8 +99,8 @@ impl AntiEntropy {
             .map(|(peer, addresses)| async move { self.sync_peer(peer, addresses).await })
             .buffer_unordered(PARALLEL);
         while work.next().await.is_some() {}
-        self.stats
-            .rounds
+        self.metrics
+            .anti_entropy_rounds
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::debug!(
             mailboxes = count,
@@ -225,8 +217,8 @@ impl AntiEntropy {
             send(request).await;
         }
         if copied > 0 {
-            self.stats
-                .repaired
+            self.metrics
+                .anti_entropy_repaired
                 .fetch_add(copied, std::sync::atomic::Ordering::Relaxed);
             tracing::info!(mailbox = %address.short(), copied, "anti-entropy repaired records");
         }

@@ -345,3 +345,87 @@ async fn a_peer_over_its_rate_is_refused_and_others_are_served() {
             .is_ok()
     );
 }
+
+/// Runs `tigress-node run <args>` expecting it to refuse to start; returns its stderr.
+fn refused_start(args: &[&str]) -> String {
+    let (node_bin, _) = crate::support::bins();
+    let out = std::process::Command::new(node_bin)
+        .arg("run")
+        .args(args)
+        .env("RUST_LOG", "error")
+        .stdout(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "the second node must not start");
+    String::from_utf8(out.stderr).unwrap()
+}
+
+#[test]
+fn a_second_node_on_a_data_directory_in_use_says_so_in_one_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("node");
+    let _first = NodeProc::start(&data, &[]);
+    let stderr = refused_start(&[
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--listen",
+        "/ip4/127.0.0.1/tcp/0",
+        "--no-http",
+    ]);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("is in use by another tigress-node"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_second_node_on_a_tcp_port_in_use_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let first = NodeProc::start(&tmp.path().join("a"), &[]);
+    let stderr = refused_start(&[
+        "--data-dir",
+        tmp.path().join("b").to_str().unwrap(),
+        "--listen",
+        &first.listen,
+        "--no-http",
+    ]);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("already in use"), "{stderr}");
+}
+
+/// SIGTERM answers a waiting long-poll at once instead of waiting for it to time out
+/// (the node's drain limit is 30 s; the poll would wait 100 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_answers_waiting_long_polls_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = NodeProc::start(&tmp.path().join("node"), &[]);
+    let alice = Cli::new(&tmp.path().join("alice"), &node.addr());
+    let bob = Cli::new(&tmp.path().join("bob"), &node.addr());
+    let payload = file(tmp.path(), "key", b"k");
+    let url = url_of(&alice.ok(&["share", "--payload", payload.to_str().unwrap()]));
+    bob.ok(&["accept", &url]);
+    let (_, cli) = crate::support::bins();
+    let mut poll = std::process::Command::new(cli)
+        .args(["recv", &url, "--wait", "100s", "--state"])
+        .arg(&bob.state)
+        .args(["--node", &bob.node])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    long_poll_waiting(&node.http).await;
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(node.child.id()).unwrap());
+    let started = std::time::Instant::now();
+    let code = tokio::task::spawn_blocking(move || node.terminate())
+        .await
+        .unwrap();
+    assert_eq!(code, Some(0));
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the node lingered {:?} after SIGTERM (pid {pid})",
+        started.elapsed()
+    );
+    let _ = poll.kill();
+    let _ = poll.wait();
+}
