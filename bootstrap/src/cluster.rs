@@ -1,12 +1,14 @@
 //! An in-process cluster: N nodes in one tokio runtime, on loopback, for tests.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use std::sync::Arc;
 
 use libp2p::Multiaddr;
 use tigress_node::replica::ResponseFilter;
 use tigress_node::{Config, Node};
+
+use crate::ready;
 
 /// N nodes in this process, node 0 seeding the others. Dropping the cluster stops every
 /// node at once; [`Cluster::shutdown`] stops them gracefully.
@@ -22,7 +24,7 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(90);
 impl Cluster {
     /// Starts `n` relay nodes (each with its own data directory under a temporary
     /// directory, free loopback ports, no HTTP); `tweak` adjusts each node's config.
-    /// Returns once every node's routing table knows every other node.
+    /// Returns once the cluster is ready (every node's lookups agree; see [`crate::ready`]).
     pub async fn start(n: usize, tweak: impl Fn(usize, &mut Config)) -> anyhow::Result<Self> {
         Self::start_with(n, tweak, |_| None).await
     }
@@ -71,32 +73,34 @@ impl Cluster {
         Ok(cluster)
     }
 
-    /// Waits until every running node's routing table holds every other running node.
+    /// Waits until every running node's lookups find, for each probe address, the same
+    /// R closest nodes the whole cluster would name (see [`crate::ready`]).
     pub async fn wait_ready(&self, limit: Duration) -> anyhow::Result<()> {
-        let deadline = Instant::now() + limit;
-        let running: Vec<&Node> = self.nodes.iter().flatten().collect();
-        let want = running.len().saturating_sub(1);
-        loop {
-            let mut worst = usize::MAX;
-            for node in &running {
-                let table = node.routing_table().await;
-                let known = running
-                    .iter()
-                    .filter(|other| other.peer_id() != node.peer_id())
-                    .filter(|other| table.contains(&other.peer_id()))
-                    .count();
-                worst = worst.min(known);
-            }
-            if worst >= want {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                anyhow::bail!(
-                    "cluster not connected after {limit:?}: a node knows only {worst} of {want} peers"
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let running: Vec<(&Node, usize)> = self
+            .nodes
+            .iter()
+            .zip(&self.configs)
+            .filter_map(|(n, c)| n.as_ref().map(|n| (n, usize::from(c.replication))))
+            .collect();
+        // Bootstrap-role nodes route but are never named as replicas.
+        let peers: Vec<libp2p::PeerId> = self
+            .nodes
+            .iter()
+            .zip(&self.configs)
+            .filter(|(_, c)| c.role == tigress_node::NodeRole::Relay)
+            .filter_map(|(n, _)| n.as_ref().map(Node::peer_id))
+            .collect();
+        ready::wait(
+            running.len(),
+            &peers,
+            |i| running.get(i).map_or(0, |(_, r)| *r),
+            limit,
+            async |i, address, r| match running.get(i) {
+                Some((node, _)) => node.locate(&address, r).await,
+                None => Vec::new(),
+            },
+        )
+        .await
     }
 
     /// The number of node slots.

@@ -7,7 +7,8 @@
 //!   (Kademlia) and stores nothing; relays never pick it as a replica.
 //! - Local clusters: [`Cluster`] runs N nodes in one runtime for tests;
 //!   [`process::ProcessCluster`] runs N `tigress-node` processes, as the `tigress-cluster`
-//!   binary does (`tigress-cluster up`, `tigress-cluster bench`).
+//!   binary does (`tigress-cluster up`, `tigress-cluster bench`); both are ready when
+//!   every node's lookups agree on where mailboxes live ([`ready`]).
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
@@ -22,6 +23,7 @@
 pub mod bench;
 pub mod cluster;
 pub mod process;
+pub mod ready;
 
 pub use cluster::Cluster;
 pub use tigress_node::config::parse_seeds;

@@ -6,11 +6,14 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use tigress_protocol::rpc::{ClientRequest, ClientResponse};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
+
+use crate::ready;
 
 /// One node of `cluster.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -205,7 +208,9 @@ impl ProcessCluster {
             file: ClusterFile { nodes: entries },
             dir,
         };
-        cluster.wait_connected(Duration::from_secs(120)).await?;
+        cluster
+            .wait_ready(opts.replication, Duration::from_secs(180))
+            .await?;
         Ok(cluster)
     }
 
@@ -221,29 +226,36 @@ impl ProcessCluster {
         Ok(path)
     }
 
-    /// Waits until every node's routing table holds every other node.
-    pub async fn wait_connected(&self, limit: Duration) -> anyhow::Result<()> {
-        let want = self.file.nodes.len().saturating_sub(1) as u64;
-        let deadline = Instant::now() + limit;
-        loop {
-            let mut worst = u64::MAX;
-            for node in &self.file.nodes {
-                let n = match http_get(&node.http, "/metrics").await {
-                    Ok(body) => gauge(&body, "tigress_routing_table_peers").unwrap_or(0),
-                    Err(_) => 0,
-                };
-                worst = worst.min(n);
-            }
-            if worst >= want {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                anyhow::bail!(
-                    "the DHT did not connect within {limit:?} (a node knows {worst} of {want} peers)"
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+    /// Waits until every node's lookups find, for each probe address, the same R closest
+    /// nodes the whole cluster would name (see [`crate::ready`]), asking each node over
+    /// the client protocol.
+    pub async fn wait_ready(&self, replication: u8, limit: Duration) -> anyhow::Result<()> {
+        let r = usize::from(replication);
+        let peers: Vec<libp2p::PeerId> = self
+            .file
+            .nodes
+            .iter()
+            .map(|n| n.peer_id.parse())
+            .collect::<Result<_, _>>()?;
+        let mut connections = Vec::with_capacity(self.file.nodes.len());
+        for node in &self.file.nodes {
+            let addr: libp2p::Multiaddr = node.multiaddr.parse()?;
+            connections.push(tigress_client::Connection::connect(&addr).await?);
         }
+        ready::wait(
+            connections.len(),
+            &peers,
+            |_| r,
+            limit,
+            async |i, address, _| match connections.get(i) {
+                Some(conn) => match conn.request(ClientRequest::Locate { address }).await {
+                    Ok(ClientResponse::Located { replicas }) => replicas.into_vec(),
+                    _ => Vec::new(),
+                },
+                None => Vec::new(),
+            },
+        )
+        .await
     }
 
     /// Reports node processes that exited; returns how many are still running.

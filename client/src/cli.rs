@@ -315,6 +315,7 @@ async fn execute(cli: Cli) -> Result<(), ClientError> {
                     "url": url.as_str(),
                     "share_id": shared.share_id.to_string(),
                     "expires_at": shared.expires_at,
+                    "expires": rfc3339(shared.expires_at),
                 });
                 print_line(&doc.to_string())?;
             } else {
@@ -421,6 +422,7 @@ async fn execute(cli: Cli) -> Result<(), ClientError> {
                 let doc = serde_json::json!({
                     "share_id": url.mailbox_id().to_string(),
                     "expires_at": st.expires_at,
+                    "expires": rfc3339(st.expires_at),
                     "expired": st.expired,
                     "deleted": st.deleted,
                     "contested": st.contested,
@@ -445,7 +447,7 @@ async fn execute(cli: Cli) -> Result<(), ClientError> {
                 };
                 print_line(&format!("share {}", url.mailbox_id()))?;
                 print_line(&format!("state: {state}"))?;
-                print_line(&format!("expires_at: {}", st.expires_at))?;
+                print_line(&format!("expires: {}", rfc3339(st.expires_at)))?;
                 print_line(&format!(
                     "recipients: {}/{}",
                     st.recipients.len(),
@@ -491,6 +493,12 @@ async fn execute(cli: Cli) -> Result<(), ClientError> {
         }
     }
     Ok(())
+}
+
+/// Unix seconds as an RFC 3339 UTC time.
+fn rfc3339(unix: u64) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix))
+        .to_string()
 }
 
 #[cfg(test)]

@@ -163,6 +163,7 @@ pub struct Node {
     http_addr: Option<SocketAddr>,
     net: NetworkHandle,
     store: Option<Store>,
+    entry: Arc<Entry>,
     inflight: Arc<Semaphore>,
     max_inflight: usize,
     accepting: Arc<AtomicBool>,
@@ -350,7 +351,7 @@ impl Node {
                 let secret = gateway_secret(&config, &data_dir)?;
                 let gateway = Arc::new(gateway::Gateway::new(
                     entry.clone(),
-                    secret,
+                    tigress_protocol::crypto::GatewaySecret::from_bytes(secret),
                     public_url.clone(),
                     limits,
                     usize::from(config.replication),
@@ -403,6 +404,7 @@ impl Node {
             http_addr,
             net,
             store,
+            entry,
             inflight,
             max_inflight: config.max_inflight_requests,
             accepting,
@@ -460,6 +462,16 @@ impl Node {
     /// The store, on a relay.
     pub fn store(&self) -> Option<&Store> {
         self.store.as_ref()
+    }
+
+    /// The `r` relay nodes this node finds closest to `address` (a DHT lookup; what it
+    /// would name as a new mailbox's replicas).
+    pub async fn locate(
+        &self,
+        address: &tigress_protocol::Address,
+        r: usize,
+    ) -> Vec<tigress_protocol::crypto::PublicKey> {
+        self.entry.locate(address, r).await
     }
 
     /// The peers in the routing table.

@@ -9,11 +9,13 @@
 pub mod aead;
 #[cfg(feature = "danger-simulation")]
 pub mod danger;
+pub mod gateway;
 pub mod hpke;
 pub mod pad;
 pub mod sign;
 
 pub use self::aead::AeadAlgorithm;
+pub use self::gateway::GatewaySecret;
 pub use self::hpke::{HpkeContext, HpkeKeyPair, HpkePublicKey, HpkeSuite};
 pub use self::sign::{PublicKey, Signature, SignatureKind, SigningKey};
 pub use rand_core::CryptoRng;

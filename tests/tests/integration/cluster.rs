@@ -199,6 +199,20 @@ async fn a_contested_mailbox_is_resolved_by_the_sender() {
             .find(|i| cluster.node(*i).unwrap().identity().public_key() == *key)
             .unwrap()
     };
+    // `share` returns once a majority stored the genesis; the others may still be
+    // waiting for it. Hand it to every replica, so the grants below find it.
+    for r in &replicas {
+        let store = cluster.node(node_of(r)).unwrap().store().unwrap();
+        let answer = store
+            .apply(ReplicaRequest::StoreGenesis {
+                genesis: genesis.clone(),
+            })
+            .await;
+        assert!(
+            matches!(answer, ReplicaResponse::Stored { .. }),
+            "{answer:?}"
+        );
+    }
     for pair in [[0usize, 1], [2, 3]] {
         let (racer, _) = tigress_protocol::session::RecipientSession::open(
             &url,

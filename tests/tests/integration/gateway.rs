@@ -40,7 +40,7 @@ fn update_body(data: &str) -> Vec<u8> {
 }
 
 fn far_future() -> String {
-    tigress_node::gateway::format_rfc3339(tigress_client::unix_now() + 3 * 24 * 3600)
+    rfc3339_in(3 * 24 * 3600)
 }
 
 struct Api {
@@ -354,7 +354,7 @@ fn an_expired_mailbox_is_gone() {
     let api = Api {
         http: node.http.clone(),
     };
-    let expiration = tigress_node::gateway::format_rfc3339(tigress_client::unix_now() + 2);
+    let expiration = rfc3339_in(2);
     let r = api.create(INITIATOR, "exp-1", &create_body(&expiration));
     assert_eq!(r.status, 200, "{}", r.body);
     let path = path_of(&r);
@@ -484,4 +484,12 @@ fn the_preview_renders_in_a_headless_browser() {
     assert!(dom.contains(r#"property="og:description" content="Some Hotel Pass""#));
     assert!(dom.contains(r#"property="og:image" content="https://example.com/sharingImage""#));
     assert!(dom.contains("<title>Hotel Pass</title>"));
+}
+
+/// The RFC 3339 UTC time `secs` from now.
+fn rfc3339_in(secs: u64) -> String {
+    humantime::format_rfc3339_seconds(
+        std::time::SystemTime::now() + std::time::Duration::from_secs(secs),
+    )
+    .to_string()
 }

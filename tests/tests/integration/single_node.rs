@@ -71,6 +71,21 @@ fn cli_transfer_with_three_round_trips_and_back_to_back_sends() {
         serde_json::from_slice(&alice.ok(&["status", &url, "--json"])).unwrap();
     assert_eq!(status["messages"], 12);
     assert_eq!(status["recipients"].as_array().unwrap().len(), 1);
+    // Times: the number, and the same instant in RFC 3339.
+    let expires = humantime::parse_rfc3339(status["expires"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        expires
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+        status["expires_at"].as_u64().unwrap()
+    );
+    let text = String::from_utf8(alice.ok(&["status", &url])).unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("expires: ") && l.ends_with('Z')),
+        "{text}"
+    );
     alice.ok(&["delete", &url]);
     let after = bob.run(&["recv", &url, "--json"]);
     assert_eq!(after.status.code(), Some(6), "deleted: exit 6");

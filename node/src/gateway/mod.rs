@@ -14,33 +14,36 @@
 //! when the request arrives). Every read answers with a `Mailbox-Sequence` header: the
 //! sequence number of the payload returned (0 for the creator's first payload).
 
+mod api;
+mod preview;
+mod time;
+
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use rand_core::UnwrapErr;
-use serde::Deserialize;
-use serde_json::{Value, json};
-use tigress_protocol::crypto::{HpkeSuite, PublicKey, sha256};
+use serde_json::json;
+use tigress_protocol::crypto::{GatewaySecret, HpkeSuite, PublicKey};
 use tigress_protocol::invitation::Vertical;
 use tigress_protocol::mailbox::Limits;
 use tigress_protocol::record::{
     Delete, DisplayInfo, Genesis, Message, Policy, ReadRequest, Relinquish, Rights,
 };
-use tigress_protocol::rpc::{ClientRequest, ClientResponse, Cursor, MAX_WAIT_MS, RemoteError};
+use tigress_protocol::rpc::{ClientRequest, ClientResponse, Cursor, MAX_WAIT_MS};
 use tigress_protocol::session::{
     DeviceKeys, RecipientSession, SenderSession, ShareIdentity, ShareOptions,
 };
 use tigress_protocol::wire::BoundedString;
 use tigress_protocol::{Address, ErrorCode, MailboxId, Secret, ShareUrl};
-use zeroize::Zeroizing;
 
+use self::api::{
+    CreateJson, Fail, ReadQuery, Reply, UpdateJson, echo, finish, mailbox_id, parse_json,
+    payload_bytes, payload_json, read_body, required_claim, required_request_id,
+};
 use crate::entry::Entry;
 
 /// The largest request body read (a 64 KiB payload in base64 with its JSON).
@@ -57,315 +60,11 @@ pub const SEQUENCE: &str = "mailbox-sequence";
 /// The gateway's state.
 pub struct Gateway {
     entry: Arc<Entry>,
-    secret: Zeroizing<[u8; 32]>,
+    secret: GatewaySecret,
     public_url: String,
     limits: Limits,
     replication: usize,
     default_ttl_secs: u64,
-}
-
-/// An answer: status, JSON body, and the request ID to echo.
-struct Reply {
-    status: StatusCode,
-    body: Value,
-    request_id: Option<HeaderValue>,
-    sequence: Option<u64>,
-}
-
-impl IntoResponse for Reply {
-    fn into_response(self) -> Response {
-        let mut response = (self.status, axum::Json(self.body)).into_response();
-        if let Some(rid) = self.request_id {
-            response.headers_mut().insert(REQUEST_ID, rid);
-        }
-        if let Some(seq) = self.sequence
-            && let Ok(v) = HeaderValue::from_str(&seq.to_string())
-        {
-            response.headers_mut().insert(SEQUENCE, v);
-        }
-        response
-    }
-}
-
-/// A refusal with its HTTP status.
-#[derive(Debug)]
-struct Fail {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
-}
-
-impl Fail {
-    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self {
-            status: StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::BAD_REQUEST),
-            code: code.as_str(),
-            message: message.into(),
-        }
-    }
-
-    fn bad(message: impl Into<String>) -> Self {
-        Self::new(ErrorCode::Malformed, message)
-    }
-
-    fn reply(self, request_id: Option<HeaderValue>) -> Reply {
-        Reply {
-            status: self.status,
-            body: json!({"error": {"code": self.code, "message": self.message}}),
-            request_id,
-            sequence: None,
-        }
-    }
-}
-
-impl From<RemoteError> for Fail {
-    fn from(e: RemoteError) -> Self {
-        Fail::new(e.code, e.message.as_str())
-    }
-}
-
-impl From<tigress_protocol::Error> for Fail {
-    fn from(e: tigress_protocol::Error) -> Self {
-        Fail::new(e.code(), e.to_string())
-    }
-}
-
-fn hkdf32(ikm: &[u8; 32], salt: &[u8], info: &[&[u8]]) -> Zeroizing<[u8; 32]> {
-    let hk = hkdf::Hkdf::<sha2::Sha256>::new(Some(salt), ikm);
-    let mut out = Zeroizing::new([0u8; 32]);
-    let info: Vec<u8> = info.concat();
-    // 32 bytes is far below HKDF's limit: expand cannot fail.
-    let _ = hk.expand(&info, out.as_mut());
-    out
-}
-
-/// Parses `YYYY-MM-DDThh:mm:ssZ` (RFC 3339, UTC) into unix seconds.
-pub fn parse_rfc3339(s: &str) -> Option<u64> {
-    let b = s.as_bytes();
-    if b.len() != 20
-        || b.get(4) != Some(&b'-')
-        || b.get(7) != Some(&b'-')
-        || b.get(10) != Some(&b'T')
-        || b.get(13) != Some(&b':')
-        || b.get(16) != Some(&b':')
-        || b.get(19) != Some(&b'Z')
-    {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| -> Option<i64> { s.get(r)?.parse().ok() };
-    let (y, mo, d, h, mi, se) = (
-        num(0..4)?,
-        num(5..7)?,
-        num(8..10)?,
-        num(11..13)?,
-        num(14..16)?,
-        num(17..19)?,
-    );
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
-        return None;
-    }
-    // Days from civil (Howard Hinnant's algorithm).
-    let y2 = if mo <= 2 { y - 1 } else { y };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let mp = (mo + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    u64::try_from(days * 86_400 + h * 3600 + mi * 60 + se).ok()
-}
-
-/// Formats unix seconds as `YYYY-MM-DDThh:mm:ssZ`.
-pub fn format_rfc3339(t: u64) -> String {
-    let days = i64::try_from(t / 86_400).unwrap_or(0);
-    let secs = t % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        (secs / 60) % 60,
-        secs % 60
-    )
-}
-
-/// Escapes text for HTML attribute and element content.
-pub fn html_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-#[derive(Deserialize)]
-struct PayloadJson {
-    #[serde(rename = "type")]
-    kind: String,
-    data: String,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct DisplayJson {
-    title: String,
-    description: String,
-    #[serde(rename = "imageURL")]
-    image_url: String,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ConfigJson {
-    access_rights: Option<String>,
-    expiration: String,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct CreateJson {
-    payload: PayloadJson,
-    display_information: DisplayJson,
-    #[allow(dead_code)]
-    notification_token: Option<Value>,
-    mailbox_configuration: Option<ConfigJson>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct UpdateJson {
-    payload: PayloadJson,
-    #[allow(dead_code)]
-    notification_token: Option<Value>,
-}
-
-/// The long-poll extension's query: `wait=SECONDS`, `after=SEQ`.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct ReadQuery {
-    wait: Option<u64>,
-    after: Option<u64>,
-}
-
-impl ReadQuery {
-    fn parse(query: &str) -> Result<Self, Fail> {
-        let mut q = ReadQuery::default();
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            let n = || {
-                v.parse::<u64>()
-                    .map_err(|_| Fail::bad(format!("{k} must be a number")))
-            };
-            match k {
-                "wait" => q.wait = Some(n()?),
-                "after" => q.after = Some(n()?),
-                _ => {}
-            }
-        }
-        Ok(q)
-    }
-}
-
-/// The stored form of a draft payload: the client's `{type, data}` object, checked.
-fn payload_bytes(p: &PayloadJson) -> Result<Vec<u8>, Fail> {
-    if p.kind != "AEAD_AES_128_GCM" && p.kind != "AEAD_AES_256_GCM" {
-        return Err(Fail::bad(
-            "payload.type must be AEAD_AES_128_GCM or AEAD_AES_256_GCM",
-        ));
-    }
-    STANDARD
-        .decode(p.data.as_bytes())
-        .map_err(|_| Fail::bad("payload.data is not base64"))?;
-    let bytes = serde_json::to_vec(&json!({"type": p.kind, "data": p.data}))
-        .map_err(|e| Fail::bad(e.to_string()))?;
-    if bytes.len() > tigress_protocol::crypto::pad::MAX_PLAINTEXT {
-        return Err(Fail::new(ErrorCode::TooLarge, "payload over 64 KiB"));
-    }
-    Ok(bytes)
-}
-
-/// The payload object a reader gets: the stored `{type, data}`, or opaque bytes of a
-/// native share wrapped as base64.
-fn payload_json(bytes: &[u8]) -> Value {
-    match serde_json::from_slice::<Value>(bytes) {
-        Ok(v) if v.get("type").is_some() && v.get("data").is_some() => v,
-        _ => json!({"type": "application/octet-stream", "data": STANDARD.encode(bytes)}),
-    }
-}
-
-fn header_uuid(headers: &HeaderMap, name: &str) -> Result<Option<[u8; 16]>, Fail> {
-    let Some(v) = headers.get(name) else {
-        return Ok(None);
-    };
-    let text = v
-        .to_str()
-        .map_err(|_| Fail::bad(format!("{name} is not text")))?;
-    let id: MailboxId = text
-        .parse()
-        .map_err(|_| Fail::bad(format!("{name} must be a UUID")))?;
-    Ok(Some(*id.as_bytes()))
-}
-
-fn required_claim(headers: &HeaderMap) -> Result<[u8; 16], Fail> {
-    header_uuid(headers, DEVICE_CLAIM)?
-        .ok_or_else(|| Fail::bad("the Mailbox-Device-Claim header is required"))
-}
-
-/// The 16 bytes of a request ID: the UUID's, or a hash of any other text.
-fn required_request_id(headers: &HeaderMap) -> Result<[u8; 16], Fail> {
-    let v = headers
-        .get(REQUEST_ID)
-        .ok_or_else(|| Fail::bad("the Mailbox-Request-ID header is required"))?;
-    let text = v
-        .to_str()
-        .map_err(|_| Fail::bad("Mailbox-Request-ID is not text"))?;
-    if let Ok(id) = text.parse::<MailboxId>() {
-        return Ok(*id.as_bytes());
-    }
-    let h = sha256(&[b"tigress/v1/gateway/request-id", text.as_bytes()]);
-    let mut out = [0u8; 16];
-    out.copy_from_slice(h.get(..16).unwrap_or(&[0; 16]));
-    Ok(out)
-}
-
-fn mailbox_id(text: &str) -> Result<MailboxId, Fail> {
-    text.parse()
-        .map_err(|_| Fail::new(ErrorCode::NotFound, "no such mailbox (not a UUID)"))
-}
-
-async fn read_body(request: Request) -> Result<Bytes, Fail> {
-    if let Some(len) = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok())
-        && len > MAX_BODY
-    {
-        return Err(Fail::new(
-            ErrorCode::TooLarge,
-            format!("body over {MAX_BODY} bytes"),
-        ));
-    }
-    axum::body::to_bytes(request.into_body(), MAX_BODY)
-        .await
-        .map_err(|_| Fail::new(ErrorCode::TooLarge, format!("body over {MAX_BODY} bytes")))
-}
-
-fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, Fail> {
-    serde_json::from_slice(body).map_err(|e| Fail::bad(format!("invalid JSON body: {e}")))
 }
 
 /// Which side a device is on, with its resumed session.
@@ -378,7 +77,7 @@ impl Gateway {
     /// A gateway over `entry`.
     pub fn new(
         entry: Arc<Entry>,
-        secret: Zeroizing<[u8; 32]>,
+        secret: GatewaySecret,
         public_url: String,
         limits: Limits,
         replication: usize,
@@ -394,36 +93,23 @@ impl Gateway {
     }
 
     fn identity(&self, id: MailboxId) -> ShareIdentity {
-        let s = hkdf32(&self.secret, id.as_bytes(), &[b"tigress/v1/gateway/share"]);
         ShareIdentity {
             id,
-            secret: Secret::from_bytes(*s),
+            secret: Secret::from_bytes(*self.secret.share_secret(id.as_bytes())),
         }
     }
 
     fn device(&self, id: MailboxId, claim: &[u8; 16]) -> DeviceKeys {
-        let seed = hkdf32(
-            &self.secret,
-            id.as_bytes(),
-            &[b"tigress/v1/gateway/device", claim],
-        );
-        DeviceKeys::derive(HpkeSuite::default(), &seed)
+        DeviceKeys::derive(
+            HpkeSuite::default(),
+            &self.secret.device_seed(id.as_bytes(), claim),
+        )
     }
 
     /// The mailbox a (device, request) pair creates: the same pair always names the same
     /// mailbox, on every gateway sharing the secret, so a repeated create is detected.
     fn created_id(&self, claim: &[u8; 16], request_id: &[u8; 16]) -> MailboxId {
-        let h = hkdf32(
-            &self.secret,
-            claim,
-            &[b"tigress/v1/gateway/create", request_id],
-        );
-        let mut bytes = [0u8; 16];
-        bytes.copy_from_slice(h.get(..16).unwrap_or(&[0; 16]));
-        // Version 4, RFC 4122 variant.
-        bytes[6] = (bytes[6] & 0x0f) | 0x40;
-        bytes[8] = (bytes[8] & 0x3f) | 0x80;
-        MailboxId::from_bytes(bytes)
+        MailboxId::from_bytes(self.secret.created_mailbox_id(claim, request_id))
     }
 
     fn url_link(&self, id: MailboxId) -> String {
@@ -493,7 +179,7 @@ impl Gateway {
                         "unexpected answer to a claim",
                     ));
                 }
-                Err(f) if f.code == ErrorCode::Conflict.as_str() => {
+                Err(f) if f.code == ErrorCode::Conflict => {
                     return Err(Fail::new(
                         ErrorCode::Unauthorized,
                         "the mailbox is bound to another device",
@@ -511,7 +197,7 @@ impl Gateway {
                         "unexpected answer to a read",
                     ));
                 }
-                Err(f) if f.code == ErrorCode::Unauthorized.as_str() => {
+                Err(f) if f.code == ErrorCode::Unauthorized => {
                     return Err(Fail::new(
                         ErrorCode::Unauthorized,
                         "this device is not bound to the mailbox",
@@ -613,7 +299,7 @@ impl Gateway {
                     .unwrap_or("RD")
                     .parse()
                     .map_err(|_| Fail::bad("accessRights must combine R, W and D"))?;
-                let exp = parse_rfc3339(&c.expiration)
+                let exp = time::parse_rfc3339(&c.expiration)
                     .ok_or_else(|| Fail::bad("expiration must be YYYY-MM-DDThh:mm:ssZ"))?;
                 (rights, exp)
             }
@@ -782,7 +468,7 @@ impl Gateway {
                 "description": display.description.as_ref().map_or("", |s| s.as_str()),
                 "imageURL": display.image_url.as_ref().map_or("", |s| s.as_str()),
             },
-            "expiration": format_rfc3339(genesis.header().expires_at),
+            "expiration": time::format_rfc3339(genesis.header().expires_at),
         });
         Ok(Reply {
             status: StatusCode::OK,
@@ -867,9 +553,7 @@ impl Gateway {
                 sequence: None,
             }),
             // The draft answers 404 for a mailbox already deleted.
-            Err(f) if f.code == ErrorCode::Gone.as_str() => {
-                Err(Fail::new(ErrorCode::NotFound, f.message))
-            }
+            Err(f) if f.code == ErrorCode::Gone => Err(Fail::new(ErrorCode::NotFound, f.message)),
             Err(f) => Err(f),
         }
     }
@@ -905,13 +589,11 @@ impl Gateway {
                 "this share shows no public display information",
             )
         })?;
-        let field = |v: Option<&str>| html_escape(v.unwrap_or(""));
-        let title = field(display.title.as_ref().map(|s| s.as_str()));
-        let description = field(display.description.as_ref().map(|s| s.as_str()));
-        let image = field(display.image_url.as_ref().map(|s| s.as_str()));
-        let url = html_escape(&self.url_link(id));
-        let html = format!(
-            "<!DOCTYPE html>\n<html prefix=\"og: https://ogp.me/ns#\">\n<head>\n<meta charset=\"utf-8\">\n<title>{title}</title>\n<meta property=\"og:title\" content=\"{title}\" />\n<meta property=\"og:type\" content=\"website\" />\n<meta property=\"og:description\" content=\"{description}\" />\n<meta property=\"og:url\" content=\"{url}\" />\n<meta property=\"og:image\" content=\"{image}\" />\n</head>\n<body>\n<h1>{title}</h1>\n<p>{description}</p>\n</body>\n</html>\n"
+        let html = preview::page(
+            display.title.as_ref().map(|s| s.as_str()),
+            display.description.as_ref().map(|s| s.as_str()),
+            display.image_url.as_ref().map(|s| s.as_str()),
+            &self.url_link(id),
         );
         Ok((
             StatusCode::OK,
@@ -925,21 +607,6 @@ impl Gateway {
             html,
         )
             .into_response())
-    }
-}
-
-fn echo(headers: &HeaderMap) -> Option<HeaderValue> {
-    headers.get(REQUEST_ID).cloned()
-}
-
-fn finish(result: Result<Reply, Fail>, headers: &HeaderMap) -> Response {
-    let rid = echo(headers);
-    match result {
-        Ok(mut r) => {
-            r.request_id = rid;
-            r.into_response()
-        }
-        Err(f) => f.reply(rid).into_response(),
     }
 }
 
@@ -1035,40 +702,4 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
                 sequence: None,
             }
         })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rfc3339_round_trips() {
-        for t in [
-            0u64,
-            951_782_400,
-            1_644_332_242,
-            1_800_000_000,
-            4_102_444_800,
-        ] {
-            assert_eq!(parse_rfc3339(&format_rfc3339(t)), Some(t));
-        }
-        assert_eq!(parse_rfc3339("2022-02-08T14:57:22Z"), Some(1_644_332_242));
-        assert_eq!(format_rfc3339(1_644_332_242), "2022-02-08T14:57:22Z");
-        for bad in [
-            "2022-02-08 14:57:22Z",
-            "2022-13-08T14:57:22Z",
-            "2022-02-08T14:57:22",
-            "x",
-        ] {
-            assert_eq!(parse_rfc3339(bad), None, "{bad}");
-        }
-    }
-
-    #[test]
-    fn html_is_escaped() {
-        assert_eq!(
-            html_escape("<script>alert(\"x\")</script>&'"),
-            "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;&amp;&#39;"
-        );
-    }
 }

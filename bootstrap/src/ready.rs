@@ -1,0 +1,102 @@
+//! When a cluster is ready: when every node's lookup of an address finds the same R
+//! closest nodes that the whole cluster would name. That is what a transfer needs (any
+//! entry places and finds a mailbox on the same replicas); a full routing table is not
+//! needed, and Kademlia does not promise one past a few dozen nodes.
+
+use std::time::{Duration, Instant};
+
+use libp2p::PeerId;
+use libp2p::kad::KBucketKey;
+use tigress_protocol::Address;
+use tigress_protocol::crypto::{PublicKey, sha256};
+
+/// How many addresses a readiness check looks up from every node.
+pub const PROBES: u32 = 4;
+
+/// The `i`-th probe address.
+pub fn probe(i: u32) -> Address {
+    Address(sha256(&[b"tigress/v1/readiness-probe", &i.to_be_bytes()]))
+}
+
+/// The `r` nodes of `peers` closest to `address`, by the DHT's distance.
+pub fn closest(peers: &[PeerId], address: &Address, r: usize) -> Vec<PublicKey> {
+    let target = KBucketKey::new(address.as_bytes().to_vec());
+    let mut sorted = peers.to_vec();
+    sorted.sort_by_key(|p| KBucketKey::from(*p).distance(&target));
+    sorted
+        .iter()
+        .filter_map(tigress_node::identity::key_of)
+        .take(r)
+        .collect()
+}
+
+/// Waits until, for every node `0..nodes` and every probe address, `lookup(node,
+/// address, r)` names the `r` nodes of `peers` closest to the address (`r` is
+/// `replication(node)`); fails after `limit` with how many lookups still disagree.
+pub async fn wait(
+    nodes: usize,
+    peers: &[PeerId],
+    replication: impl Fn(usize) -> usize,
+    limit: Duration,
+    lookup: impl AsyncFn(usize, Address, usize) -> Vec<PublicKey>,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + limit;
+    let mut pending: Vec<(usize, u32)> = (0..nodes)
+        .flat_map(|i| (0..PROBES).map(move |p| (i, p)))
+        .collect();
+    loop {
+        // Every pending lookup at once: each is a DHT query of its own.
+        let lookup = &lookup;
+        let replication = &replication;
+        let checks = pending.iter().map(|&(i, p)| async move {
+            let address = probe(p);
+            let r = replication(i);
+            let found = lookup(i, address, r).await;
+            (!agrees(&found, &closest(peers, &address, r))).then_some((i, p))
+        });
+        pending = futures::future::join_all(checks)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        if pending.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            anyhow::bail!(
+                "the cluster was not ready within {limit:?}: {} of {} node lookups still disagree on the closest nodes",
+                pending.len(),
+                nodes * PROBES as usize
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Whether a node's answer names the same set as the cluster would.
+pub fn agrees(found: &[PublicKey], want: &[PublicKey]) -> bool {
+    found.len() == want.len() && want.iter().all(|k| found.contains(k))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn closest_takes_the_nearest_and_agreement_ignores_order() {
+        let peers: Vec<PeerId> = (0..10)
+            .map(|_| {
+                libp2p::identity::Keypair::generate_ed25519()
+                    .public()
+                    .to_peer_id()
+            })
+            .collect();
+        let a = closest(&peers, &probe(0), 3);
+        assert_eq!(a.len(), 3);
+        let mut reversed = a.clone();
+        reversed.reverse();
+        assert!(agrees(&reversed, &a));
+        assert!(!agrees(&a[..2], &a));
+        assert_ne!(probe(0), probe(1));
+    }
+}
