@@ -17,10 +17,11 @@ use futures::StreamExt;
 use libp2p::Multiaddr;
 use rand_core::{Rng as _, UnwrapErr};
 use tigress_client::{ClientError, Connection, unix_now};
+use tigress_protocol::flow;
 use tigress_protocol::mailbox::Limits;
 use tigress_protocol::record::Message;
-use tigress_protocol::rpc::{ClientRequest, ClientResponse, Cursor};
-use tigress_protocol::session::{RecipientSession, SenderSession, ShareIdentity, ShareOptions};
+use tigress_protocol::rpc::ClientRequest;
+use tigress_protocol::session::{DeviceKeys, ShareIdentity, ShareOptions};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -200,25 +201,13 @@ async fn fetch_one(
     request: tigress_protocol::record::ReadRequest,
     cursor: Vec<(tigress_protocol::crypto::PublicKey, u64)>,
 ) -> Result<Vec<Message>, ClientError> {
-    let cursor = Cursor::new(cursor).ok_or(unexpected("cursor"))?;
-    match conn
-        .request(ClientRequest::Fetch {
-            request,
-            cursor,
-            wait_ms: 30_000,
-        })
-        .await?
-    {
-        ClientResponse::Messages { messages } => Ok(messages.into_vec()),
-        _ => Err(unexpected("messages")),
-    }
+    let fetch = flow::fetch(request, cursor, 30_000)?;
+    Ok(flow::fetched(conn.request(fetch).await?)?)
 }
 
 async fn stored(conn: &Connection, request: ClientRequest) -> Result<(), ClientError> {
-    match conn.request(request).await? {
-        ClientResponse::Stored { .. } => Ok(()),
-        _ => Err(unexpected("stored")),
-    }
+    flow::stored(conn.request(request).await?)?;
+    Ok(())
 }
 
 /// One transfer; returns each step's duration.
@@ -234,31 +223,20 @@ async fn transfer(
     let mut sender = timed(&mut steps, "create", async {
         let conn = pool.pick();
         let identity = ShareIdentity::random(&mut rng);
-        let replicas = match conn
-            .request(ClientRequest::Locate {
-                address: identity.address(),
-            })
-            .await?
-        {
-            ClientResponse::Located { replicas } => replicas.into_vec(),
-            _ => return Err(unexpected("located")),
-        };
-        let (session, url) = SenderSession::create(
+        let located = conn.request(flow::locate(&identity)).await?;
+        let options = ShareOptions::default();
+        let device = DeviceKeys::generate(options.hpke, &mut rng);
+        let (session, url, create) = flow::create(
+            located,
             identity,
+            device,
             "https://bench.invalid",
-            replicas,
             &payload,
-            &ShareOptions::default(),
+            &options,
             unix_now(),
             &mut rng,
         )?;
-        stored(
-            conn,
-            ClientRequest::Create {
-                genesis: session.genesis().clone(),
-            },
-        )
-        .await?;
+        stored(conn, create).await?;
         Ok((session, url))
     })
     .await?;
@@ -266,46 +244,28 @@ async fn transfer(
 
     let mut recipient = timed(&mut steps, "claim", async {
         let conn = pool.pick();
-        let request = RecipientSession::open_request(&url, unix_now());
-        let genesis = match conn.request(ClientRequest::Open { request }).await? {
-            ClientResponse::Genesis(g) => g,
-            _ => return Err(unexpected("genesis")),
-        };
-        let (mut session, first) =
-            RecipientSession::open(&url, genesis, &limits, unix_now(), &mut rng)?;
+        let genesis = flow::genesis(conn.request(flow::open(&url, unix_now())).await?)?;
+        let device = DeviceKeys::generate(genesis.header().sender_hpke.suite, &mut rng);
+        let now = unix_now();
+        let (mut session, first) = flow::opened(&url, genesis, device, now, &limits, now)?;
         if first.len() != opts.payload_bytes {
             return Err(unexpected("first payload length"));
         }
-        let cert = match pool
-            .pick()
-            .request(ClientRequest::Claim {
-                claim: session.claim().clone(),
-            })
-            .await?
-        {
-            ClientResponse::Certified(c) => c,
-            _ => return Err(unexpected("certified")),
-        };
-        session.accept_certificate(cert, &limits, unix_now())?;
+        let answer = pool.pick().request(flow::claim(&session)).await?;
+        flow::certified(&mut session, answer, &limits, unix_now())?;
         Ok(session)
     })
     .await?;
 
     // The sender learns the recipient from its view.
     timed(&mut steps, "fetch", async {
-        let view = match pool
+        let answer = pool
             .pick()
             .request(ClientRequest::Read {
                 request: sender.0.read_request(unix_now()),
             })
-            .await?
-        {
-            ClientResponse::View(v) => v,
-            _ => return Err(unexpected("view")),
-        };
-        for cert in view.certificates.iter() {
-            sender.0.add_certificate(cert, &limits, unix_now())?;
-        }
+            .await?;
+        flow::learn(&mut sender.0, answer, &limits, unix_now())?;
         Ok(())
     })
     .await?;
@@ -330,12 +290,7 @@ async fn transfer(
                 .seal(&to, &payload, [k as u8; 16], unix_now(), &mut rng)
         }
         .map_err(|e| format!("send: {}", e.code()))?;
-        timed(
-            &mut steps,
-            "send",
-            stored(&send_conn, ClientRequest::Send { message }),
-        )
-        .await?;
+        timed(&mut steps, "send", stored(&send_conn, flow::send(message))).await?;
         let got = waiting
             .await
             .map_err(|_| "fetch: task failed".to_owned())?
@@ -358,12 +313,7 @@ async fn transfer(
     timed(
         &mut steps,
         "delete",
-        stored(
-            pool.pick(),
-            ClientRequest::Delete {
-                delete: sender.0.delete(unix_now()),
-            },
-        ),
+        stored(pool.pick(), flow::delete(sender.0.delete(unix_now()))),
     )
     .await?;
     Ok(steps)

@@ -7,13 +7,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use libp2p::Multiaddr;
 use rand_core::UnwrapErr;
 use tigress_protocol::crypto::PublicKey;
+use tigress_protocol::flow;
 use tigress_protocol::mailbox::{Limits, MailboxStatus};
 use tigress_protocol::record::Message;
-use tigress_protocol::rpc::{
-    ClientRequest, ClientResponse, Cursor, MAX_WAIT_MS, MailboxView, NodeInfo,
-};
+use tigress_protocol::rpc::{ClientRequest, ClientResponse, MailboxView, NodeInfo};
 use tigress_protocol::session::{
-    Delivered, RecipientSession, SenderSession, ShareIdentity, ShareOptions,
+    Delivered, DeviceKeys, SenderSession, ShareIdentity, ShareOptions,
 };
 use tigress_protocol::{Address, MailboxId, ShareUrl};
 
@@ -106,10 +105,7 @@ impl Client {
     }
 
     async fn stored(&self, request: ClientRequest) -> Result<bool, ClientError> {
-        match self.conn.request(request).await? {
-            ClientResponse::Stored { duplicate } => Ok(duplicate),
-            _ => Err(ClientError::UnexpectedResponse("stored")),
-        }
+        Ok(flow::stored(self.conn.request(request).await?)?)
     }
 
     /// Creates a share of `payload`; the invitation's base is `base_url` or the entry
@@ -123,29 +119,27 @@ impl Client {
         let info = self.info().await?;
         let mut rng = rng();
         let identity = ShareIdentity::random(&mut rng);
-        let replicas = match self
-            .conn
-            .request(ClientRequest::Locate {
-                address: identity.address(),
-            })
-            .await?
-        {
-            ClientResponse::Located { replicas } => replicas.into_vec(),
-            _ => return Err(ClientError::UnexpectedResponse("located")),
-        };
+        let located = self.conn.request(flow::locate(&identity)).await?;
         let base = base_url.unwrap_or(info.public_url.as_str());
-        let now = unix_now();
-        let (session, url) =
-            SenderSession::create(identity, base, replicas, payload, options, now, &mut rng)?;
+        let device = DeviceKeys::generate(options.hpke, &mut rng);
+        let (session, url, create) = flow::create(
+            located,
+            identity,
+            device,
+            base,
+            payload,
+            options,
+            unix_now(),
+            &mut rng,
+        )?;
         let expires_at = session.genesis().header().expires_at;
-        let genesis = session.genesis().clone();
         let state = ShareState {
             party: Party::Sender(session),
             outbox: Vec::new(),
         };
         // Saved first: a share the network stored but the device forgot would be lost.
         self.state.save(&state)?;
-        self.stored(ClientRequest::Create { genesis }).await?;
+        self.stored(create).await?;
         Ok(Shared {
             share_id: url.mailbox_id(),
             url,
@@ -159,13 +153,10 @@ impl Client {
         let mut state = if self.state.contains(&id) {
             self.state.load(&id)?
         } else {
-            let request = RecipientSession::open_request(url, unix_now());
-            let genesis = match self.conn.request(ClientRequest::Open { request }).await? {
-                ClientResponse::Genesis(g) => g,
-                _ => return Err(ClientError::UnexpectedResponse("genesis")),
-            };
-            let (session, _) =
-                RecipientSession::open(url, genesis, &self.limits, unix_now(), &mut rng())?;
+            let genesis = flow::genesis(self.conn.request(flow::open(url, unix_now())).await?)?;
+            let device = DeviceKeys::generate(genesis.header().sender_hpke.suite, &mut rng());
+            let now = unix_now();
+            let (session, _) = flow::opened(url, genesis, device, now, &self.limits, now)?;
             let state = ShareState {
                 party: Party::Recipient(session),
                 outbox: Vec::new(),
@@ -179,23 +170,18 @@ impl Client {
             ));
         };
         if !session.is_recipient() {
-            let claim = session.claim().clone();
-            match self.conn.request(ClientRequest::Claim { claim }).await {
-                Ok(ClientResponse::Certified(cert)) => {
-                    session.accept_certificate(cert, &self.limits, unix_now())?;
-                }
-                Ok(_) => return Err(ClientError::UnexpectedResponse("certified")),
+            match self.conn.request(flow::claim(session)).await {
+                Ok(answer) => flow::certified(session, answer, &self.limits, unix_now())?,
                 // A contest the sender settled in this claimant's favour: the resolve in
                 // the mailbox makes it a recipient.
                 Err(ClientError::Remote(e)) if e.code == tigress_protocol::ErrorCode::Conflict => {
                     let request = session.read_request(unix_now());
                     let kept = match self.conn.request(ClientRequest::Read { request }).await {
-                        Ok(ClientResponse::View(view)) => view.resolve,
-                        _ => None,
+                        Ok(answer) => flow::kept_by_resolve(session, answer),
+                        Err(_) => false,
                     };
-                    match kept {
-                        Some(resolve) if session.accept_resolve(&resolve).is_ok() => {}
-                        _ => return Err(ClientError::Remote(e)),
+                    if !kept {
+                        return Err(ClientError::Remote(e));
                     }
                 }
                 Err(e) => return Err(e),
@@ -214,18 +200,13 @@ impl Client {
         session: &mut SenderSession,
     ) -> Result<MailboxView, ClientError> {
         let request = session.read_request(unix_now());
-        let view = match self.conn.request(ClientRequest::Read { request }).await? {
-            ClientResponse::View(v) => v,
-            _ => return Err(ClientError::UnexpectedResponse("view")),
-        };
-        let now = unix_now();
-        session.learn_recipients(&view, &self.limits, now)?;
-        Ok(view)
+        let answer = self.conn.request(ClientRequest::Read { request }).await?;
+        Ok(flow::learn(session, answer, &self.limits, unix_now())?)
     }
 
     async fn flush_outbox(&self, state: &mut ShareState) -> Result<(), ClientError> {
         while let Some(message) = state.outbox.first().cloned() {
-            self.stored(ClientRequest::Send { message }).await?;
+            self.stored(flow::send(message)).await?;
             state.outbox.remove(0);
             self.state.save(state)?;
         }
@@ -305,22 +286,9 @@ impl Client {
                 (session.read_request(unix_now()), session.cursor())
             }
         };
-        let wait_ms = u32::try_from(wait.as_millis())
-            .unwrap_or(u32::MAX)
-            .min(MAX_WAIT_MS);
-        let cursor = Cursor::new(cursor).ok_or(ClientError::UnexpectedResponse("cursor"))?;
-        let messages = match self
-            .conn
-            .request(ClientRequest::Fetch {
-                request,
-                cursor,
-                wait_ms,
-            })
-            .await?
-        {
-            ClientResponse::Messages { messages } => messages.into_vec(),
-            _ => return Err(ClientError::UnexpectedResponse("messages")),
-        };
+        let wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+        let fetch = flow::fetch(request, cursor, wait_ms)?;
+        let messages = flow::fetched(self.conn.request(fetch).await?)?;
         let mut delivered = Vec::new();
         for m in &messages {
             let got = match &mut state.party {
@@ -346,9 +314,7 @@ impl Client {
             Party::Sender(s) => s.delete(unix_now()),
             Party::Recipient(r) => r.delete(unix_now()),
         };
-        self.stored(ClientRequest::Delete { delete })
-            .await
-            .map(|_| ())
+        self.stored(flow::delete(delete)).await.map(|_| ())
     }
 
     /// Gives this recipient's slot back.

@@ -38,6 +38,18 @@ pub enum ClientError {
     },
 }
 
+impl From<tigress_protocol::flow::FlowError> for ClientError {
+    fn from(e: tigress_protocol::flow::FlowError) -> Self {
+        use tigress_protocol::flow::FlowError;
+        match e {
+            FlowError::Refused(r) => ClientError::Remote(r),
+            FlowError::Unexpected(what) => ClientError::UnexpectedResponse(what),
+            FlowError::Protocol(p) => ClientError::Protocol(p),
+            _ => ClientError::UnexpectedResponse("an answer this client does not know"),
+        }
+    }
+}
+
 impl ClientError {
     /// The error class, when the failure maps to one.
     pub fn code(&self) -> Option<ErrorCode> {

@@ -354,7 +354,6 @@ impl Node {
                     tigress_protocol::crypto::GatewaySecret::from_bytes(secret),
                     public_url.clone(),
                     limits,
-                    usize::from(config.replication),
                 ));
                 let (stop_tx, stop_rx) = oneshot::channel::<()>();
                 let serve = http::serve(

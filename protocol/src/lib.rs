@@ -57,6 +57,7 @@
 
 pub mod crypto;
 pub mod error;
+pub mod flow;
 pub mod id;
 pub mod invitation;
 pub mod mailbox;

@@ -74,6 +74,12 @@ impl From<RemoteError> for Fail {
     }
 }
 
+impl From<tigress_protocol::flow::FlowError> for Fail {
+    fn from(e: tigress_protocol::flow::FlowError) -> Self {
+        Fail::new(e.code(), e.to_string())
+    }
+}
+
 impl From<tigress_protocol::Error> for Fail {
     fn from(e: tigress_protocol::Error) -> Self {
         Fail::new(e.code(), e.to_string())

@@ -28,12 +28,13 @@ use axum::routing::post;
 use rand_core::UnwrapErr;
 use serde_json::json;
 use tigress_protocol::crypto::{GatewaySecret, HpkeSuite, PublicKey};
+use tigress_protocol::flow;
 use tigress_protocol::invitation::Vertical;
 use tigress_protocol::mailbox::Limits;
 use tigress_protocol::record::{
     Delete, DisplayInfo, Genesis, Message, Policy, ReadRequest, Relinquish, Rights,
 };
-use tigress_protocol::rpc::{ClientRequest, ClientResponse, Cursor, MAX_WAIT_MS};
+use tigress_protocol::rpc::{ClientRequest, ClientResponse, MAX_WAIT_MS};
 use tigress_protocol::session::{
     DeviceKeys, RecipientSession, SenderSession, ShareIdentity, ShareOptions,
 };
@@ -63,7 +64,6 @@ pub struct Gateway {
     secret: GatewaySecret,
     public_url: String,
     limits: Limits,
-    replication: usize,
     default_ttl_secs: u64,
 }
 
@@ -80,14 +80,12 @@ impl Gateway {
         secret: GatewaySecret,
         public_url: String,
         limits: Limits,
-        replication: usize,
     ) -> Self {
         Self {
             entry,
             secret,
             public_url,
             limits,
-            replication,
             default_ttl_secs: 24 * 3600,
         }
     }
@@ -151,14 +149,12 @@ impl Gateway {
             let mut session =
                 SenderSession::resume(self.identity(id), genesis, device, Vertical::General)?;
             let request = session.read_request(now);
-            if let ClientResponse::View(view) = self.client(ClientRequest::Read { request }).await?
-            {
-                session.learn_recipients(&view, &self.limits, now)?;
-            }
+            let answer = self.client(ClientRequest::Read { request }).await?;
+            flow::learn(&mut session, answer, &self.limits, now)?;
             return Ok(Side::Sender(Box::new(session)));
         }
         let created = genesis.header().created_at;
-        let (mut session, _) = RecipientSession::open_with_device(
+        let (mut session, _) = flow::opened(
             &self.share_url(id)?,
             genesis,
             device,
@@ -168,17 +164,8 @@ impl Gateway {
         )?;
         if bind {
             // Idempotent: a bound device gets its certificate again.
-            let claim = session.claim().clone();
-            match self.client(ClientRequest::Claim { claim }).await {
-                Ok(ClientResponse::Certified(cert)) => {
-                    session.accept_certificate(cert, &self.limits, now)?
-                }
-                Ok(_) => {
-                    return Err(Fail::new(
-                        ErrorCode::Unavailable,
-                        "unexpected answer to a claim",
-                    ));
-                }
+            match self.client(flow::claim(&session)).await {
+                Ok(answer) => flow::certified(&mut session, answer, &self.limits, now)?,
                 Err(f) if f.code == ErrorCode::Conflict => {
                     return Err(Fail::new(
                         ErrorCode::Unauthorized,
@@ -190,13 +177,7 @@ impl Gateway {
         } else {
             let request = session.read_request(now);
             let view = match self.client(ClientRequest::Read { request }).await {
-                Ok(ClientResponse::View(v)) => v,
-                Ok(_) => {
-                    return Err(Fail::new(
-                        ErrorCode::Unavailable,
-                        "unexpected answer to a read",
-                    ));
-                }
+                Ok(answer) => flow::view(answer)?,
                 Err(f) if f.code == ErrorCode::Unauthorized => {
                     return Err(Fail::new(
                         ErrorCode::Unauthorized,
@@ -239,23 +220,8 @@ impl Gateway {
         let mut wait = wait_ms;
         loop {
             let request = Self::read_request(side, self.entry.clock().unix());
-            let c = Cursor::new(cursor.clone()).ok_or_else(|| Fail::bad("too many parties"))?;
-            let page = match self
-                .client(ClientRequest::Fetch {
-                    request,
-                    cursor: c,
-                    wait_ms: wait,
-                })
-                .await?
-            {
-                ClientResponse::Messages { messages } => messages.into_vec(),
-                _ => {
-                    return Err(Fail::new(
-                        ErrorCode::Unavailable,
-                        "unexpected answer to a fetch",
-                    ));
-                }
-            };
+            let fetch = flow::fetch(request, cursor.clone(), u64::from(wait))?;
+            let page = flow::fetched(self.client(fetch).await?)?;
             wait = 0;
             let mut fresh = false;
             for m in page {
@@ -362,13 +328,6 @@ impl Gateway {
             Err(e) if e.code == ErrorCode::NotFound => {}
             Err(e) => return Err(e.into()),
         }
-        let replicas = self.entry.locate(&id.address(), self.replication).await;
-        if replicas.is_empty() {
-            return Err(Fail::new(
-                ErrorCode::Unavailable,
-                "no relay nodes are known yet",
-            ));
-        }
         let options = ShareOptions {
             ttl_secs: ttl,
             policy: Policy {
@@ -381,26 +340,22 @@ impl Gateway {
             attestation,
             ..ShareOptions::default()
         };
-        let device = self.device(id, &claim);
-        let mut rng = UnwrapErr(getrandom::SysRng);
-        let (session, _) = SenderSession::create_with_device(
-            self.identity(id),
-            device,
+        let identity = self.identity(id);
+        let located = self.client(flow::locate(&identity)).await?;
+        let (_, _, create) = flow::create(
+            located,
+            identity,
+            self.device(id, &claim),
             &self.public_url,
-            replicas,
             &payload,
             &options,
             now,
-            &mut rng,
+            &mut UnwrapErr(getrandom::SysRng),
         )?;
-        let status = match self
-            .client(ClientRequest::Create {
-                genesis: session.genesis().clone(),
-            })
-            .await?
-        {
-            ClientResponse::Stored { duplicate: true } => StatusCode::CREATED,
-            _ => StatusCode::OK,
+        let status = if flow::stored(self.client(create).await?)? {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
         };
         Ok(Reply {
             status,
@@ -527,9 +482,10 @@ impl Gateway {
                 r.seal(&payload, rid, now, &mut rng)?
             }
         };
-        let status = match self.client(ClientRequest::Send { message }).await? {
-            ClientResponse::Stored { duplicate: true } => StatusCode::CREATED,
-            _ => StatusCode::OK,
+        let status = if flow::stored(self.client(flow::send(message)).await?)? {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
         };
         Ok(Reply {
             status,
