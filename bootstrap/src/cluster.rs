@@ -18,7 +18,7 @@ pub struct Cluster {
     dir: tempfile::TempDir,
 }
 
-/// How long a cluster may take to connect.
+/// How long a cluster may take to become ready (at least; 3 s per node beyond 30 nodes).
 pub const READY_TIMEOUT: Duration = Duration::from_secs(90);
 
 impl Cluster {
@@ -69,7 +69,9 @@ impl Cluster {
             configs,
             dir,
         };
-        cluster.wait_ready(READY_TIMEOUT).await?;
+        // Larger clusters take longer to start and to settle their lookups.
+        let limit = READY_TIMEOUT.max(Duration::from_secs(3 * n as u64));
+        cluster.wait_ready(limit).await?;
         Ok(cluster)
     }
 

@@ -100,6 +100,34 @@ async fn twenty_nodes_any_entry() {
     transfer_through_every_entry(20).await;
 }
 
+/// Fifty nodes become ready (their lookups agree on where mailboxes live; their routing
+/// tables need not hold every node) and carry a transfer through many entries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_nodes_become_ready_and_carry_a_share() {
+    let started = std::time::Instant::now();
+    let cluster = Cluster::start(50, |_, _| {}).await.unwrap();
+    eprintln!("50 in-process nodes ready after {:?}", started.elapsed());
+    let tmp = tempfile::tempdir().unwrap();
+    let shared = client(&cluster, 0, &tmp.path().join("alice"))
+        .await
+        .share(b"car key", &ShareOptions::default(), None)
+        .await
+        .unwrap();
+    let url = ShareUrl::parse(&shared.url.expose_url()).unwrap();
+    let bob = client(&cluster, 49, &tmp.path().join("bob")).await;
+    assert_eq!(bob.accept(&url).await.unwrap(), b"car key");
+    bob.send(&shared.share_id, b"device key", None)
+        .await
+        .unwrap();
+    let got = client(&cluster, 25, &tmp.path().join("alice"))
+        .await
+        .recv(&shared.share_id, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(got.messages.len(), 1);
+    assert_eq!(got.messages[0].plaintext, b"device key");
+}
+
 /// Races `claimants` recipients through different entry nodes; returns (certified,
 /// contested) and checks the invariants.
 async fn race_round(cluster: &Cluster, max: u8, claimants: usize) -> (usize, bool) {

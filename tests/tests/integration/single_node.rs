@@ -285,6 +285,10 @@ fn node_id_is_stable_and_matches_the_running_node() {
     // /health and /metrics answer over HTTP.
     let metrics = http_get(&node.http, "/metrics");
     assert!(metrics.contains("tigress_bytes_stored"), "{metrics}");
+    assert!(
+        metrics.contains("tigress_anti_entropy_rounds_total"),
+        "{metrics}"
+    );
     assert!(http_get(&node.http, "/health").contains("\"ok\""));
 }
 
