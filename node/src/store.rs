@@ -565,4 +565,56 @@ mod tests {
             .await;
         assert!(matches!(status, ReplicaResponse::Status(_)));
     }
+
+    #[tokio::test]
+    async fn expiry_and_the_read_window_follow_the_clock() {
+        let node = SigningKey::from_seed(&[5; 32]);
+        let clock = Clock::manual(T0);
+        let store = Store::in_memory(node.clone(), Limits::default(), clock.clone()).unwrap();
+        let mut rng = rand_chacha::ChaCha20Rng::from_seed([9; 32]);
+        let options = ShareOptions {
+            ttl_secs: 3600,
+            ..ShareOptions::default()
+        };
+        let (sender, _) = SenderSession::create(
+            ShareIdentity::random(&mut rng),
+            "https://relay.example",
+            vec![node.public_key()],
+            b"k",
+            &options,
+            T0,
+            &mut rng,
+        )
+        .unwrap();
+        let genesis = sender.genesis().clone();
+        let r = store.apply(ReplicaRequest::StoreGenesis { genesis }).await;
+        assert_eq!(r, ReplicaResponse::Stored { duplicate: false });
+        let read = |at| ReplicaRequest::Read {
+            request: sender.read_request(at),
+        };
+        let code = |r: ReplicaResponse| match r {
+            ReplicaResponse::Error(e) => Some(e.code),
+            _ => None,
+        };
+        // A read signed now is served; the same read ten minutes later is stale.
+        assert!(matches!(
+            store.apply(read(T0)).await,
+            ReplicaResponse::View(_)
+        ));
+        clock.advance(600);
+        assert_eq!(
+            code(store.apply(read(T0)).await),
+            Some(ErrorCode::Unauthorized)
+        );
+        assert!(matches!(
+            store.apply(read(T0 + 600)).await,
+            ReplicaResponse::View(_)
+        ));
+        // Past the expiry, everything is gone.
+        clock.advance(3600);
+        assert_eq!(
+            code(store.apply(read(T0 + 4200)).await),
+            Some(ErrorCode::Gone)
+        );
+    }
 }
