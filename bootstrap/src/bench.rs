@@ -21,7 +21,7 @@ use tigress_protocol::flow;
 use tigress_protocol::mailbox::Limits;
 use tigress_protocol::record::Message;
 use tigress_protocol::rpc::ClientRequest;
-use tigress_protocol::session::{DeviceKeys, ShareIdentity, ShareOptions};
+use tigress_protocol::session::{DeviceKeys, RecipientSession, ShareIdentity, ShareOptions};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -247,7 +247,8 @@ async fn transfer(
         let genesis = flow::genesis(conn.request(flow::open(&url, unix_now())).await?)?;
         let device = DeviceKeys::generate(genesis.header().sender_hpke.suite, &mut rng);
         let now = unix_now();
-        let (mut session, first) = flow::opened(&url, genesis, device, now, &limits, now)?;
+        let (mut session, first) =
+            RecipientSession::open_with_device(&url, genesis, device, now, &limits, now)?;
         if first.len() != opts.payload_bytes {
             return Err(unexpected("first payload length"));
         }

@@ -12,7 +12,7 @@ use tigress_protocol::mailbox::{Limits, MailboxStatus};
 use tigress_protocol::record::Message;
 use tigress_protocol::rpc::{ClientRequest, ClientResponse, MailboxView, NodeInfo};
 use tigress_protocol::session::{
-    Delivered, DeviceKeys, SenderSession, ShareIdentity, ShareOptions,
+    Delivered, DeviceKeys, RecipientSession, SenderSession, ShareIdentity, ShareOptions,
 };
 use tigress_protocol::{Address, MailboxId, ShareUrl};
 
@@ -156,7 +156,8 @@ impl Client {
             let genesis = flow::genesis(self.conn.request(flow::open(url, unix_now())).await?)?;
             let device = DeviceKeys::generate(genesis.header().sender_hpke.suite, &mut rng());
             let now = unix_now();
-            let (session, _) = flow::opened(url, genesis, device, now, &self.limits, now)?;
+            let (session, _) =
+                RecipientSession::open_with_device(url, genesis, device, now, &self.limits, now)?;
             let state = ShareState {
                 party: Party::Recipient(session),
                 outbox: Vec::new(),

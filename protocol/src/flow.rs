@@ -2,8 +2,9 @@
 //! and what each answer means.
 //!
 //! A share is: locate the replicas and create the mailbox ([`locate`], [`create`],
-//! [`stored`]); open the invitation and claim ([`open`], [`genesis`], [`opened`],
-//! [`claim`], [`certified`], and [`kept_by_resolve`] after a contest); read a view and
+//! [`stored`]); open the invitation and claim ([`open`], [`genesis`], then
+//! `RecipientSession::open_with_device`, [`claim`], [`certified`], and
+//! [`kept_by_resolve`] after a contest); read a view and
 //! learn the recipients ([`view`], [`learn`]); send and fetch messages ([`send`],
 //! [`fetch`], [`fetched`]). The `tigress` client, the HTTP gateway and the benchmark each
 //! carry these requests over their own transport (a libp2p connection, the entry role
@@ -110,21 +111,6 @@ pub fn genesis(answer: ClientResponse) -> Result<Genesis, FlowError> {
         ClientResponse::Genesis(g) => Ok(g),
         other => Err(refused_or(other, "genesis")),
     }
-}
-
-/// The recipient's session for `device`, from the invitation and its genesis (checked
-/// against each other), and the first payload.
-pub fn opened(
-    url: &ShareUrl,
-    genesis: Genesis,
-    device: DeviceKeys,
-    claimed_at: u64,
-    limits: &Limits,
-    now: u64,
-) -> Result<(RecipientSession, Vec<u8>), FlowError> {
-    Ok(RecipientSession::open_with_device(
-        url, genesis, device, claimed_at, limits, now,
-    )?)
 }
 
 /// The request that claims a slot.

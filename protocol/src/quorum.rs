@@ -328,7 +328,8 @@ pub fn contested() -> RemoteError {
 }
 
 /// A party's read: done at a majority of views of this genesis plus a grace (the sender
-/// needs every claimant's claim to resolve a contest); the views are merged.
+/// needs every claimant's claim to resolve a contest); the views are merged. Fewer than a
+/// majority of views is a refusal, never a partial view.
 #[derive(Debug)]
 pub struct ReadGather {
     genesis: Genesis,
@@ -369,7 +370,12 @@ impl Gather for ReadGather {
         answered >= of
     }
 
+    /// A view merged from fewer than a majority could miss an acknowledged write (a
+    /// certificate, a resolve): such a read is refused as unavailable, to be retried.
     fn finish(self, answers: &[(PublicKey, Answer)], of: usize) -> Self::Output {
+        if self.views.len() < majority(of) {
+            return Err(refusal(answers, of, self.views.len()));
+        }
         merge_views(&self.genesis, &self.views, &self.limits, self.now)
             .ok_or_else(|| refusal(answers, of, answered_ok(answers)))
     }

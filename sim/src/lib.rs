@@ -11,8 +11,12 @@
 //! to `liars` replicas of every replica set lie (they grant a slot to every claimant,
 //! answer first, and answer fetches with old messages and without the oldest new one).
 //!
-//! After every step it checks the invariants of [`Invariant`]; a run reports how many
-//! were broken and the first one, and the same seed replays the same run exactly.
+//! It checks the invariants of [`Invariant`] at the steps that can break them: claim
+//! safety at every certificate, the fetch window and delivery at every fetch, tombstones
+//! at every write, durability at every crash and at every read after a write, and
+//! convergence, tombstones and durability again at the end, once anti-entropy has run
+//! with the faults stopped. A run reports how many were broken and the first one, and
+//! the same seed replays the same run exactly.
 //!
 //! It is not a model of the protocol: change a rule in `tigress-protocol` and the
 //! simulator runs the changed rule. It is also not a network test: libp2p, sled and the
@@ -153,7 +157,8 @@ pub enum Signatures {
 pub enum Invariant {
     /// No mailbox has more certified recipients than its policy allows.
     ClaimSafety,
-    /// No record acknowledged by a write majority is lost while its replicas survive.
+    /// No record acknowledged by a write majority is lost while its replicas survive, and
+    /// a read that hears from a majority shows it.
     Durability,
     /// A fetch returns nothing before the reader's cursor and nothing twice.
     FetchWindow,

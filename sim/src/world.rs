@@ -14,12 +14,13 @@ use tigress_protocol::crypto::{PublicKey, SigningKey};
 use tigress_protocol::invitation::ShareUrl;
 use tigress_protocol::mailbox::{Limits, MailboxState, MessageKey};
 use tigress_protocol::quorum::{
-    Answer, CallError, ClaimGather, ClaimOutcome, FetchGather, Fetched, Quorum, WriteGather,
+    Answer, CallError, ClaimGather, ClaimOutcome, FetchGather, Fetched, Quorum, READ_GRACE_MS,
+    ReadGather, WriteGather,
 };
 use tigress_protocol::reconcile;
 use tigress_protocol::record::{ClaimCertificate, Genesis, Message, Policy};
 use tigress_protocol::replica::{self, Storage};
-use tigress_protocol::rpc::{Cursor, RemoteError, ReplicaRequest, ReplicaResponse};
+use tigress_protocol::rpc::{Cursor, MailboxView, RemoteError, ReplicaRequest, ReplicaResponse};
 use tigress_protocol::session::{RecipientSession, SenderSession, ShareIdentity, ShareOptions};
 use tigress_protocol::{Address, ErrorCode};
 
@@ -109,6 +110,7 @@ enum OpKind {
     Write(Quorum<WriteGather>),
     Claim(Box<Quorum<ClaimGather>>),
     Fetch(Box<Quorum<FetchGather>>),
+    Read(Box<Quorum<ReadGather>>),
 }
 
 struct Op {
@@ -120,6 +122,7 @@ enum OpResult {
     Written(Result<bool, RemoteError>),
     Claimed(ClaimOutcome),
     Fetched(Result<Fetched, RemoteError>),
+    Read(Result<Box<MailboxView>, RemoteError>),
 }
 
 /// A record acknowledged by a write majority.
@@ -154,6 +157,8 @@ enum ExchangePhase {
     Creating,
     Claiming,
     StoringCertificate(Box<ClaimCertificate>),
+    /// The sender reads its view to learn the recipient.
+    Learning,
     Sending,
     Fetching,
     Deleting,
@@ -402,6 +407,7 @@ impl World {
                             ExchangePhase::Creating => "creating an exchange",
                             ExchangePhase::Claiming => "claiming for an exchange",
                             ExchangePhase::StoringCertificate(_) => "storing the certificate",
+                            ExchangePhase::Learning => "reading the view",
                             ExchangePhase::Sending => "sending",
                             ExchangePhase::Fetching => "fetching",
                             ExchangePhase::Deleting => "deleting",
@@ -450,6 +456,7 @@ impl World {
             OpKind::Write(q) => q.targets().to_vec(),
             OpKind::Claim(q) => q.targets().to_vec(),
             OpKind::Fetch(q) => q.targets().to_vec(),
+            OpKind::Read(q) => q.targets().to_vec(),
         };
         self.ops.insert(op, Op { flow, kind });
         let entry = self.honest_node();
@@ -521,6 +528,7 @@ impl World {
             OpKind::Write(q) => q.handle_answer(from, answer, now),
             OpKind::Claim(q) => q.handle_answer(from, answer, now),
             OpKind::Fetch(q) => q.handle_answer(from, answer, now),
+            OpKind::Read(q) => q.handle_answer(from, answer, now),
         }
         self.poll_op(op);
     }
@@ -534,6 +542,7 @@ impl World {
             OpKind::Write(q) => (q.is_done(now), q.poll_deadline()),
             OpKind::Claim(q) => (q.is_done(now), q.poll_deadline()),
             OpKind::Fetch(q) => (q.is_done(now), q.poll_deadline()),
+            OpKind::Read(q) => (q.is_done(now), q.poll_deadline()),
         };
         if !done {
             if let Some(d) = deadline
@@ -550,6 +559,7 @@ impl World {
             OpKind::Write(q) => OpResult::Written(q.finish()),
             OpKind::Claim(q) => OpResult::Claimed((*q).finish()),
             OpKind::Fetch(q) => OpResult::Fetched((*q).finish()),
+            OpKind::Read(q) => OpResult::Read((*q).finish().map(Box::new)),
         };
         self.step(o.flow, Some((op, result)));
     }
@@ -1370,8 +1380,7 @@ impl World {
                 let ok = ex
                     .recipient
                     .accept_certificate((*cert).clone(), &self.limits, now)
-                    .is_ok()
-                    && ex.sender.add_certificate(&cert, &self.limits, now).is_ok();
+                    .is_ok();
                 if !ok {
                     self.violate(
                         Invariant::ClaimSafety,
@@ -1396,6 +1405,35 @@ impl World {
             (ExchangePhase::StoringCertificate(_), Some((_, OpResult::Written(Ok(_))))) => {
                 let who = ex.recipient.public_key();
                 self.acknowledge(address, &replicas, Acked::Certificate(who));
+                ex.phase = ExchangePhase::Learning;
+                self.at(0, Event::Step { flow });
+            }
+            (ExchangePhase::Learning, None) => {
+                let gather = ReadGather::new(ex.sender.genesis().clone(), self.limits, now);
+                self.start_op(
+                    flow,
+                    OpKind::Read(Box::new(Quorum::new(&replicas, gather, READ_GRACE_MS))),
+                    ReplicaRequest::Read {
+                        request: ex.sender.read_request(now),
+                    },
+                );
+            }
+            (ExchangePhase::Learning, Some((_, OpResult::Read(Ok(view))))) => {
+                // The certificate was acknowledged by a majority, and a read hears from a
+                // majority: the merged view must show it.
+                let who = ex.recipient.public_key();
+                let learnt = ex.sender.learn_recipients(&view, &self.limits, now).is_ok()
+                    && ex.sender.recipients().iter().any(|r| r.key == who);
+                if !learnt {
+                    self.violate(
+                        Invariant::Durability,
+                        format!(
+                            "mailbox {}: a read after the certificate was acknowledged does not show it",
+                            address.short()
+                        ),
+                    );
+                    return true;
+                }
                 ex.phase = ExchangePhase::Sending;
                 self.seal_burst(ex);
                 self.at(0, Event::Step { flow });

@@ -154,7 +154,7 @@ impl Gateway {
             return Ok(Side::Sender(Box::new(session)));
         }
         let created = genesis.header().created_at;
-        let (mut session, _) = flow::opened(
+        let (mut session, _) = RecipientSession::open_with_device(
             &self.share_url(id)?,
             genesis,
             device,
