@@ -919,19 +919,25 @@ impl MailboxState {
     }
 }
 
-/// Whether a fetch by `reader` standing at `cursor` returns the message at `key`: the
-/// message is addressed to the reader, or written by it when it names itself in the
-/// cursor (a device that keeps no state resumes its own sequence numbers this way); and
-/// it is at or after the cursor's next sequence number for its author (1 when the cursor
-/// does not name the author). Replicas select with this rule and entry nodes drop any
-/// answer that breaks it, so a replica replaying old messages delivers nothing twice.
-pub fn fetchable(reader: &PublicKey, cursor: &[(PublicKey, u64)], key: &MessageKey) -> bool {
-    let (from, to, seq) = key;
+/// Whether a fetch by `reader` standing at `cursor` may see the message at `key` at all:
+/// it is addressed to the reader, or written by it when it names itself in the cursor (a
+/// device that keeps no state resumes its own sequence numbers this way).
+pub fn visible_in_fetch(reader: &PublicKey, cursor: &[(PublicKey, u64)], key: &MessageKey) -> bool {
+    let (from, to, _) = key;
     let own = cursor.iter().any(|(author, _)| author == reader);
-    let visible = to == reader || (own && from == reader);
+    to == reader || (own && from == reader)
+}
+
+/// Whether a fetch by `reader` standing at `cursor` returns the message at `key`: it is
+/// [visible](visible_in_fetch), and at or after the cursor's next sequence number for its
+/// author (1 when the cursor does not name the author). Replicas select with this rule and
+/// entry nodes drop any answer that breaks it, so a replica replaying old messages
+/// delivers nothing twice.
+pub fn fetchable(reader: &PublicKey, cursor: &[(PublicKey, u64)], key: &MessageKey) -> bool {
+    let (from, _, seq) = key;
     let next = cursor
         .iter()
         .find(|(author, _)| author == from)
         .map_or(1, |(_, n)| *n);
-    visible && *seq >= next
+    visible_in_fetch(reader, cursor, key) && *seq >= next
 }

@@ -16,7 +16,7 @@
 //! ([`FirstGather`]). Each gather checks every record it takes, so a replica can add
 //! nothing its answer cannot prove, and answers that do not fit are ignored.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use crate::crypto::PublicKey;
 use crate::error::ErrorCode;
@@ -72,11 +72,12 @@ pub trait Gather {
     type Output;
     /// Takes one replica's answer (each replica at most once).
     fn add(&mut self, from: PublicKey, answer: &Answer);
-    /// Whether the answers so far suffice; the grace for late answers starts then.
-    fn enough(&self, answered: usize, of: usize) -> bool;
-    /// Whether late answers can no longer change the result (no grace needed).
-    fn settled(&self, answered: usize, of: usize) -> bool {
-        let _ = (answered, of);
+    /// Whether the answers so far suffice, of `of` replicas asked; the grace for late
+    /// answers starts then.
+    fn enough(&self, of: usize) -> bool;
+    /// Whether late answers can no longer change the result, so the grace may end early.
+    fn settled(&self, of: usize) -> bool {
+        let _ = of;
         true
     }
     /// The result, from the answers collected (all of them, for refusals).
@@ -117,11 +118,6 @@ impl<G: Gather> Quorum<G> {
         &self.targets
     }
 
-    /// The answers taken so far.
-    pub fn answers(&self) -> &[(PublicKey, Answer)] {
-        &self.answers
-    }
-
     /// Takes `from`'s answer at time `now`. Answers from outside the set and repeats are
     /// ignored.
     pub fn handle_answer(&mut self, from: PublicKey, answer: Answer, now: Millis) {
@@ -130,7 +126,7 @@ impl<G: Gather> Quorum<G> {
         }
         self.gather.add(from, &answer);
         self.answers.push((from, answer));
-        if self.grace_until.is_none() && self.gather.enough(self.answers.len(), self.of()) {
+        if self.grace_until.is_none() && self.gather.enough(self.of()) {
             self.grace_until = Some(now.saturating_add(self.grace));
         }
     }
@@ -152,7 +148,7 @@ impl<G: Gather> Quorum<G> {
         }
         match self.grace_until {
             None => false,
-            Some(until) => now >= until || self.gather.settled(answered, self.of()),
+            Some(until) => now >= until || self.gather.settled(self.of()),
         }
     }
 
@@ -229,7 +225,7 @@ impl Gather for WriteGather {
         }
     }
 
-    fn enough(&self, _: usize, of: usize) -> bool {
+    fn enough(&self, of: usize) -> bool {
         self.stored >= majority(of)
     }
 
@@ -294,7 +290,7 @@ impl Gather for ClaimGather {
         self.tally = mailbox::tally_checked(&self.genesis, &self.claim, &self.evidence);
     }
 
-    fn enough(&self, _: usize, _: usize) -> bool {
+    fn enough(&self, _: usize) -> bool {
         matches!(self.tally, ClaimTally::Certified(_))
     }
 
@@ -362,12 +358,14 @@ impl Gather for ReadGather {
         }
     }
 
-    fn enough(&self, _: usize, of: usize) -> bool {
+    fn enough(&self, of: usize) -> bool {
         self.views.len() >= majority(of)
     }
 
-    fn settled(&self, answered: usize, of: usize) -> bool {
-        answered >= of
+    /// The grace runs to its end (or until every replica answered): the sender needs the
+    /// claims of late replicas too.
+    fn settled(&self, _: usize) -> bool {
+        false
     }
 
     /// A view merged from fewer than a majority could miss an acknowledged write (a
@@ -451,8 +449,8 @@ pub struct FetchGather {
     reader: PublicKey,
     cursor: Cursor,
     merged: BTreeMap<MessageKey, Message>,
+    /// Per replica that answered with messages: how many of the merge it had.
     counts: Vec<usize>,
-    ok: usize,
     #[cfg(feature = "danger-simulation")]
     accept_stale: bool,
 }
@@ -476,7 +474,6 @@ impl FetchGather {
             cursor,
             merged: BTreeMap::new(),
             counts: Vec::new(),
-            ok: 0,
             #[cfg(feature = "danger-simulation")]
             accept_stale: false,
         }
@@ -493,8 +490,7 @@ impl FetchGather {
     fn in_window(&self, key: &MessageKey) -> bool {
         #[cfg(feature = "danger-simulation")]
         if self.accept_stale {
-            let own = self.cursor.iter().any(|(a, _)| *a == self.reader);
-            return key.1 == self.reader || (own && key.0 == self.reader);
+            return mailbox::visible_in_fetch(&self.reader, &self.cursor, key);
         }
         mailbox::fetchable(&self.reader, &self.cursor, key)
     }
@@ -516,7 +512,6 @@ impl Gather for FetchGather {
         let Ok(ReplicaResponse::Messages { messages }) = answer else {
             return;
         };
-        self.ok += 1;
         let mut count = 0;
         for m in messages.iter() {
             let h = m.header();
@@ -531,16 +526,16 @@ impl Gather for FetchGather {
         self.counts.push(count);
     }
 
-    fn enough(&self, _: usize, _: usize) -> bool {
+    fn enough(&self, _: usize) -> bool {
         !self.merged.is_empty()
     }
 
-    fn settled(&self, _: usize, of: usize) -> bool {
-        self.ok >= majority(of)
+    fn settled(&self, of: usize) -> bool {
+        self.counts.len() >= majority(of)
     }
 
     fn finish(self, answers: &[(PublicKey, Answer)], of: usize) -> Self::Output {
-        if self.ok == 0 {
+        if self.counts.is_empty() {
             return Err(refusal(answers, of, 0));
         }
         let gap = self.counts.iter().any(|c| *c < self.merged.len());
@@ -587,7 +582,7 @@ impl<F: FnMut(&ReplicaResponse) -> bool> Gather for FirstGather<F> {
         }
     }
 
-    fn enough(&self, _: usize, _: usize) -> bool {
+    fn enough(&self, _: usize) -> bool {
         self.found.is_some()
     }
 
@@ -602,13 +597,4 @@ pub fn genesis_fits(genesis: &Genesis, address: &Address) -> bool {
     genesis.header().address == *address
         && genesis.check_shape().is_ok()
         && genesis.verify_signature().is_ok()
-}
-
-/// The replicas among `answers` that answered, as a set.
-pub fn answered_by(answers: &[(PublicKey, Answer)]) -> BTreeSet<PublicKey> {
-    answers
-        .iter()
-        .filter(|(_, a)| a.is_ok())
-        .map(|(k, _)| *k)
-        .collect()
 }
