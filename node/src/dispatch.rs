@@ -71,7 +71,6 @@ impl Dispatcher {
                         }
                     }
                 }
-                Inbound::Disconnected { peer } => self.throttle.forget(&peer),
                 Inbound::Replica { request, channel } => {
                     let admitted = match &self.replica {
                         None => Err(refusal(

@@ -421,8 +421,6 @@ pub(crate) enum Inbound {
         request: ReplicaRequest,
         channel: ResponseChannel<ReplicaResponse>,
     },
-    /// The last connection to a peer closed.
-    Disconnected { peer: PeerId },
 }
 
 /// Where the event loop puts inbound requests and its gauges.
@@ -615,18 +613,6 @@ impl LoopState {
                     .map(|b| b.num_entries())
                     .sum();
                 ctx.metrics.routing_table.store(n as u64, Ordering::Relaxed);
-            }
-            SwarmEvent::ConnectionClosed {
-                peer_id,
-                num_established: 0,
-                ..
-            } => {
-                let _ = ctx
-                    .inbound
-                    .try_send(Inbound::Disconnected { peer: peer_id });
-                ctx.metrics
-                    .peers
-                    .store(swarm.connected_peers().count() as u64, Ordering::Relaxed);
             }
             SwarmEvent::ConnectionEstablished { .. } | SwarmEvent::ConnectionClosed { .. } => {
                 ctx.metrics
