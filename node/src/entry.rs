@@ -348,11 +348,8 @@ impl Entry {
     }
 
     /// Sends `request` to every target of `quorum` at once and feeds the answers in until
-    /// the quorum is done. A long-poll (a fetch that waits) also ends when the node stops,
-    /// with what has arrived.
+    /// the quorum is done.
     async fn drive<G: Gather>(&self, mut quorum: Quorum<G>, request: ReplicaRequest) -> G::Output {
-        let long_poll = matches!(&request, ReplicaRequest::Fetch { wait_ms, .. } if *wait_ms > 0);
-        let mut stopping = self.stopping.clone();
         let started = tokio::time::Instant::now();
         let elapsed = || started.elapsed().as_millis() as u64;
         let mut pending: FuturesUnordered<_> = quorum
@@ -370,7 +367,6 @@ impl Entry {
                     None => break,
                 },
                 () = sleep_until(wake) => {}
-                _ = stopping.wait_for(|s| *s), if long_poll => break,
             }
         }
         quorum.finish()
@@ -448,16 +444,25 @@ impl Entry {
         let address = request.body.address;
         let replicas = self.replicas_of(&address).await?;
         let gather = FetchGather::new(address, request.body.by, cursor.clone());
-        let fetched = self
-            .drive(
-                Quorum::new(&replicas, gather, FETCH_GRACE_MS),
-                ReplicaRequest::Fetch {
-                    request,
-                    cursor,
-                    wait_ms,
-                },
-            )
-            .await?;
+        let drive = self.drive(
+            Quorum::new(&replicas, gather, FETCH_GRACE_MS),
+            ReplicaRequest::Fetch {
+                request,
+                cursor,
+                wait_ms,
+            },
+        );
+        // A long-poll of a stopping node answers at once with nothing new: the client
+        // polls again, through another entry if this one is gone.
+        let mut stopping = self.stopping.clone();
+        let fetched = tokio::select! {
+            fetched = drive => fetched?,
+            _ = stopping.wait_for(|s| *s), if wait_ms > 0 => {
+                return Ok(ClientResponse::Messages {
+                    messages: BoundedVec::default(),
+                });
+            }
+        };
         // A replica that answered with fewer messages than the others has a gap: if this
         // node is one of the replicas, reconcile the mailbox now rather than at the next
         // round.

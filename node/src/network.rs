@@ -391,6 +391,7 @@ impl Network {
             pending_replica: HashMap::new(),
             pending_closest: HashMap::new(),
             routing_only: HashSet::new(),
+            responding: 0,
         };
         loop {
             tokio::select! {
@@ -404,8 +405,20 @@ impl Network {
         for (_, reply) in state.pending_replica.drain() {
             let _ = reply.send(Err(CallError::Stopping));
         }
+        // The answers already handed over (the last requests of a graceful stop, the
+        // long-polls it ended) go out before the connections close.
+        let deadline = tokio::time::Instant::now() + RESPONSE_DRAIN;
+        while state.responding > 0 {
+            tokio::select! {
+                event = swarm.select_next_some() => state.event(&mut swarm, event, &ctx),
+                () = tokio::time::sleep_until(deadline) => break,
+            }
+        }
     }
 }
+
+/// How long a stopping node keeps its connections to write answers already given.
+const RESPONSE_DRAIN: Duration = Duration::from_secs(2);
 
 /// An inbound request, handed by the event loop to the dispatcher with the channel its
 /// answer goes back on.
@@ -441,6 +454,8 @@ struct LoopState {
     pending_closest: HashMap<QueryId, oneshot::Sender<Vec<PeerId>>>,
     /// Peers known (from identify) not to serve the replica protocol: bootstrap nodes.
     routing_only: HashSet<PeerId>,
+    /// Answers handed to the swarm and not yet written (or failed).
+    responding: usize,
 }
 
 impl LoopState {
@@ -455,16 +470,18 @@ impl LoopState {
                 self.pending_replica.insert(id, reply);
             }
             Command::RespondClient { channel, response } => {
-                let _ = swarm
+                let sent = swarm
                     .behaviour_mut()
                     .client
                     .send_response(channel, response);
+                self.responding += usize::from(sent.is_ok());
             }
             Command::RespondReplica { channel, response } => {
-                let _ = swarm
+                let sent = swarm
                     .behaviour_mut()
                     .replica
                     .send_response(channel, response);
+                self.responding += usize::from(sent.is_ok());
             }
             Command::Closest { key, reply } => {
                 let id = swarm.behaviour_mut().kad.get_closest_peers(key);
@@ -520,10 +537,11 @@ impl LoopState {
                     })
                 {
                     ctx.metrics.refused.fetch_add(1, Ordering::Relaxed);
-                    let _ = swarm
+                    let sent = swarm
                         .behaviour_mut()
                         .client
                         .send_response(channel, ClientResponse::Error(busy()));
+                    self.responding += usize::from(sent.is_ok());
                 }
             }
             SwarmEvent::Behaviour(NodeBehaviourEvent::Replica(
@@ -537,10 +555,11 @@ impl LoopState {
                     })) = ctx.inbound.try_send(Inbound::Replica { request, channel })
                     {
                         ctx.metrics.refused.fetch_add(1, Ordering::Relaxed);
-                        let _ = swarm
+                        let sent = swarm
                             .behaviour_mut()
                             .replica
                             .send_response(channel, ReplicaResponse::Error(busy()));
+                        self.responding += usize::from(sent.is_ok());
                     }
                 }
                 request_response::Message::Response {
@@ -552,6 +571,18 @@ impl LoopState {
                     }
                 }
             },
+            SwarmEvent::Behaviour(
+                NodeBehaviourEvent::Client(
+                    request_response::Event::ResponseSent { .. }
+                    | request_response::Event::InboundFailure { .. },
+                )
+                | NodeBehaviourEvent::Replica(
+                    request_response::Event::ResponseSent { .. }
+                    | request_response::Event::InboundFailure { .. },
+                ),
+            ) => {
+                self.responding = self.responding.saturating_sub(1);
+            }
             SwarmEvent::Behaviour(NodeBehaviourEvent::Replica(
                 request_response::Event::OutboundFailure {
                     request_id, error, ..
