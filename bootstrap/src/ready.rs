@@ -6,7 +6,6 @@
 use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
-use libp2p::kad::KBucketKey;
 use tigress_protocol::Address;
 use tigress_protocol::crypto::{PublicKey, sha256};
 
@@ -18,16 +17,9 @@ pub fn probe(i: u32) -> Address {
     Address(sha256(&[b"tigress/v1/readiness-probe", &i.to_be_bytes()]))
 }
 
-/// The `r` nodes of `peers` closest to `address`, by the DHT's distance.
+/// The `r` nodes of `peers` closest to `address`, by the rule entry nodes place with.
 pub fn closest(peers: &[PeerId], address: &Address, r: usize) -> Vec<PublicKey> {
-    let target = KBucketKey::new(address.as_bytes().to_vec());
-    let mut sorted = peers.to_vec();
-    sorted.sort_by_key(|p| KBucketKey::from(*p).distance(&target));
-    sorted
-        .iter()
-        .filter_map(tigress_node::identity::key_of)
-        .take(r)
-        .collect()
+    tigress_node::entry::nearest(peers.to_vec(), address, r)
 }
 
 /// Waits until, for every node `0..nodes` and every probe address, `lookup(node,

@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::error::ClientError;
 use tigress_transport::{CLIENT_STREAM, ClientCodec, IDENTIFY_PROTOCOL};
 
-pub use tigress_transport::REQUEST_TIMEOUT;
+use tigress_transport::REQUEST_TIMEOUT;
 /// How long to wait for the connection to a node.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 

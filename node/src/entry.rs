@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
+use libp2p::PeerId;
 use libp2p::kad::KBucketKey;
 use tigress_protocol::crypto::PublicKey;
 use tigress_protocol::mailbox::{self, Limits};
@@ -59,7 +60,6 @@ pub struct Entry {
     config: EntryConfig,
     genesis_cache: Mutex<HashMap<Address, Genesis>>,
     metrics: Arc<Metrics>,
-    clock: Clock,
     stopping: watch::Receiver<bool>,
 }
 
@@ -78,7 +78,6 @@ impl Entry {
         metrics: Arc<Metrics>,
         stopping: watch::Receiver<bool>,
     ) -> Self {
-        let clock = config.clock.clone();
         Self {
             me,
             replica,
@@ -87,14 +86,13 @@ impl Entry {
             config,
             genesis_cache: Mutex::new(HashMap::new()),
             metrics,
-            clock,
             stopping,
         }
     }
 
     /// The node's clock.
     pub fn clock(&self) -> &Clock {
-        &self.clock
+        &self.config.clock
     }
 
     /// Handles one client request.
@@ -133,7 +131,7 @@ impl Entry {
                 })
             }
             ClientRequest::Create { genesis } => {
-                mailbox::validate_genesis(&genesis, &self.config.limits, self.clock.unix())
+                mailbox::validate_genesis(&genesis, &self.config.limits, self.config.clock.unix())
                     .map_err(|e| RemoteError::from(&e))?;
                 let replicas = genesis.header().replicas.to_vec();
                 let address = genesis.header().address;
@@ -237,14 +235,11 @@ impl Entry {
 
     /// The R closest relay nodes to `address` (this node included when it is a relay).
     pub async fn locate(&self, address: &Address, r: usize) -> Vec<PublicKey> {
-        let target = KBucketKey::new(address.as_bytes().to_vec());
         let mut peers = self.net.closest_peers(address.as_bytes().to_vec()).await;
         if self.replica.is_some() {
             peers.push(self.net.local_peer_id());
         }
-        peers.sort_by_key(|p| KBucketKey::from(*p).distance(&target));
-        peers.dedup();
-        peers.iter().filter_map(key_of).take(r).collect()
+        nearest(peers, address, r)
     }
 
     /// The genesis of `address`: from the cache, else from the nodes closest to it.
@@ -267,13 +262,11 @@ impl Entry {
             let candidates: Vec<PublicKey> = match round {
                 0 => self.replica.iter().map(|_| self.me).collect(),
                 1 => {
-                    let near = KBucketKey::new(address.as_bytes().to_vec());
-                    let mut peers = self
+                    let peers = self
                         .net
                         .closest_local(address.as_bytes().to_vec(), 2 * r)
                         .await;
-                    peers.sort_by_key(|p| KBucketKey::from(*p).distance(&near));
-                    peers.iter().filter_map(key_of).collect()
+                    nearest(peers, address, 2 * r)
                 }
                 _ => self.locate(address, 2 * r).await,
             };
@@ -426,7 +419,7 @@ impl Entry {
     async fn read(&self, request: ReadRequest) -> Result<ClientResponse, RemoteError> {
         let genesis = self.genesis(&request.body.address).await?;
         let replicas = genesis.header().replicas.to_vec();
-        let gather = ReadGather::new(genesis, self.config.limits, self.clock.unix());
+        let gather = ReadGather::new(genesis, self.config.limits, self.config.clock.unix());
         self.drive(
             Quorum::new(&replicas, gather, READ_GRACE_MS),
             ReplicaRequest::Read { request },
@@ -476,6 +469,15 @@ impl Entry {
             messages: BoundedVec::truncated(fetched.messages),
         })
     }
+}
+
+/// At most `r` of `peers` (duplicates once), nearest to `address` first by the DHT's XOR
+/// distance: where a mailbox at `address` lives.
+pub fn nearest(mut peers: Vec<PeerId>, address: &Address, r: usize) -> Vec<PublicKey> {
+    let target = KBucketKey::new(address.as_bytes().to_vec());
+    peers.sort_by_key(|p| KBucketKey::from(*p).distance(&target));
+    peers.dedup();
+    peers.iter().filter_map(key_of).take(r).collect()
 }
 
 /// Sleeps until `at`, or forever when there is nothing to wait for.
