@@ -59,3 +59,27 @@ fn a_broken_invariant_exits_1_with_the_first_violation_and_its_seed() {
     assert!(stderr.contains("seed 3"), "{stderr}");
     assert!(stderr.contains("claim-safety"), "{stderr}");
 }
+
+#[test]
+fn impossible_settings_are_refused_with_the_reason() {
+    for args in [
+        &["--liars", "6", "--replication", "5"][..],
+        &["--nodes", "0"][..],
+        &["--replication", "0"][..],
+    ] {
+        let out = simulate(args);
+        assert!(!out.status.success(), "{args:?} must be refused");
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert!(stderr.contains("--liars at most --replication"), "{stderr}");
+        assert!(
+            out.stdout.is_empty(),
+            "no summary for a run that did not happen"
+        );
+    }
+    let out = simulate(&["--seed", "x"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a malformed flag is a usage error"
+    );
+}

@@ -177,7 +177,6 @@ struct Exchange {
     expected: VecDeque<(PublicKey, u64, Vec<u8>)>,
     /// Whether the recipient is the author of the current burst.
     recipient_writes: bool,
-    turn: u64,
     /// The delete, signed once and sent again as it is.
     delete: Option<tigress_protocol::record::Delete>,
 }
@@ -190,7 +189,6 @@ enum FlowKind {
 struct Flow {
     kind: FlowKind,
     address: Address,
-    done: bool,
 }
 
 pub(crate) struct World {
@@ -213,7 +211,6 @@ pub(crate) struct World {
     exchanges_left: u64,
     // Bookkeeping for the invariants.
     certified: BTreeMap<Address, BTreeSet<PublicKey>>,
-    max_recipients: BTreeMap<Address, usize>,
     acked: Vec<(Address, Vec<PublicKey>, Acked)>,
     deleted: BTreeSet<Address>,
     // The report.
@@ -269,7 +266,6 @@ impl World {
             races_left,
             exchanges_left,
             certified: BTreeMap::new(),
-            max_recipients: BTreeMap::new(),
             acked: Vec::new(),
             deleted: BTreeSet::new(),
             races_done: 0,
@@ -347,10 +343,7 @@ impl World {
             if self.config.stop_at_first_violation && self.first.is_some() {
                 return self.report();
             }
-            if self.flows.values().all(|f| f.done)
-                && self.races_left == 0
-                && self.exchanges_left == 0
-            {
+            if self.flows.is_empty() && self.races_left == 0 && self.exchanges_left == 0 {
                 break;
             }
         }
@@ -396,7 +389,7 @@ impl World {
             }
             Event::Step { flow } => self.step(flow, None),
             Event::Deadline { flow } => {
-                if self.flows.get(&flow).is_some_and(|f| !f.done) {
+                if self.flows.contains_key(&flow) {
                     let address = self.flows[&flow].address.short();
                     let stage = match &self.flows[&flow].kind {
                         FlowKind::Race(r) => match r.phase {
@@ -450,6 +443,17 @@ impl World {
     }
 
     fn start_op(&mut self, flow: FlowId, kind: OpKind, request: ReplicaRequest) -> OpId {
+        self.start_op_after(flow, 0, kind, request)
+    }
+
+    /// Starts an op whose requests leave `delay` ms from now.
+    fn start_op_after(
+        &mut self,
+        flow: FlowId,
+        delay: u64,
+        kind: OpKind,
+        request: ReplicaRequest,
+    ) -> OpId {
         let op = self.next_op;
         self.next_op += 1;
         let targets: Vec<PublicKey> = match &kind {
@@ -465,7 +469,7 @@ impl World {
                 continue;
             };
             self.at(
-                REPLICA_TIMEOUT_MS,
+                delay + REPLICA_TIMEOUT_MS,
                 Event::Answer {
                     op,
                     from: t,
@@ -482,7 +486,7 @@ impl World {
                 let liar = self.nodes[node].liar;
                 if let Some(d) = self.transit(liar) {
                     self.at(
-                        d,
+                        delay + d,
                         Event::Request {
                             node,
                             op,
@@ -1060,14 +1064,7 @@ impl World {
     fn add_flow(&mut self, kind: FlowKind, address: Address) -> FlowId {
         let id = self.next_flow;
         self.next_flow += 1;
-        self.flows.insert(
-            id,
-            Flow {
-                kind,
-                address,
-                done: false,
-            },
-        );
+        self.flows.insert(id, Flow { kind, address });
         self.at(FLOW_DEADLINE_MS, Event::Deadline { flow: id });
         id
     }
@@ -1084,7 +1081,6 @@ impl World {
             })
             .collect();
         let address = genesis.header().address;
-        self.max_recipients.insert(address, 1);
         let flow = self.add_flow(
             FlowKind::Race(Box::new(Race {
                 genesis,
@@ -1103,7 +1099,6 @@ impl World {
         let genesis = sender.genesis().clone();
         let recipient = self.open(&url, &genesis);
         let address = genesis.header().address;
-        self.max_recipients.insert(address, 1);
         let flow = self.add_flow(
             FlowKind::Exchange(Box::new(Exchange {
                 sender,
@@ -1114,7 +1109,6 @@ impl World {
                 outbox: VecDeque::new(),
                 expected: VecDeque::new(),
                 recipient_writes: true,
-                turn: 0,
                 delete: None,
             })),
             address,
@@ -1123,14 +1117,10 @@ impl World {
     }
 
     fn finish_flow(&mut self, flow: FlowId) {
-        if let Some(f) = self.flows.get_mut(&flow)
-            && !f.done
-        {
-            f.done = true;
+        if let Some(f) = self.flows.remove(&flow) {
             if matches!(f.kind, FlowKind::Race(_)) {
                 self.races_done += 1;
             }
-            self.flows.remove(&flow);
             self.start_flow();
         }
     }
@@ -1142,10 +1132,12 @@ impl World {
         self.acked.push((address, replicas.to_vec(), record));
     }
 
-    fn certify(&mut self, address: Address, who: PublicKey) {
+    /// Records a certificate for `who` on the mailbox of `genesis`.
+    fn certify(&mut self, genesis: &Genesis, who: PublicKey) {
+        let address = genesis.header().address;
+        let max = usize::from(genesis.header().policy.max_recipients);
         let set = self.certified.entry(address).or_default();
         set.insert(who);
-        let max = self.max_recipients.get(&address).copied().unwrap_or(1);
         if set.len() > max {
             let n = set.len();
             self.violate(
@@ -1203,7 +1195,7 @@ impl World {
                 for i in 0..race.claimants.len() {
                     let claim = race.claimants[i].session.claim().clone();
                     let delay = self.between(0, 30);
-                    let op = self.start_op_later(
+                    let op = self.start_op_after(
                         flow,
                         delay,
                         OpKind::Claim(Box::new(Quorum::new(
@@ -1228,7 +1220,7 @@ impl World {
                 match outcome {
                     OpResult::Claimed(ClaimOutcome::Certified(cert)) => {
                         let who = cert.claim.body.recipient;
-                        self.certify(address, who);
+                        self.certify(&race.genesis, who);
                         if let Some(c) = race.claimants.get_mut(i) {
                             c.storing = true;
                         }
@@ -1251,7 +1243,7 @@ impl World {
                         if e.code == ErrorCode::Unavailable =>
                     {
                         let claim = race.claimants[i].session.claim().clone();
-                        let op = self.start_op_later(
+                        let op = self.start_op_after(
                             flow,
                             RETRY_MS,
                             OpKind::Claim(Box::new(Quorum::new(
@@ -1290,22 +1282,6 @@ impl World {
         race.claimants.iter().all(|c| c.done)
     }
 
-    /// Starts an op after `delay` (the request leaves then).
-    fn start_op_later(
-        &mut self,
-        flow: FlowId,
-        delay: u64,
-        kind: OpKind,
-        request: ReplicaRequest,
-    ) -> OpId {
-        // Ops start at once; a delayed start is modelled by delaying the requests.
-        let saved = self.now;
-        self.now += delay;
-        let op = self.start_op(flow, kind, request);
-        self.now = saved;
-        op
-    }
-
     fn fetch_op(&mut self, flow: FlowId, ex: &Exchange) {
         let now = self.unix();
         let (request, cursor, reader) = if ex.recipient_writes {
@@ -1328,9 +1304,8 @@ impl World {
         } else {
             gather
         };
-        self.start_op_later(
+        self.start_op(
             flow,
-            0,
             OpKind::Fetch(Box::new(Quorum::new(
                 &ex.replicas,
                 gather,
@@ -1376,7 +1351,8 @@ impl World {
                 ExchangePhase::Claiming,
                 Some((_, OpResult::Claimed(ClaimOutcome::Certified(cert)))),
             ) => {
-                self.certify(address, cert.claim.body.recipient);
+                let genesis = ex.sender.genesis().clone();
+                self.certify(&genesis, cert.claim.body.recipient);
                 let ok = ex
                     .recipient
                     .accept_certificate((*cert).clone(), &self.limits, now)
@@ -1462,7 +1438,6 @@ impl World {
                     if ex.remaining == 0 {
                         ex.phase = ExchangePhase::Deleting;
                     } else {
-                        ex.turn += 1;
                         ex.recipient_writes = !ex.recipient_writes;
                         ex.phase = ExchangePhase::Sending;
                         self.seal_burst(ex);

@@ -72,13 +72,14 @@ fn a_seed_replays_exactly() {
     assert_ne!(a.steps, other.steps, "another seed should make another run");
 }
 
+/// Crashes alone (no loss, delay or partition): every write acknowledged before a crash
+/// is still there after it.
 #[test]
-fn without_faults_everything_is_delivered() {
+fn crashes_alone_lose_nothing_acknowledged() {
     assert_clean(&Config {
         claim_races: 0,
         exchanges: 300,
         faults: Faults {
-            // One crash, so the run still counts a fault.
             crash_every_ms: 1_000,
             ..Faults::none()
         },
