@@ -19,7 +19,7 @@ use rand_core::{Rng as _, UnwrapErr};
 use tigress_client::{ClientError, Connection, unix_now};
 use tigress_protocol::flow;
 use tigress_protocol::mailbox::Limits;
-use tigress_protocol::record::Message;
+use tigress_protocol::record::{Message, ReadScope, Record};
 use tigress_protocol::rpc::ClientRequest;
 use tigress_protocol::session::{DeviceKeys, RecipientSession, ShareIdentity, ShareOptions};
 
@@ -196,17 +196,18 @@ async fn timed<T>(
     r
 }
 
-async fn fetch_one(
-    conn: &Connection,
-    request: tigress_protocol::record::ReadRequest,
-    cursor: Vec<(tigress_protocol::crypto::PublicKey, u64)>,
-) -> Result<Vec<Message>, ClientError> {
-    let fetch = flow::fetch(request, cursor, 30_000)?;
+async fn fetch_one(conn: &Connection, fetch: ClientRequest) -> Result<Vec<Message>, ClientError> {
     Ok(flow::fetched(conn.request(fetch).await?)?)
 }
 
-async fn stored(conn: &Connection, request: ClientRequest) -> Result<(), ClientError> {
-    flow::stored(conn.request(request).await?)?;
+/// A write, with its acknowledgements checked as a client checks them.
+async fn stored(
+    conn: &Connection,
+    request: ClientRequest,
+    genesis: &tigress_protocol::record::Genesis,
+    record: [u8; 32],
+) -> Result<(), ClientError> {
+    flow::stored(conn.request(request).await?, genesis, &record)?;
     Ok(())
 }
 
@@ -236,7 +237,7 @@ async fn transfer(
             unix_now(),
             &mut rng,
         )?;
-        stored(conn, create).await?;
+        stored(conn, create, session.genesis(), session.genesis().digest()).await?;
         Ok((session, url))
     })
     .await?;
@@ -263,7 +264,7 @@ async fn transfer(
         let answer = pool
             .pick()
             .request(ClientRequest::Read {
-                request: sender.0.read_request(unix_now()),
+                request: sender.0.read_request(unix_now(), ReadScope::View),
             })
             .await?;
         flow::learn(&mut sender.0, answer, &limits, unix_now())?;
@@ -275,14 +276,18 @@ async fn transfer(
     for k in 0..opts.messages {
         let from_recipient = k % 2 == 0;
         let (send_conn, fetch_conn) = (pool.pick().clone(), pool.pick().clone());
-        let (read, cursor) = if from_recipient {
-            (sender.0.read_request(unix_now()), sender.0.cursor())
+        let now = unix_now();
+        let fetch = if from_recipient {
+            let cursor = sender.0.cursor();
+            flow::fetch(|scope| sender.0.read_request(now, scope), cursor, 30_000)
         } else {
-            (recipient.read_request(unix_now()), recipient.cursor())
-        };
+            let cursor = recipient.cursor();
+            flow::fetch(|scope| recipient.read_request(now, scope), cursor, 30_000)
+        }
+        .map_err(|e| format!("fetch: {}", e.code()))?;
         // The other side is already waiting when the message goes out.
         let start_fetch = Instant::now();
-        let waiting = tokio::spawn(async move { fetch_one(&fetch_conn, read, cursor).await });
+        let waiting = tokio::spawn(async move { fetch_one(&fetch_conn, fetch).await });
         let message = if from_recipient {
             recipient.seal(&payload, [k as u8; 16], unix_now(), &mut rng)
         } else {
@@ -291,7 +296,14 @@ async fn transfer(
                 .seal(&to, &payload, [k as u8; 16], unix_now(), &mut rng)
         }
         .map_err(|e| format!("send: {}", e.code()))?;
-        timed(&mut steps, "send", stored(&send_conn, flow::send(message))).await?;
+        let record = message.digest();
+        let genesis = sender.0.genesis().clone();
+        timed(
+            &mut steps,
+            "send",
+            stored(&send_conn, flow::send(message), &genesis, record),
+        )
+        .await?;
         let got = waiting
             .await
             .map_err(|_| "fetch: task failed".to_owned())?
@@ -311,10 +323,17 @@ async fn transfer(
         }
     }
 
+    let delete = sender.0.delete(unix_now());
+    let record = delete.digest();
     timed(
         &mut steps,
         "delete",
-        stored(pool.pick(), flow::delete(sender.0.delete(unix_now()))),
+        stored(
+            pool.pick(),
+            flow::delete(delete),
+            sender.0.genesis(),
+            record,
+        ),
     )
     .await?;
     Ok(steps)

@@ -39,9 +39,34 @@ fn a_clean_run_prints_one_line_and_exits_0() {
     assert!(field(line, "seconds").parse::<f64>().is_ok());
 }
 
+/// With the default claim quorum (R = 5, f = 1), one liar in every replica set finds no
+/// violation.
+#[test]
+fn one_liar_per_set_finds_no_violation() {
+    let out = simulate(&[
+        "--claim-races",
+        "300",
+        "--exchanges",
+        "100",
+        "--liars",
+        "1",
+        "--seed",
+        "3",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(field(stdout.trim(), "liars"), "1");
+    assert_eq!(field(stdout.trim(), "violations"), "0");
+}
+
 #[test]
 fn a_broken_invariant_exits_1_with_the_first_violation_and_its_seed() {
-    // One lying replica in every set double-claims under simple-majority certificates.
+    // One lying replica in every set double-claims under simple-majority certificates
+    // (a genesis tolerating no liar on R = 5).
     let out = simulate(&[
         "--claim-races",
         "200",
@@ -49,6 +74,8 @@ fn a_broken_invariant_exits_1_with_the_first_violation_and_its_seed() {
         "0",
         "--liars",
         "1",
+        "--fault-tolerance",
+        "0",
         "--seed",
         "3",
     ]);
@@ -62,15 +89,22 @@ fn a_broken_invariant_exits_1_with_the_first_violation_and_its_seed() {
 
 #[test]
 fn impossible_settings_are_refused_with_the_reason() {
-    for args in [
-        &["--liars", "6", "--replication", "5"][..],
-        &["--nodes", "0"][..],
-        &["--replication", "0"][..],
+    for (args, reason) in [
+        (
+            &["--liars", "6", "--replication", "5"][..],
+            "--liars at most --replication",
+        ),
+        (&["--nodes", "0"][..], "--liars at most --replication"),
+        (&["--replication", "0"][..], "--liars at most --replication"),
+        (
+            &["--replication", "5", "--fault-tolerance", "2"][..],
+            "--fault-tolerance is at most (replication - 1) / 4 = 1",
+        ),
     ] {
         let out = simulate(args);
         assert!(!out.status.success(), "{args:?} must be refused");
         let stderr = String::from_utf8(out.stderr).unwrap();
-        assert!(stderr.contains("--liars at most --replication"), "{stderr}");
+        assert!(stderr.contains(reason), "{stderr}");
         assert!(
             out.stdout.is_empty(),
             "no summary for a run that did not happen"

@@ -413,6 +413,17 @@ async fn execute(cli: Cli) -> Result<(), ClientError> {
         Command::Status { url } => {
             let url = parse_url(&url)?;
             let st = client.status(url.mailbox_id().address()).await?;
+            // A party sees the recipients' keys and the message count; anyone else only
+            // the public status.
+            let party = client.party_status(&url.mailbox_id()).await.unwrap_or(None);
+            let recipients = party
+                .as_ref()
+                .map(|p| p.recipients.clone())
+                .unwrap_or_default();
+            let count = party
+                .as_ref()
+                .map_or(usize::from(st.recipients), |p| p.recipients.len());
+            let messages = party.as_ref().map(|p| p.messages);
             // Only the sender's device can list claimants; others show none.
             let claimants = client
                 .claimants(&url.mailbox_id())
@@ -427,9 +438,10 @@ async fn execute(cli: Cli) -> Result<(), ClientError> {
                     "deleted": st.deleted,
                     "contested": st.contested,
                     "resolved": st.resolved,
-                    "recipients": st.recipients.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                    "recipients": recipients.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                    "recipient_count": count,
                     "max_recipients": st.max_recipients,
-                    "messages": st.messages,
+                    "messages": messages,
                     "claimants": claimants.iter().map(ToString::to_string).collect::<Vec<_>>(),
                 });
                 print_line(&doc.to_string())?;
@@ -440,7 +452,7 @@ async fn execute(cli: Cli) -> Result<(), ClientError> {
                     "expired"
                 } else if st.contested {
                     "contested"
-                } else if st.recipients.is_empty() {
+                } else if count == 0 {
                     "waiting for a claim"
                 } else {
                     "claimed"
@@ -448,18 +460,16 @@ async fn execute(cli: Cli) -> Result<(), ClientError> {
                 print_line(&format!("share {}", url.mailbox_id()))?;
                 print_line(&format!("state: {state}"))?;
                 print_line(&format!("expires: {}", rfc3339(st.expires_at)))?;
-                print_line(&format!(
-                    "recipients: {}/{}",
-                    st.recipients.len(),
-                    st.max_recipients
-                ))?;
-                for r in &st.recipients {
+                print_line(&format!("recipients: {count}/{}", st.max_recipients))?;
+                for r in &recipients {
                     print_line(&format!("  certified {r}"))?;
                 }
-                for c in claimants.iter().filter(|c| !st.recipients.contains(c)) {
+                for c in claimants.iter().filter(|c| !recipients.contains(c)) {
                     print_line(&format!("  claimant {c}"))?;
                 }
-                print_line(&format!("messages: {}", st.messages))?;
+                if let Some(n) = messages {
+                    print_line(&format!("messages: {n}"))?;
+                }
             }
         }
         Command::Delete { url } => {

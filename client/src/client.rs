@@ -8,13 +8,13 @@ use libp2p::Multiaddr;
 use rand_core::UnwrapErr;
 use tigress_protocol::crypto::PublicKey;
 use tigress_protocol::flow;
-use tigress_protocol::mailbox::{Limits, MailboxStatus};
-use tigress_protocol::record::Message;
+use tigress_protocol::mailbox::{Limits, MailboxStatus, PublicStatus};
+use tigress_protocol::record::{Genesis, Message, ReadScope, Record};
 use tigress_protocol::rpc::{ClientRequest, ClientResponse, MailboxView, NodeInfo};
 use tigress_protocol::session::{
     Delivered, DeviceKeys, RecipientSession, SenderSession, ShareIdentity, ShareOptions,
 };
-use tigress_protocol::{Address, MailboxId, ShareUrl};
+use tigress_protocol::{Address, ErrorCode, MailboxId, ShareUrl};
 
 use crate::connection::Connection;
 use crate::error::ClientError;
@@ -96,16 +96,50 @@ impl Client {
         }
     }
 
-    /// The public status of a mailbox.
-    pub async fn status(&self, address: Address) -> Result<MailboxStatus, ClientError> {
+    /// The public status of a mailbox: its state, no keys, no message counts.
+    pub async fn status(&self, address: Address) -> Result<PublicStatus, ClientError> {
         match self.conn.request(ClientRequest::Status { address }).await? {
             ClientResponse::Status(s) => Ok(s),
             _ => Err(ClientError::UnexpectedResponse("status")),
         }
     }
 
-    async fn stored(&self, request: ClientRequest) -> Result<bool, ClientError> {
-        Ok(flow::stored(self.conn.request(request).await?)?)
+    /// A party's status of its mailbox (recipient keys and message count), read with its
+    /// signed request: `None` when this device is not a party of it or may not read.
+    pub async fn party_status(&self, id: &MailboxId) -> Result<Option<MailboxStatus>, ClientError> {
+        if !self.state.contains(id) {
+            return Ok(None);
+        }
+        let mut state = self.state.load(id)?;
+        let view = match &mut state.party {
+            Party::Sender(session) => self.refresh_sender(session).await,
+            Party::Recipient(session) if session.is_recipient() => {
+                let request = session.read_request(unix_now(), ReadScope::View);
+                let answer = self.conn.request(ClientRequest::Read { request }).await?;
+                Ok(flow::view(answer, session.genesis())?)
+            }
+            Party::Recipient(_) => return Ok(None),
+        };
+        match view {
+            Ok(v) => Ok(Some(v.status)),
+            Err(ClientError::Remote(e)) if e.code == ErrorCode::Unauthorized => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Sends a write and checks the acknowledgements of the answer: a majority of the
+    /// mailbox's replicas must have signed that they stored `record`.
+    async fn stored(
+        &self,
+        request: ClientRequest,
+        genesis: &Genesis,
+        record: [u8; 32],
+    ) -> Result<bool, ClientError> {
+        Ok(flow::stored(
+            self.conn.request(request).await?,
+            genesis,
+            &record,
+        )?)
     }
 
     /// Creates a share of `payload`; the invitation's base is `base_url` or the entry
@@ -139,7 +173,11 @@ impl Client {
         };
         // Saved first: a share the network stored but the device forgot would be lost.
         self.state.save(&state)?;
-        self.stored(create).await?;
+        let Party::Sender(session) = &state.party else {
+            return Err(ClientError::UnexpectedResponse("sender state"));
+        };
+        self.stored(create, session.genesis(), session.genesis().digest())
+            .await?;
         Ok(Shared {
             share_id: url.mailbox_id(),
             url,
@@ -176,7 +214,7 @@ impl Client {
                 // A contest the sender settled in this claimant's favour: the resolve in
                 // the mailbox makes it a recipient.
                 Err(ClientError::Remote(e)) if e.code == tigress_protocol::ErrorCode::Conflict => {
-                    let request = session.read_request(unix_now());
+                    let request = session.read_request(unix_now(), ReadScope::View);
                     let kept = match self.conn.request(ClientRequest::Read { request }).await {
                         Ok(answer) => flow::kept_by_resolve(session, answer),
                         Err(_) => false,
@@ -195,23 +233,65 @@ impl Client {
         Ok(session.first_payload()?)
     }
 
-    /// Reads the sender's view and learns certified recipients from it.
+    /// Reads the sender's view and rebuilds the recipients from it. A view showing more
+    /// recipients than the policy allows is refused as contested; a replica it proves
+    /// lying is reported to the entry node.
     async fn refresh_sender(
         &self,
         session: &mut SenderSession,
     ) -> Result<MailboxView, ClientError> {
-        let request = session.read_request(unix_now());
+        let request = session.read_request(unix_now(), ReadScope::View);
         let answer = self.conn.request(ClientRequest::Read { request }).await?;
-        Ok(flow::learn(session, answer, &self.limits, unix_now())?)
+        match flow::learn(session, answer, &self.limits, unix_now()) {
+            Err(flow::FlowError::Contested(proofs)) => {
+                for proof in &proofs {
+                    tracing::warn!(replica = %proof.liar(), "a replica is proven to have lied; reporting it");
+                    let _ = self.conn.request(flow::report(proof.clone())).await;
+                }
+                Err(flow::FlowError::Contested(proofs).into())
+            }
+            other => Ok(other?),
+        }
     }
 
-    async fn flush_outbox(&self, state: &mut ShareState) -> Result<(), ClientError> {
+    /// Sends the outbox in order. A sender's message to a key that is no longer a
+    /// recipient (it relinquished) can never be stored: it is dropped and reported, so it
+    /// does not hold back the messages behind it.
+    async fn flush_outbox(&self, state: &mut ShareState) -> Result<Vec<Sent>, ClientError> {
+        let mut dropped = Vec::new();
+        if let Party::Sender(session) = &state.party {
+            let current: Vec<PublicKey> = session.recipients().iter().map(|r| r.key).collect();
+            let before = state.outbox.len();
+            state.outbox.retain(|m| {
+                let keep = current.contains(&m.header().to);
+                if !keep {
+                    tracing::warn!(
+                        to = %m.header().to,
+                        seq = m.header().seq,
+                        "dropping an undeliverable message: its recipient is no longer a recipient"
+                    );
+                    dropped.push(Sent {
+                        to: m.header().to,
+                        seq: m.header().seq,
+                    });
+                }
+                keep
+            });
+            if state.outbox.len() != before {
+                self.state.save(state)?;
+            }
+        }
+        let genesis = match &state.party {
+            Party::Sender(s) => s.genesis().clone(),
+            Party::Recipient(r) => r.genesis().clone(),
+        };
         while let Some(message) = state.outbox.first().cloned() {
-            self.stored(flow::send(message)).await?;
+            let record = message.digest();
+            self.stored(flow::send(message), &genesis, record).await?;
             state.outbox.remove(0);
             self.state.save(state)?;
         }
-        Ok(())
+        Ok(dropped)
     }
 
     /// Sends `payload` as the next message: from the recipient to the sender, or from the
@@ -223,6 +303,9 @@ impl Client {
         to: Option<PublicKey>,
     ) -> Result<Vec<Sent>, ClientError> {
         let mut state = self.state.load(id)?;
+        if let Party::Sender(session) = &mut state.party {
+            self.refresh_sender(session).await?;
+        }
         self.flush_outbox(&mut state).await?;
         let now = unix_now();
         let mut rng = rng();
@@ -230,7 +313,6 @@ impl Client {
         rand_core::Rng::fill_bytes(&mut rng, &mut request_id);
         let sealed: Vec<Message> = match &mut state.party {
             Party::Sender(session) => {
-                self.refresh_sender(session).await?;
                 let targets: Vec<PublicKey> = match to {
                     Some(key) => vec![key],
                     None => session.recipients().iter().map(|r| r.key).collect(),
@@ -272,11 +354,14 @@ impl Client {
     pub async fn recv(&self, id: &MailboxId, wait: Duration) -> Result<Received, ClientError> {
         let mut state = self.state.load(id)?;
         let mut contested = false;
-        let (request, cursor) = match &mut state.party {
+        let now = unix_now();
+        let wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+        let fetch = match &mut state.party {
             Party::Sender(session) => {
                 let view = self.refresh_sender(session).await?;
                 contested = view.status.contested;
-                (session.read_request(unix_now()), session.cursor())
+                let cursor = session.cursor();
+                flow::fetch(|scope| session.read_request(now, scope), cursor, wait_ms)?
             }
             Party::Recipient(session) => {
                 if !session.is_recipient() {
@@ -284,11 +369,10 @@ impl Client {
                         "this share is not claimed yet: run `tigress accept` first".into(),
                     ));
                 }
-                (session.read_request(unix_now()), session.cursor())
+                let cursor = session.cursor();
+                flow::fetch(|scope| session.read_request(now, scope), cursor, wait_ms)?
             }
         };
-        let wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
-        let fetch = flow::fetch(request, cursor, wait_ms)?;
         let messages = flow::fetched(self.conn.request(fetch).await?)?;
         let mut delivered = Vec::new();
         for m in &messages {
@@ -311,11 +395,14 @@ impl Client {
     /// Deletes the mailbox (the sender, or a recipient with the delete right).
     pub async fn delete(&self, id: &MailboxId) -> Result<(), ClientError> {
         let state = self.state.load(id)?;
-        let delete = match &state.party {
-            Party::Sender(s) => s.delete(unix_now()),
-            Party::Recipient(r) => r.delete(unix_now()),
+        let (delete, genesis) = match &state.party {
+            Party::Sender(s) => (s.delete(unix_now()), s.genesis()),
+            Party::Recipient(r) => (r.delete(unix_now()), r.genesis()),
         };
-        self.stored(flow::delete(delete)).await.map(|_| ())
+        let record = delete.digest();
+        self.stored(flow::delete(delete), genesis, record)
+            .await
+            .map(|_| ())
     }
 
     /// Gives this recipient's slot back.
@@ -325,9 +412,14 @@ impl Client {
             return Err(ClientError::Usage("only a recipient can relinquish".into()));
         };
         let relinquish = r.relinquish(unix_now());
-        self.stored(ClientRequest::Relinquish { relinquish })
-            .await
-            .map(|_| ())
+        let record = relinquish.digest();
+        self.stored(
+            ClientRequest::Relinquish { relinquish },
+            r.genesis(),
+            record,
+        )
+        .await
+        .map(|_| ())
     }
 
     /// Settles a contest by keeping the claimant whose key is `keep`.
@@ -348,8 +440,10 @@ impl Client {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let resolve = session.resolve(claims, &self.limits, unix_now())?;
+        let genesis = session.genesis().clone();
         self.state.save(&state)?;
-        self.stored(ClientRequest::Resolve { resolve })
+        let record = resolve.digest();
+        self.stored(ClientRequest::Resolve { resolve }, &genesis, record)
             .await
             .map(|_| ())
     }

@@ -71,7 +71,11 @@ impl Dispatcher {
                         }
                     }
                 }
-                Inbound::Replica { request, channel } => {
+                Inbound::Replica {
+                    peer,
+                    request,
+                    channel,
+                } => {
                     let admitted = match &self.replica {
                         None => Err(refusal(
                             ErrorCode::NotFound,
@@ -85,7 +89,8 @@ impl Dispatcher {
                             let metrics = self.metrics.clone();
                             tokio::spawn(async move {
                                 let op = replica_op(&request);
-                                let response = replica.handle(request).await;
+                                let from = crate::identity::key_of(&peer);
+                                let response = replica.handle(request, from).await;
                                 metrics.record_replica(op, &response);
                                 net.respond_replica(channel, response).await;
                                 drop(permit);

@@ -4,9 +4,10 @@
 //! waits for as long as the quorum says; what counts as enough and how answers merge is
 //! decided there, not here.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use hashlink::LruCache;
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
@@ -16,11 +17,13 @@ use tigress_protocol::crypto::PublicKey;
 use tigress_protocol::mailbox::{self, Limits};
 use tigress_protocol::quorum::{
     self, Answer, CallError, ClaimGather, ClaimOutcome, FETCH_GRACE_MS, FetchGather, FirstGather,
-    Gather, Quorum, READ_GRACE_MS, ReadGather, WriteGather,
+    Gather, Quorum, READ_GRACE_MS, ReadGather, WriteGather, Written,
 };
-use tigress_protocol::record::{Genesis, ReadRequest};
+use tigress_protocol::record::{Equivocation, Genesis, ReadRequest};
+use tigress_protocol::replica;
 use tigress_protocol::rpc::{
-    ClientRequest, ClientResponse, Cursor, NodeInfo, RemoteError, ReplicaRequest, ReplicaResponse,
+    Access, ClientRequest, ClientResponse, Cursor, NodeInfo, RemoteError, ReplicaRequest,
+    ReplicaResponse,
 };
 use tigress_protocol::wire::{BoundedString, BoundedVec};
 use tigress_protocol::{Address, ErrorCode};
@@ -33,8 +36,13 @@ use crate::metrics::{Metrics, client_op};
 use crate::network::NetworkHandle;
 use crate::replica::Replica;
 
-/// The most genesis records cached by an entry node.
+/// The most genesis records cached by an entry node (least recently used first out).
 const GENESIS_CACHE: usize = 4096;
+
+/// The most replicas remembered as proven liars (least recently proven first out: each
+/// needs a key that signed two conflicting receipts, which costs a liar nothing, so the
+/// memory is bounded).
+const LIARS: usize = 4096;
 
 /// Settings of the entry role.
 #[derive(Debug, Clone)]
@@ -58,7 +66,8 @@ pub struct Entry {
     nudge: Option<mpsc::Sender<Address>>,
     net: NetworkHandle,
     config: EntryConfig,
-    genesis_cache: Mutex<HashMap<Address, Genesis>>,
+    genesis_cache: Mutex<LruCache<Address, Genesis>>,
+    liars: Mutex<LruCache<PublicKey, ()>>,
     metrics: Arc<Metrics>,
     stopping: watch::Receiver<bool>,
 }
@@ -84,7 +93,8 @@ impl Entry {
             nudge,
             net,
             config,
-            genesis_cache: Mutex::new(HashMap::new()),
+            genesis_cache: Mutex::new(LruCache::new(GENESIS_CACHE)),
+            liars: Mutex::new(LruCache::new(LIARS)),
             metrics,
             stopping,
         }
@@ -135,7 +145,7 @@ impl Entry {
                     .map_err(|e| RemoteError::from(&e))?;
                 let replicas = genesis.header().replicas.to_vec();
                 let address = genesis.header().address;
-                let duplicate = self
+                let written = self
                     .write(
                         &replicas,
                         ReplicaRequest::StoreGenesis {
@@ -144,10 +154,11 @@ impl Entry {
                     )
                     .await?;
                 self.cache(address, genesis);
-                Ok(ClientResponse::Stored { duplicate })
+                Ok(stored(written))
             }
             ClientRequest::Open { request } => {
-                let genesis = self.genesis(&request.body.address).await?;
+                let access = Access::Read(request.clone());
+                let genesis = self.genesis(&access).await?;
                 let wanted = genesis.clone();
                 let found = self
                     .drive(
@@ -172,11 +183,11 @@ impl Entry {
             ClientRequest::Claim { claim } => self.claim(claim).await,
             ClientRequest::Read { request } => self.read(request).await,
             ClientRequest::Send { message } => {
-                let replicas = self.replicas_of(&message.header().address).await?;
-                let duplicate = self
+                let replicas = self.replicas_of(&Access::Message(message.clone())).await?;
+                let written = self
                     .write(&replicas, ReplicaRequest::StoreMessage { message })
                     .await?;
-                Ok(ClientResponse::Stored { duplicate })
+                Ok(stored(written))
             }
             ClientRequest::Fetch {
                 request,
@@ -184,32 +195,37 @@ impl Entry {
                 wait_ms,
             } => self.fetch(request, cursor, wait_ms).await,
             ClientRequest::Delete { delete } => {
-                let replicas = self.replicas_of(&delete.body.address).await?;
-                let duplicate = self
+                let replicas = self.replicas_of(&Access::Delete(delete.clone())).await?;
+                let written = self
                     .write(&replicas, ReplicaRequest::Delete { delete })
                     .await?;
-                Ok(ClientResponse::Stored { duplicate })
+                Ok(stored(written))
             }
             ClientRequest::Relinquish { relinquish } => {
-                let replicas = self.replicas_of(&relinquish.body.address).await?;
-                let duplicate = self
+                let replicas = self
+                    .replicas_of(&Access::Relinquish(relinquish.clone()))
+                    .await?;
+                let written = self
                     .write(&replicas, ReplicaRequest::Relinquish { relinquish })
                     .await?;
-                Ok(ClientResponse::Stored { duplicate })
+                Ok(stored(written))
             }
             ClientRequest::Resolve { resolve } => {
-                let replicas = self.replicas_of(&resolve.body.address).await?;
-                let duplicate = self
+                let replicas = self.replicas_of(&Access::Resolve(resolve.clone())).await?;
+                let written = self
                     .write(&replicas, ReplicaRequest::Resolve { resolve })
                     .await?;
-                Ok(ClientResponse::Stored { duplicate })
+                Ok(stored(written))
             }
             ClientRequest::Status { address } => {
-                let replicas = self.replicas_of(&address).await?;
+                // Public: asked of the nodes where the mailbox must live (a replica refuses
+                // a genesis it is not near), without a genesis to go by.
+                let r = usize::from(self.config.replication);
+                let nodes = self.locate(&address, 2 * r).await;
                 let found = self
                     .drive(
                         Quorum::new(
-                            &replicas,
+                            &nodes,
                             FirstGather::new(|r| matches!(r, ReplicaResponse::Status(_))),
                             0,
                         ),
@@ -221,16 +237,44 @@ impl Entry {
                     _ => Err(remote(ErrorCode::Unavailable, "no replica gave a status")),
                 }
             }
+            ClientRequest::Report { proof } => {
+                proof.verify().map_err(|e| RemoteError::from(&e))?;
+                let fresh = self.prove_liar(&proof);
+                Ok(ClientResponse::Stored {
+                    duplicate: !fresh,
+                    acks: BoundedVec::default(),
+                })
+            }
         }
     }
 
     fn cache(&self, address: Address, genesis: Genesis) {
         if let Ok(mut cache) = self.genesis_cache.lock() {
-            if cache.len() >= GENESIS_CACHE {
-                cache.clear();
-            }
             cache.insert(address, genesis);
         }
+    }
+
+    /// Remembers the replica `proof` shows lying: it is no longer placed nor asked.
+    /// Returns whether it was new.
+    pub fn prove_liar(&self, proof: &Equivocation) -> bool {
+        let liar = proof.liar();
+        let fresh = self
+            .liars
+            .lock()
+            .map(|mut l| l.insert(liar, ()).is_none())
+            .unwrap_or(false);
+        if fresh {
+            tracing::warn!(replica = %liar.short(), "a replica is proven to lie (two receipts for one slot)");
+        }
+        fresh
+    }
+
+    /// Whether `replica` is proven to lie.
+    pub fn is_liar(&self, replica: &PublicKey) -> bool {
+        self.liars
+            .lock()
+            .map(|mut l| l.get(replica).is_some())
+            .unwrap_or(false)
     }
 
     /// The R closest relay nodes to `address` (this node included when it is a relay).
@@ -239,23 +283,27 @@ impl Entry {
         if self.replica.is_some() {
             peers.push(self.net.local_peer_id());
         }
+        peers.retain(|p| key_of(p).is_none_or(|k| !self.is_liar(&k)));
         nearest(peers, address, r)
     }
 
-    /// The genesis of `address`: from the cache, else from the nodes closest to it.
-    pub async fn genesis(&self, address: &Address) -> Result<Genesis, RemoteError> {
+    /// The genesis the signed request `access` is for: from the cache, else from the nodes
+    /// closest to its address. Only a genesis the request fits is used or cached (a node
+    /// answering with a genesis of its own making is ignored).
+    pub async fn genesis(&self, access: &Access) -> Result<Genesis, RemoteError> {
+        let address = access.address();
         if let Some(g) = self
             .genesis_cache
             .lock()
             .ok()
-            .and_then(|c| c.get(address).cloned())
+            .and_then(|mut c| c.get(&address).cloned())
+            && access.fits(&g)
         {
             return Ok(g);
         }
         // Where the genesis most likely is, cheapest first: this node's own store, the
         // closest peers of the local routing table, then a network lookup.
         let r = usize::from(self.config.replication);
-        let target = *address;
         let mut asked: Vec<PublicKey> = Vec::new();
         let mut last: Option<RemoteError> = None;
         for round in 0..3 {
@@ -266,9 +314,9 @@ impl Entry {
                         .net
                         .closest_local(address.as_bytes().to_vec(), 2 * r)
                         .await;
-                    nearest(peers, address, 2 * r)
+                    nearest(peers, &address, 2 * r)
                 }
-                _ => self.locate(address, 2 * r).await,
+                _ => self.locate(&address, 2 * r).await,
             };
             let fresh: Vec<PublicKey> = candidates
                 .into_iter()
@@ -278,39 +326,46 @@ impl Entry {
                 continue;
             }
             asked.extend(fresh.iter().copied());
+            let wanted = access.clone();
             let found = self
                 .drive(
                     Quorum::new(
                         &fresh,
-                        FirstGather::new(|r| {
-                            matches!(r, ReplicaResponse::Genesis(g) if quorum::genesis_fits(g, &target))
-                        }),
+                        FirstGather::new(
+                            move |r| matches!(r, ReplicaResponse::Genesis(g) if wanted.fits(g)),
+                        ),
                         0,
                     ),
-                    ReplicaRequest::GetGenesis { address: target },
+                    ReplicaRequest::GetGenesis {
+                        access: access.clone(),
+                    },
                 )
                 .await;
             match found {
                 Ok(ReplicaResponse::Genesis(g)) => {
-                    self.cache(*address, g.clone());
+                    self.cache(address, g.clone());
                     return Ok(g);
                 }
                 Ok(_) => {}
                 // A tombstone or a definitive refusal from a replica needs no wider search.
-                Err(e) if e.code != ErrorCode::NotFound && e.code != ErrorCode::Unavailable => {
+                Err(e)
+                    if e.code != ErrorCode::NotFound
+                        && e.code != ErrorCode::Unavailable
+                        && e.code != ErrorCode::Unauthorized =>
+                {
                     return Err(e);
                 }
                 Err(e) => last = Some(e),
             }
         }
         Err(match last {
-            Some(e) if e.code == ErrorCode::Unavailable => e,
+            Some(e) if e.code == ErrorCode::Unavailable || e.code == ErrorCode::Unauthorized => e,
             _ => remote(ErrorCode::NotFound, "no such mailbox"),
         })
     }
 
-    async fn replicas_of(&self, address: &Address) -> Result<Vec<PublicKey>, RemoteError> {
-        Ok(self.genesis(address).await?.header().replicas.to_vec())
+    async fn replicas_of(&self, access: &Access) -> Result<Vec<PublicKey>, RemoteError> {
+        Ok(self.genesis(access).await?.header().replicas.to_vec())
     }
 
     async fn call(&self, replica: PublicKey, request: ReplicaRequest) -> (PublicKey, Answer) {
@@ -318,9 +373,11 @@ impl Entry {
             ReplicaRequest::Fetch { wait_ms, .. } => Duration::from_millis(u64::from(*wait_ms)),
             _ => Duration::ZERO,
         };
-        let answer = if replica == self.me {
+        let answer = if self.is_liar(&replica) {
+            Err(CallError::ProvenLiar)
+        } else if replica == self.me {
             match &self.replica {
-                Some(local) => Ok(local.handle(request).await),
+                Some(local) => Ok(local.handle(request, Some(self.me)).await),
                 None => Err(CallError::NoLocalStore),
             }
         } else {
@@ -365,23 +422,29 @@ impl Entry {
         quorum.finish()
     }
 
-    /// A write: stored once a strict majority of `replicas` stored it durably.
+    /// A write: stored once a strict majority of `replicas` acknowledged it, each with
+    /// its signature.
     async fn write(
         &self,
         replicas: &[PublicKey],
         request: ReplicaRequest,
-    ) -> Result<bool, RemoteError> {
-        self.drive(Quorum::new(replicas, WriteGather::new(), 0), request)
-            .await
+    ) -> Result<Written, RemoteError> {
+        let (address, record) = replica::acknowledged(&request)
+            .ok_or_else(|| remote(ErrorCode::Malformed, "not a write"))?;
+        self.drive(
+            Quorum::new(replicas, WriteGather::new(address, record), 0),
+            request,
+        )
+        .await
     }
 
     async fn claim(
         &self,
         claim: tigress_protocol::record::Claim,
     ) -> Result<ClientResponse, RemoteError> {
-        let genesis = self.genesis(&claim.body.address).await?;
+        let genesis = self.genesis(&Access::Claim(claim.clone())).await?;
         let replicas = genesis.header().replicas.to_vec();
-        let outcome = self
+        let (outcome, liars) = self
             .drive(
                 Quorum::new(&replicas, ClaimGather::new(genesis, claim.clone()), 0),
                 ReplicaRequest::Grant {
@@ -389,16 +452,23 @@ impl Entry {
                 },
             )
             .await;
+        for proof in &liars {
+            self.prove_liar(proof);
+        }
         match outcome {
             ClaimOutcome::Certified(cert) => {
-                self.write(
-                    &replicas,
-                    ReplicaRequest::StoreCertificate {
-                        certificate: (*cert).clone(),
-                    },
-                )
-                .await?;
-                Ok(ClientResponse::Certified(*cert))
+                let written = self
+                    .write(
+                        &replicas,
+                        ReplicaRequest::StoreCertificate {
+                            certificate: (*cert).clone(),
+                        },
+                    )
+                    .await?;
+                Ok(ClientResponse::Certified {
+                    certificate: *cert,
+                    acks: BoundedVec::truncated(written.acks),
+                })
             }
             ClaimOutcome::Contested(evidence) => {
                 let _ = self
@@ -417,7 +487,7 @@ impl Entry {
     }
 
     async fn read(&self, request: ReadRequest) -> Result<ClientResponse, RemoteError> {
-        let genesis = self.genesis(&request.body.address).await?;
+        let genesis = self.genesis(&Access::Read(request.clone())).await?;
         let replicas = genesis.header().replicas.to_vec();
         let gather = ReadGather::new(genesis, self.config.limits, self.config.clock.unix());
         self.drive(
@@ -435,7 +505,7 @@ impl Entry {
         wait_ms: u32,
     ) -> Result<ClientResponse, RemoteError> {
         let address = request.body.address;
-        let replicas = self.replicas_of(&address).await?;
+        let replicas = self.replicas_of(&Access::Read(request.clone())).await?;
         let gather = FetchGather::new(address, request.body.by, cursor.clone());
         let drive = self.drive(
             Quorum::new(&replicas, gather, FETCH_GRACE_MS),
@@ -480,6 +550,14 @@ pub fn nearest(mut peers: Vec<PeerId>, address: &Address, r: usize) -> Vec<Publi
     peers.iter().filter_map(key_of).take(r).collect()
 }
 
+/// The answer to a client's write, with the acknowledgements that prove it.
+fn stored(written: Written) -> ClientResponse {
+    ClientResponse::Stored {
+        duplicate: written.duplicate,
+        acks: BoundedVec::truncated(written.acks),
+    }
+}
+
 /// Sleeps until `at`, or forever when there is nothing to wait for.
 async fn sleep_until(at: Option<tokio::time::Instant>) {
     match at {
@@ -501,5 +579,6 @@ fn request_address(request: &ClientRequest) -> Option<Address> {
         ClientRequest::Delete { delete } => Some(delete.body.address),
         ClientRequest::Relinquish { relinquish } => Some(relinquish.body.address),
         ClientRequest::Resolve { resolve } => Some(resolve.body.address),
+        ClientRequest::Report { proof } => Some(proof.first.body.address),
     }
 }

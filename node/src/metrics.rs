@@ -42,6 +42,7 @@ pub fn client_op(request: &ClientRequest) -> &'static str {
         ClientRequest::Relinquish { .. } => "relinquish",
         ClientRequest::Resolve { .. } => "resolve",
         ClientRequest::Status { .. } => "status",
+        ClientRequest::Report { .. } => "report",
     }
 }
 

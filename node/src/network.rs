@@ -431,6 +431,8 @@ pub(crate) enum Inbound {
     },
     /// Another node's request to this replica.
     Replica {
+        /// The peer asking.
+        peer: PeerId,
         request: ReplicaRequest,
         channel: ResponseChannel<ReplicaResponse>,
     },
@@ -545,15 +547,18 @@ impl LoopState {
                 }
             }
             SwarmEvent::Behaviour(NodeBehaviourEvent::Replica(
-                request_response::Event::Message { message, .. },
+                request_response::Event::Message { peer, message, .. },
             )) => match message {
                 request_response::Message::Request {
                     request, channel, ..
                 } => {
                     if let Err(mpsc::error::TrySendError::Full(Inbound::Replica {
                         channel, ..
-                    })) = ctx.inbound.try_send(Inbound::Replica { request, channel })
-                    {
+                    })) = ctx.inbound.try_send(Inbound::Replica {
+                        peer,
+                        request,
+                        channel,
+                    }) {
                         ctx.metrics.refused.fetch_add(1, Ordering::Relaxed);
                         let sent = swarm
                             .behaviour_mut()

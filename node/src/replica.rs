@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use tigress_protocol::crypto::PublicKey;
 use tigress_protocol::rpc::{MAX_WAIT_MS, ReplicaRequest, ReplicaResponse};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::watch;
@@ -51,25 +52,29 @@ impl Replica {
         &self.store
     }
 
-    /// Answers one request.
-    pub async fn handle(&self, request: ReplicaRequest) -> ReplicaResponse {
+    /// Answers one request from the node `from` (`None`: a peer that is not a node).
+    pub async fn handle(
+        &self,
+        request: ReplicaRequest,
+        from: Option<PublicKey>,
+    ) -> ReplicaResponse {
         match &self.filter {
-            None => self.answer(request).await,
+            None => self.answer(request, from).await,
             Some(filter) => {
-                let response = self.answer(request.clone()).await;
+                let response = self.answer(request.clone(), from).await;
                 filter.filter(&request, response)
             }
         }
     }
 
-    async fn answer(&self, request: ReplicaRequest) -> ReplicaResponse {
+    async fn answer(&self, request: ReplicaRequest, from: Option<PublicKey>) -> ReplicaResponse {
         let ReplicaRequest::Fetch {
             request: read,
             cursor,
             wait_ms,
         } = request
         else {
-            return self.store.apply(request).await;
+            return self.store.apply_from(request, from).await;
         };
         let address = read.body.address;
         let reader = read.body.by;
@@ -84,7 +89,7 @@ impl Replica {
             wait_ms: 0,
         };
         loop {
-            let answer = self.store.apply(fetch.clone()).await;
+            let answer = self.store.apply_from(fetch.clone(), from).await;
             let empty =
                 matches!(&answer, ReplicaResponse::Messages { messages } if messages.is_empty());
             if !empty || tokio::time::Instant::now() >= deadline || *stopping.borrow() {

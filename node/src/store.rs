@@ -56,10 +56,20 @@ pub enum StoreError {
 }
 
 enum Op {
-    Replica(Box<ReplicaRequest>),
+    Replica(Box<(ReplicaRequest, From)>),
     Sweep,
     List,
     Flush,
+}
+
+/// Who a replica request comes from.
+enum From {
+    /// This node (its entry role or anti-entropy).
+    Me,
+    /// Another node.
+    Node(PublicKey),
+    /// A peer whose identity is not a node key.
+    Stranger,
 }
 
 struct Job {
@@ -70,6 +80,8 @@ struct Job {
 enum Reply {
     Replica(Box<ReplicaResponse>),
     List(Vec<(Address, Vec<PublicKey>)>),
+    /// An internal job (flush, sweep) is done; whether its writes were persisted.
+    Done(bool),
 }
 
 /// A handle on the storage actor.
@@ -188,7 +200,9 @@ impl Store {
     async fn submit_replica(&self, op: Op) -> ReplicaResponse {
         match self.submit(op).await {
             Reply::Replica(r) => *r,
-            Reply::List(_) => ReplicaResponse::Error(unavailable("unexpected store reply")),
+            Reply::List(_) | Reply::Done(_) => {
+                ReplicaResponse::Error(unavailable("unexpected store reply"))
+            }
         }
     }
 
@@ -196,19 +210,32 @@ impl Store {
     pub async fn mailboxes(&self) -> Vec<(Address, Vec<PublicKey>)> {
         match self.submit(Op::List).await {
             Reply::List(list) => list,
-            Reply::Replica(_) => Vec::new(),
+            Reply::Replica(_) | Reply::Done(_) => Vec::new(),
         }
     }
 
-    /// Applies one replica request (a fetch here never waits; see `replica`).
+    /// Applies one replica request from this node itself (a fetch here never waits; see
+    /// `replica`).
     pub async fn apply(&self, request: ReplicaRequest) -> ReplicaResponse {
-        self.submit_replica(Op::Replica(Box::new(request))).await
+        self.submit_replica(Op::Replica(Box::new((request, From::Me))))
+            .await
+    }
+
+    /// Applies one replica request from the node `from` (`None`: not a known node).
+    pub async fn apply_from(
+        &self,
+        request: ReplicaRequest,
+        from: Option<PublicKey>,
+    ) -> ReplicaResponse {
+        let from = from.map_or(From::Stranger, From::Node);
+        self.submit_replica(Op::Replica(Box::new((request, from))))
+            .await
     }
 
     /// Removes expired mailboxes and tombstones; returns how many.
     pub async fn sweep(&self) -> u64 {
-        match self.submit_replica(Op::Sweep).await {
-            ReplicaResponse::Stored { .. } => self.stats.swept.load(Ordering::Relaxed),
+        match self.submit(Op::Sweep).await {
+            Reply::Done(true) => self.stats.swept.load(Ordering::Relaxed),
             _ => 0,
         }
     }
@@ -216,7 +243,7 @@ impl Store {
     /// Waits until every job sent so far is applied, then flushes the database (the
     /// actor flushes once more when the last handle is dropped).
     pub async fn flush(&self) {
-        let _ = self.submit_replica(Op::Flush).await;
+        let _ = self.submit(Op::Flush).await;
     }
 }
 
@@ -269,16 +296,24 @@ impl Actor {
             }
             let now = self.clock.unix();
             let mut results = Vec::with_capacity(batch.len());
+            let mut internal = Vec::new();
             let mut dirty = false;
             for job in batch {
                 let applied = match job.op {
-                    Op::Replica(req) => self.apply(*req, now),
-                    Op::Sweep => self.sweep(now),
-                    Op::Flush => Applied {
-                        response: ReplicaResponse::Stored { duplicate: false },
-                        wrote: true,
-                        arrival: None,
-                    },
+                    Op::Replica(req) => {
+                        let (req, from) = *req;
+                        self.apply(req, from, now)
+                    }
+                    Op::Sweep => {
+                        dirty |= self.sweep(now);
+                        internal.push(job.reply);
+                        continue;
+                    }
+                    Op::Flush => {
+                        dirty = true;
+                        internal.push(job.reply);
+                        continue;
+                    }
                     Op::List => {
                         let _ = job.reply.send(Reply::List(self.list()));
                         continue;
@@ -309,6 +344,9 @@ impl Actor {
                 };
                 let _ = reply.send(Reply::Replica(Box::new(response)));
             }
+            for reply in internal {
+                let _ = reply.send(Reply::Done(flushed.is_ok()));
+            }
         }
         if let Err(e) = self.db.flush() {
             tracing::error!(error = %e, "final flush failed");
@@ -327,13 +365,19 @@ impl Actor {
             .collect()
     }
 
-    fn apply(&mut self, req: ReplicaRequest, now: u64) -> Applied {
+    fn apply(&mut self, req: ReplicaRequest, from: From, now: u64) -> Applied {
         let key = self.node_key.clone();
         let limits = self.limits;
-        replica::apply(self, &key, &limits, req, now)
+        let from = match from {
+            From::Me => Some(key.public_key()),
+            From::Node(k) => Some(k),
+            From::Stranger => None,
+        };
+        replica::apply(self, &key, &limits, from.as_ref(), req, now)
     }
 
-    fn sweep(&mut self, now: u64) -> Applied {
+    /// Removes expired mailboxes; returns whether anything was removed.
+    fn sweep(&mut self, now: u64) -> bool {
         let mut removed = 0u64;
         let expired: Vec<Address> = self
             .mailboxes
@@ -360,11 +404,7 @@ impl Actor {
         if removed > 0 {
             tracing::info!(removed, "sweep removed expired mailboxes");
         }
-        Applied {
-            response: ReplicaResponse::Stored { duplicate: false },
-            wrote: removed > 0,
-            arrival: None,
-        }
+        removed > 0
     }
 }
 
@@ -456,6 +496,7 @@ impl replica::Storage for Actor {
 mod tests {
     use super::*;
     use rand_core::SeedableRng;
+    use tigress_protocol::record::ReadScope;
     use tigress_protocol::session::{SenderSession, ShareIdentity, ShareOptions};
 
     const T0: u64 = 1_800_000_000;
@@ -499,7 +540,16 @@ mod tests {
                 genesis: g1.clone(),
             })
             .await;
-        assert_eq!(r, ReplicaResponse::Stored { duplicate: false });
+        assert!(
+            matches!(
+                r,
+                ReplicaResponse::Stored {
+                    duplicate: false,
+                    ..
+                }
+            ),
+            "{r:?}"
+        );
         // A second mailbox does not fit.
         let r = store
             .apply(ReplicaRequest::StoreGenesis {
@@ -536,7 +586,16 @@ mod tests {
                 genesis: g1.clone(),
             })
             .await;
-        assert_eq!(r, ReplicaResponse::Stored { duplicate: true });
+        assert!(
+            matches!(
+                r,
+                ReplicaResponse::Stored {
+                    duplicate: true,
+                    ..
+                }
+            ),
+            "{r:?}"
+        );
         assert_eq!(reopened.stats().mailboxes.load(Ordering::Relaxed), 1);
     }
 
@@ -551,7 +610,16 @@ mod tests {
             let r = store
                 .apply(ReplicaRequest::StoreGenesis { genesis: g.clone() })
                 .await;
-            assert_eq!(r, ReplicaResponse::Stored { duplicate: false });
+            assert!(
+                matches!(
+                    r,
+                    ReplicaResponse::Stored {
+                        duplicate: false,
+                        ..
+                    }
+                ),
+                "{r:?}"
+            );
         }
         // Nothing is due yet; once the clock passes the short one's expiry, it goes.
         assert_eq!(store.sweep().await, 0);
@@ -588,9 +656,18 @@ mod tests {
         .unwrap();
         let genesis = sender.genesis().clone();
         let r = store.apply(ReplicaRequest::StoreGenesis { genesis }).await;
-        assert_eq!(r, ReplicaResponse::Stored { duplicate: false });
+        assert!(
+            matches!(
+                r,
+                ReplicaResponse::Stored {
+                    duplicate: false,
+                    ..
+                }
+            ),
+            "{r:?}"
+        );
         let read = |at| ReplicaRequest::Read {
-            request: sender.read_request(at),
+            request: sender.read_request(at, ReadScope::View),
         };
         let code = |r: ReplicaResponse| match r {
             ReplicaResponse::Error(e) => Some(e.code),

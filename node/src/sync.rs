@@ -195,7 +195,10 @@ impl AntiEntropy {
         let mut send = async |request: ReplicaRequest| {
             if matches!(
                 self.call(target, request).await,
-                Some(ReplicaResponse::Stored { duplicate: false })
+                Some(ReplicaResponse::Stored {
+                    duplicate: false,
+                    ..
+                })
             ) {
                 copied += 1;
             }

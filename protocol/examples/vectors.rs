@@ -1,8 +1,12 @@
-//! Generates the known-answer vectors of `protocol/tests/vectors/v1.json` from fixed seeds:
+//! Generates the known-answer vectors of `protocol/tests/vectors/v2.json` (format version
+//! 2) from fixed seeds:
 //!
 //! ```sh
-//! cargo run -p tigress-protocol --example vectors > protocol/tests/vectors/v1.json
+//! cargo run -p tigress-protocol --example vectors > protocol/tests/vectors/v2.json
 //! ```
+//!
+//! `v1.json` is kept as it was: its key schedule, AEAD, HPKE and padding entries still
+//! hold; its records are format 1, which nodes no longer accept.
 //!
 //! Everything is derived from ChaCha20 generators with fixed seeds, so the output is the
 //! same on every run; `tests/vectors.rs` checks the file against a fresh generation and
@@ -18,6 +22,7 @@ use tigress_protocol::crypto::{
     AeadAlgorithm, HpkeKeyPair, HpkeSuite, PublicKey, Signature, SignatureKind, SigningKey, pad,
 };
 use tigress_protocol::mailbox::{ClaimTally, Limits, MailboxState, tally_claim};
+use tigress_protocol::record::Record;
 use tigress_protocol::session::{RecipientSession, SenderSession, ShareOptions};
 use tigress_protocol::wire::encode;
 use tigress_protocol::{MailboxId, Secret};
@@ -162,7 +167,8 @@ fn signatures() -> Value {
     let resolve = sender.resolve(vec![claim.clone()], &limits, now).unwrap();
     let delete = sender.delete(now);
     let relinquish = r.relinquish(now);
-    let read = r.read_request(now);
+    let read = r.read_request(now, tigress_protocol::record::ReadScope::View);
+    let ack = tigress_protocol::record::Ack::sign(g.header().address, msg.digest(), &replica);
     let claim_key = g.header().claim_key;
     Value::Array(vec![
         sig_entry(
@@ -170,6 +176,12 @@ fn signatures() -> Value {
             &g.header().sender,
             &encode(&g.body),
             &g.signature,
+        ),
+        sig_entry(
+            SignatureKind::GenesisClaim,
+            &claim_key,
+            &encode(&g.body),
+            &g.claim_signature,
         ),
         sig_entry(
             SignatureKind::Claim,
@@ -219,6 +231,12 @@ fn signatures() -> Value {
             &encode(&read.body),
             &read.signature,
         ),
+        sig_entry(
+            SignatureKind::Ack,
+            &ack.body.replica,
+            &encode(&ack.body),
+            &ack.signature,
+        ),
     ])
 }
 
@@ -237,7 +255,7 @@ fn padding() -> Value {
 /// The whole vectors document.
 pub(crate) fn generate() -> Value {
     json!({
-        "description": "tigress v1 known-answer vectors; byte strings are lowercase hex",
+        "description": "tigress v2 known-answer vectors; byte strings are lowercase hex",
         "key_schedule": key_schedule(),
         "aead": aead(),
         "hpke": hpke(),

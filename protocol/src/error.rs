@@ -188,8 +188,8 @@ pub enum Error {
     /// A receipt comes from a node outside the genesis replica set.
     #[error("receipt from a node outside the replica set")]
     NotAReplica,
-    /// A certificate lacks a strict majority of replica receipts.
-    #[error("certificate has {have} receipts, a majority needs {need}")]
+    /// A certificate lacks the claim quorum of replica receipts.
+    #[error("certificate has {have} receipts, the claim quorum is {need}")]
     MinorityCertificate {
         /// Valid distinct receipts found.
         have: usize,
@@ -202,11 +202,40 @@ pub enum Error {
     /// A read request is older (or newer) than the freshness window allows.
     #[error("read request is stale")]
     StaleRequest,
+    /// A request names another genesis than the mailbox's (or a read request another
+    /// operation or cursor than the one it comes with).
+    #[error("the request is for another genesis or operation")]
+    WrongGenesis,
+    /// A replica signed two receipts giving one slot to two claimants: proven lying.
+    #[error("replica {replica} equivocated: it granted one slot to two claimants")]
+    Equivocation {
+        /// The replica's key.
+        replica: crate::crypto::PublicKey,
+    },
+    /// A write's acknowledgements do not prove that a majority of the replicas stored it.
+    #[error("the write was not acknowledged by a majority of the replicas ({have} of {need})")]
+    Unacknowledged {
+        /// Valid distinct acknowledgements.
+        have: usize,
+        /// Acknowledgements needed.
+        need: usize,
+    },
 
     // --- Conflict --------------------------------------------------------------------
     /// A different genesis already exists at this address.
     #[error("a different genesis exists for this mailbox")]
     GenesisConflict,
+    /// A sequence number further ahead of the highest stored than the window allows.
+    #[error("sequence number {seq} skips ahead; the next is at most {max}")]
+    SequenceAhead {
+        /// The sequence number offered.
+        seq: u64,
+        /// The highest accepted now.
+        max: u64,
+    },
+    /// A resolve on a mailbox that is not contested.
+    #[error("the mailbox is not contested: there is nothing to resolve")]
+    NotContested,
     /// Every recipient slot is taken.
     #[error("the mailbox is already claimed")]
     AlreadyClaimed,
@@ -274,12 +303,17 @@ impl Error {
             | NotAReplica
             | MinorityCertificate { .. }
             | WrongRecipient
-            | StaleRequest => ErrorCode::Unauthorized,
+            | StaleRequest
+            | WrongGenesis
+            | Equivocation { .. }
+            | Unacknowledged { .. } => ErrorCode::Unauthorized,
             GenesisConflict
             | AlreadyClaimed
             | Contested
             | Replay { .. }
             | ResolveConflict
+            | SequenceAhead { .. }
+            | NotContested
             | Relinquished => ErrorCode::Conflict,
             Expired | Deleted => ErrorCode::Gone,
             PayloadTooLarge { .. } | TooManyMessages { .. } => ErrorCode::TooLarge,

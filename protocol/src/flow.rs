@@ -12,7 +12,7 @@
 
 use crate::crypto::CryptoRng;
 use crate::mailbox::Limits;
-use crate::record::{Delete, Genesis, Message, ReadRequest};
+use crate::record::{Delete, Equivocation, Genesis, Message, ReadRequest, ReadScope, Record};
 use crate::rpc::{ClientRequest, ClientResponse, Cursor, MAX_WAIT_MS, MailboxView, RemoteError};
 use crate::session::{DeviceKeys, RecipientSession, SenderSession, ShareIdentity, ShareOptions};
 use crate::wire::BoundedVec;
@@ -31,6 +31,17 @@ pub enum FlowError {
     /// The answer failed a protocol check.
     #[error(transparent)]
     Protocol(#[from] Error),
+    /// The view lists more recipients than the policy allows: some replica lied. The
+    /// proofs found are attached (empty when the certificates prove no one).
+    #[error("the mailbox is contested: the network shows more recipients than allowed{}", proven(.0))]
+    Contested(Vec<Equivocation>),
+}
+
+fn proven(proofs: &[Equivocation]) -> String {
+    match proofs.first() {
+        Some(p) => format!("; replica {} is proven to have lied", p.liar()),
+        None => String::new(),
+    }
 }
 
 impl FlowError {
@@ -40,6 +51,7 @@ impl FlowError {
             FlowError::Refused(e) => e.code,
             FlowError::Unexpected(_) => ErrorCode::Unavailable,
             FlowError::Protocol(e) => e.code(),
+            FlowError::Contested(_) => ErrorCode::Conflict,
         }
     }
 }
@@ -90,12 +102,27 @@ pub fn create(
     Ok((session, url, request))
 }
 
-/// A write's answer: whether the record was already stored.
-pub fn stored(answer: ClientResponse) -> Result<bool, FlowError> {
+/// A write's answer for the record with digest `record` on the mailbox of `genesis`:
+/// whether the record was already stored. The replicas' signed acknowledgements must show
+/// a majority stored it ([`Error::Unacknowledged`] otherwise: an entry that dropped the
+/// write is caught, and the write can be retried through another).
+pub fn stored(
+    answer: ClientResponse,
+    genesis: &Genesis,
+    record: &[u8; 32],
+) -> Result<bool, FlowError> {
     match answer {
-        ClientResponse::Stored { duplicate } => Ok(duplicate),
+        ClientResponse::Stored { duplicate, acks } => {
+            crate::quorum::check_acks(genesis, record, &acks)?;
+            Ok(duplicate)
+        }
         other => Err(refused_or(other, "stored")),
     }
+}
+
+/// The digest of a record, as acknowledgements name it.
+pub fn digest_of(record: &impl Record) -> [u8; 32] {
+    record.digest()
 }
 
 /// The request that opens an invitation's genesis (signed with the claim key).
@@ -128,7 +155,10 @@ pub fn certified(
     now: u64,
 ) -> Result<(), FlowError> {
     match answer {
-        ClientResponse::Certified(cert) => Ok(session.accept_certificate(cert, limits, now)?),
+        ClientResponse::Certified { certificate, acks } => {
+            crate::quorum::check_acks(session.genesis(), &certificate.digest(), &acks)?;
+            Ok(session.accept_certificate(certificate, limits, now)?)
+        }
         other => Err(refused_or(other, "a certificate")),
     }
 }
@@ -144,24 +174,38 @@ pub fn kept_by_resolve(session: &mut RecipientSession, answer: ClientResponse) -
     }
 }
 
-/// A read's answer.
-pub fn view(answer: ClientResponse) -> Result<MailboxView, FlowError> {
+/// A read's answer, which must be a view of `genesis` (the reader's own).
+pub fn view(answer: ClientResponse, genesis: &Genesis) -> Result<MailboxView, FlowError> {
     match answer {
-        ClientResponse::View(v) => Ok(v),
+        ClientResponse::View(v) if v.genesis == *genesis => Ok(v),
+        ClientResponse::View(_) => Err(FlowError::Protocol(Error::WrongGenesis)),
         other => Err(refused_or(other, "a view")),
     }
 }
 
-/// A sender's read: learns the certified recipients it lists; returns the view.
+/// A sender's read: rebuilds the recipients from the view; returns the view. A view with
+/// more recipients than the policy allows is refused: [`FlowError::Contested`] carries
+/// the proof of the replica that lied, if the certificates hold one (report it with
+/// [`report`]).
 pub fn learn(
     session: &mut SenderSession,
     answer: ClientResponse,
     limits: &Limits,
     now: u64,
 ) -> Result<MailboxView, FlowError> {
-    let view = view(answer)?;
-    session.learn_recipients(&view, limits, now)?;
-    Ok(view)
+    let view = view(answer, session.genesis())?;
+    match session.learn_recipients(&view, limits, now) {
+        Ok(()) => Ok(view),
+        Err(Error::Equivocation { .. } | Error::Contested) => Err(FlowError::Contested(
+            crate::session::view_equivocations(&view),
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The request that reports a replica proven to lie.
+pub fn report(proof: Equivocation) -> ClientRequest {
+    ClientRequest::Report { proof }
 }
 
 /// The request that sends a sealed message.
@@ -175,9 +219,10 @@ pub fn delete(delete: Delete) -> ClientRequest {
 }
 
 /// The request that fetches a reader's messages after `cursor`, waiting up to `wait_ms`
-/// (capped at [`MAX_WAIT_MS`]).
+/// (capped at [`MAX_WAIT_MS`]); `sign` makes the read request for the scope given (bound
+/// to this cursor).
 pub fn fetch(
-    request: ReadRequest,
+    sign: impl FnOnce(ReadScope) -> ReadRequest,
     cursor: Vec<(crate::crypto::PublicKey, u64)>,
     wait_ms: u64,
 ) -> Result<ClientRequest, FlowError> {
@@ -185,6 +230,9 @@ pub fn fetch(
         field: "cursor",
         reason: "too many parties",
     })?;
+    let request = sign(ReadScope::Fetch {
+        cursor: crate::record::cursor_digest(&cursor),
+    });
     Ok(ClientRequest::Fetch {
         request,
         cursor,

@@ -18,8 +18,8 @@ use crate::crypto::{CryptoProvider, HpkePublicKey, PublicKey, SigningKey};
 use crate::error::Role;
 use crate::id::Address;
 use crate::record::{
-    Claim, ClaimCertificate, Delete, Genesis, Message, ReadRequest, Receipt, ReceiptBody, Record,
-    Relinquish, Resolve, Rights,
+    Claim, ClaimCertificate, Delete, Equivocation, Genesis, Message, ReadRequest, ReadScope,
+    Receipt, ReceiptBody, Record, Relinquish, Resolve, Rights, UNKNOWN_GENESIS,
 };
 use crate::wire::{BoundedVec, FORMAT_VERSION};
 
@@ -87,6 +87,14 @@ pub struct Party {
 /// A message's place: (from, to, sequence number).
 pub type MessageKey = (PublicKey, PublicKey, u64);
 
+/// How far past the highest sequence number stored in a direction a new message may go:
+/// a replica that missed a few still takes the next, and no party can jump ahead to burn
+/// numbers or leave a gap that stalls in-order delivery for good.
+pub const SEQUENCE_WINDOW: u64 = 8;
+
+/// The most receipts a replica keeps as the evidence of a contest.
+pub const MAX_CONTEST_EVIDENCE: usize = crate::rpc::MAX_EVIDENCE;
+
 /// A summary of a mailbox for `status`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MailboxStatus {
@@ -108,6 +116,27 @@ pub struct MailboxStatus {
     pub messages: usize,
 }
 
+/// What anyone may read of a mailbox: its state, no keys, no counts of messages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublicStatus {
+    /// Expiry (unix seconds).
+    pub expires_at: u64,
+    /// Whether it expired.
+    pub expired: bool,
+    /// Whether it was deleted.
+    pub deleted: bool,
+    /// Whether claimants raced and the sender must resolve.
+    pub contested: bool,
+    /// Whether the sender resolved a contest.
+    pub resolved: bool,
+    /// How many recipients hold a slot.
+    pub recipients: u8,
+    /// The policy's limit.
+    pub max_recipients: u8,
+    /// The display information the sender made public, if any.
+    pub display: Option<crate::record::DisplayInfo>,
+}
+
 /// What a replica knows about one mailbox.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MailboxState {
@@ -118,6 +147,7 @@ pub struct MailboxState {
     certificates: Vec<ClaimCertificate>,
     recipients: Vec<Recipient>,
     contested: bool,
+    contest: Vec<Receipt>,
     resolve: Option<Resolve>,
     relinquished: BTreeSet<PublicKey>,
     relinquishes: Vec<Relinquish>,
@@ -165,6 +195,9 @@ pub fn validate_claim(
     if claim.body.address != genesis.header().address {
         return Err(Error::WrongAddress);
     }
+    if claim.body.genesis != genesis.digest() {
+        return Err(Error::WrongGenesis);
+    }
     limits.not_future(claim.body.claimed_at, now)?;
     claim
         .body
@@ -206,9 +239,12 @@ pub fn certificate_slot(cert: &ClaimCertificate) -> Result<u8, Error> {
 }
 
 /// Checks a certificate offline against its genesis: a valid claim and valid receipts for
-/// exactly that claim and one slot, from a strict majority of distinct replica-set members.
-/// Majorities intersect and a replica gives a slot to one claimant at a time, so each slot
-/// has at most one certificate.
+/// exactly that claim and one slot, from [`GenesisHeader::claim_quorum`] distinct
+/// replica-set members. Two such sets share `f + 1` replicas, one of them honest, and an
+/// honest replica gives a slot to one claimant at a time, so while at most `f` replicas
+/// lie each slot has at most one certificate.
+///
+/// [`GenesisHeader::claim_quorum`]: crate::record::GenesisHeader::claim_quorum
 pub fn validate_certificate(
     genesis: &Genesis,
     cert: &ClaimCertificate,
@@ -238,7 +274,7 @@ pub fn validate_certificate(
         }
         replicas.insert(receipt.body.replica);
     }
-    let need = genesis.header().majority();
+    let need = genesis.header().claim_quorum();
     if replicas.len() < need {
         return Err(Error::MinorityCertificate {
             have: replicas.len(),
@@ -314,7 +350,7 @@ impl GrantMap {
 
     fn is_certified(&self, genesis: &Genesis, claimant: &PublicKey) -> bool {
         (0..genesis.header().policy.max_recipients)
-            .any(|slot| self.count(genesis, claimant, slot) >= genesis.header().majority())
+            .any(|slot| self.count(genesis, claimant, slot) >= genesis.header().claim_quorum())
     }
 
     /// Whether `claimant` can still collect a majority for some slot: replicas that granted
@@ -331,7 +367,7 @@ impl GrantMap {
                     None => !self.slot_taken(r, slot),
                 })
                 .count();
-            possible >= h.majority()
+            possible >= h.claim_quorum()
         })
     }
 
@@ -405,7 +441,7 @@ pub fn tally_checked(genesis: &Genesis, claim: &Claim, receipts: &[CheckedReceip
                 mine.push(r.clone());
             }
         }
-        if mine.len() >= genesis.header().majority()
+        if mine.len() >= genesis.header().claim_quorum()
             && let Some(receipts) = BoundedVec::new(mine)
         {
             return ClaimTally::Certified(Box::new(ClaimCertificate {
@@ -435,6 +471,7 @@ impl MailboxState {
             certificates: Vec::new(),
             recipients: Vec::new(),
             contested: false,
+            contest: Vec::new(),
             resolve: None,
             relinquished: BTreeSet::new(),
             relinquishes: Vec::new(),
@@ -482,6 +519,39 @@ impl MailboxState {
     /// The receipts this replica granted.
     pub fn grants(&self) -> &[Receipt] {
         &self.grants
+    }
+
+    /// The digest of the genesis: every later record names it.
+    pub fn genesis_digest(&self) -> [u8; 32] {
+        self.genesis_digest
+    }
+
+    /// The receipts that showed this replica the mailbox is contested (empty if it never
+    /// was): anti-entropy hands them on, so a replica that missed the contest learns it
+    /// before the resolve.
+    pub fn contest_evidence(&self) -> &[Receipt] {
+        &self.contest
+    }
+
+    /// Whether the mailbox is contested now.
+    pub fn is_contested(&self) -> bool {
+        self.contested
+    }
+
+    /// What anyone may read: the state without keys, and the display information the
+    /// sender made public.
+    pub fn public_status(&self, now: u64) -> PublicStatus {
+        let h = self.genesis.header();
+        PublicStatus {
+            expires_at: h.expires_at,
+            expired: now >= h.expires_at,
+            deleted: self.deleted.is_some(),
+            contested: self.contested,
+            resolved: self.resolve.is_some(),
+            recipients: u8::try_from(self.recipients.len()).unwrap_or(u8::MAX),
+            max_recipients: h.policy.max_recipients,
+            display: h.display.clone(),
+        }
     }
 
     /// The resolve, if the sender settled a contest.
@@ -616,6 +686,7 @@ impl MailboxState {
                 replica: me,
                 recipient: who,
                 slot,
+                epoch: u16::try_from(self.relinquishes.len()).unwrap_or(u16::MAX),
                 claim_digest: claim.digest(),
                 granted_at: now,
             },
@@ -664,27 +735,32 @@ impl MailboxState {
     }
 
     /// Marks the mailbox contested, given receipts (from any replicas) that show no
-    /// claimant can still reach a majority for a free slot.
+    /// claimant can still reach a claim quorum for a free slot. The receipts are kept as
+    /// the contest's evidence.
     pub fn mark_contested(&mut self, evidence: &[Receipt], now: u64) -> Result<Outcome, Error> {
         self.live(now)?;
-        if self.contested {
+        if self.contested || !self.contest.is_empty() {
             return Ok(Outcome::Duplicate);
-        }
-        if self.resolve.is_some() {
-            return Err(Error::ResolveConflict);
         }
         for r in evidence {
             validate_receipt(&self.genesis, r)?;
         }
-        let mut all = evidence.to_vec();
-        all.extend(self.grants.iter().cloned());
+        let mut all: Vec<Receipt> = Vec::new();
+        for r in evidence.iter().chain(self.grants.iter()) {
+            if !all.contains(r) {
+                all.push(r.clone());
+            }
+        }
         if !GrantMap::new(&self.genesis, &all).shows_contest(&self.genesis) {
             return Err(Error::InvalidField {
                 field: "evidence",
                 reason: "the receipts do not show a contest",
             });
         }
-        self.contested = true;
+        all.truncate(MAX_CONTEST_EVIDENCE);
+        self.contest = all;
+        // A resolve that arrived first already settled it.
+        self.contested = self.resolve.is_none();
         Ok(Outcome::Applied)
     }
 
@@ -700,6 +776,9 @@ impl MailboxState {
         if resolve.body.address != self.address() {
             return Err(Error::WrongAddress);
         }
+        if resolve.body.genesis != self.genesis_digest {
+            return Err(Error::WrongGenesis);
+        }
         limits.not_future(resolve.body.resolved_at, now)?;
         resolve.verify_signature(&self.genesis.header().sender)?;
         if let Some(existing) = &self.resolve {
@@ -708,6 +787,11 @@ impl MailboxState {
             } else {
                 Err(Error::ResolveConflict)
             };
+        }
+        // Only a contest is resolved: a resolve never replaces recipients a claim quorum
+        // certified.
+        if !self.contested {
+            return Err(Error::NotContested);
         }
         let keep = &resolve.body.keep;
         if keep.is_empty() || keep.len() > usize::from(self.genesis.header().policy.max_recipients)
@@ -758,6 +842,9 @@ impl MailboxState {
         if h.address != self.address() {
             return Err(Error::WrongAddress);
         }
+        if h.genesis != self.genesis_digest {
+            return Err(Error::WrongGenesis);
+        }
         let role = self.role_of(&h.from).ok_or(Error::NotAParty)?;
         msg.verify_signature()?;
         let to_ok = match role {
@@ -776,6 +863,18 @@ impl MailboxState {
             } else {
                 Err(Error::Replay { seq: h.seq })
             };
+        }
+        let highest = self
+            .messages
+            .range((h.from, h.to, 0)..=(h.from, h.to, u64::MAX))
+            .next_back()
+            .map_or(0, |((_, _, seq), _)| *seq);
+        let ahead = highest.saturating_add(SEQUENCE_WINDOW);
+        if h.seq > ahead {
+            return Err(Error::SequenceAhead {
+                seq: h.seq,
+                max: ahead,
+            });
         }
         let max = self.genesis.header().policy.max_messages;
         if self.messages.len() >= usize::from(max) {
@@ -835,6 +934,9 @@ impl MailboxState {
         if body.address != self.address() {
             return Err(Error::WrongAddress);
         }
+        if body.genesis != self.genesis_digest {
+            return Err(Error::WrongGenesis);
+        }
         limits.not_future(body.at, now)?;
         self.role_of(&body.by).ok_or(Error::NotAParty)
     }
@@ -857,6 +959,9 @@ impl MailboxState {
         if rel.body.address != self.address() {
             return Err(Error::WrongAddress);
         }
+        if rel.body.genesis != self.genesis_digest {
+            return Err(Error::WrongGenesis);
+        }
         limits.not_future(rel.body.at, now)?;
         let certified = self.recipients.iter().any(|r| r.key == who);
         let granted = self.grants.iter().any(|g| g.body.recipient == who);
@@ -871,10 +976,12 @@ impl MailboxState {
         Ok(Outcome::Applied)
     }
 
-    /// Checks a signed read request: a party with the read right, signed within the window.
+    /// Checks a signed read request for the operation `scope`: a party with the read
+    /// right, for this genesis and this operation, signed within the window.
     pub fn authorize_read(
         &self,
         req: &ReadRequest,
+        scope: ReadScope,
         limits: &Limits,
         now: u64,
     ) -> Result<Party, Error> {
@@ -883,7 +990,13 @@ impl MailboxState {
         if req.body.at.abs_diff(now) > limits.read_window_secs {
             return Err(Error::StaleRequest);
         }
-        let role = self.party_action(&req.body, limits, now)?;
+        if req.body.address != self.address() {
+            return Err(Error::WrongAddress);
+        }
+        if req.body.genesis != self.genesis_digest || req.body.scope != scope {
+            return Err(Error::WrongGenesis);
+        }
+        let role = self.role_of(&req.body.by).ok_or(Error::NotAParty)?;
         req.verify_signature()?;
         self.require_right(role, Rights::READ)?;
         Ok(Party {
@@ -893,7 +1006,8 @@ impl MailboxState {
     }
 
     /// Checks a signed request to open the genesis: from a party, or from a holder of the
-    /// invitation signing with the claim key (a recipient before it claims).
+    /// invitation signing with the claim key (a recipient before it claims, who may not
+    /// know the genesis yet).
     pub fn authorize_open(
         &self,
         req: &ReadRequest,
@@ -901,7 +1015,7 @@ impl MailboxState {
         now: u64,
     ) -> Result<Party, Error> {
         if req.body.by != self.genesis.header().claim_key {
-            return self.authorize_read(req, limits, now);
+            return self.authorize_read(req, ReadScope::Open, limits, now);
         }
         self.live(now)?;
         req.check_shape()?;
@@ -911,12 +1025,39 @@ impl MailboxState {
         if req.body.address != self.address() {
             return Err(Error::WrongAddress);
         }
+        let genesis_ok =
+            req.body.genesis == UNKNOWN_GENESIS || req.body.genesis == self.genesis_digest;
+        if !genesis_ok || req.body.scope != ReadScope::Open {
+            return Err(Error::WrongGenesis);
+        }
         req.verify_signature()?;
         Ok(Party {
             role: Role::Invitee,
             key: req.body.by,
         })
     }
+}
+
+/// Equivocations among `receipts`: every pair that proves a replica gave one slot in one
+/// epoch to two claimants (one proof per replica).
+pub fn equivocations(receipts: &[Receipt]) -> Vec<Equivocation> {
+    let mut proofs: Vec<Equivocation> = Vec::new();
+    for (i, a) in receipts.iter().enumerate() {
+        if proofs.iter().any(|p| p.liar() == a.body.replica) {
+            continue;
+        }
+        for b in receipts.iter().skip(i + 1) {
+            let suspicious = a.body.replica == b.body.replica
+                && a.body.slot == b.body.slot
+                && a.body.epoch == b.body.epoch
+                && a.body.recipient != b.body.recipient;
+            if suspicious && let Some(p) = Equivocation::of(a, b) {
+                proofs.push(p);
+                break;
+            }
+        }
+    }
+    proofs
 }
 
 /// Whether a fetch by `reader` standing at `cursor` may see the message at `key` at all:

@@ -22,7 +22,7 @@ use crate::crypto::PublicKey;
 use crate::error::ErrorCode;
 use crate::id::Address;
 use crate::mailbox::{self, CheckedReceipt, ClaimTally, Limits, MessageKey};
-use crate::record::{Claim, Genesis, Message, Receipt, Record};
+use crate::record::{Ack, Claim, Equivocation, Genesis, Message, Receipt, Record};
 use crate::rpc::{Cursor, MAX_FETCH, MailboxView, RemoteError, ReplicaResponse};
 use crate::wire::BoundedVec;
 
@@ -61,6 +61,9 @@ pub enum CallError {
     /// This node is shutting down.
     #[error("this node is stopping")]
     Stopping,
+    /// The replica is proven to lie (it signed two receipts for one slot): not asked.
+    #[error("the replica is proven to lie")]
+    ProvenLiar,
 }
 
 /// One replica's answer, or why there is none.
@@ -200,46 +203,96 @@ fn answered_ok(answers: &[(PublicKey, Answer)]) -> usize {
     answers.iter().filter(|(_, a)| a.is_ok()).count()
 }
 
-/// A write: done once a strict majority stored it durably. The output says whether every
-/// replica that stored it already had it.
-#[derive(Debug, Default)]
+/// A write: done once a strict majority stored it durably, each proven by the replica's
+/// signed acknowledgement of the record's digest (an answer without a valid one counts
+/// for nothing).
+#[derive(Debug)]
 pub struct WriteGather {
-    stored: usize,
+    address: Address,
+    record: [u8; 32],
+    acks: Vec<Ack>,
     fresh: bool,
 }
 
+/// What a write came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written {
+    /// Whether every replica that stored it already had it.
+    pub duplicate: bool,
+    /// The acknowledgements, one per replica that stored it.
+    pub acks: Vec<Ack>,
+}
+
 impl WriteGather {
-    /// A write gather.
-    pub fn new() -> Self {
-        Self::default()
+    /// A gather for the write of the record with digest `record` at `address`.
+    pub fn new(address: Address, record: [u8; 32]) -> Self {
+        Self {
+            address,
+            record,
+            acks: Vec::new(),
+            fresh: false,
+        }
     }
 }
 
 impl Gather for WriteGather {
-    type Output = Result<bool, RemoteError>;
+    type Output = Result<Written, RemoteError>;
 
-    fn add(&mut self, _: PublicKey, answer: &Answer) {
-        if let Ok(ReplicaResponse::Stored { duplicate }) = answer {
-            self.stored += 1;
+    fn add(&mut self, from: PublicKey, answer: &Answer) {
+        if let Ok(ReplicaResponse::Stored { duplicate, ack }) = answer
+            && ack.body.replica == from
+            && ack.verify(&self.address, &self.record).is_ok()
+        {
+            self.acks.push(ack.clone());
             self.fresh |= !duplicate;
         }
     }
 
     fn enough(&self, of: usize) -> bool {
-        self.stored >= majority(of)
+        self.acks.len() >= majority(of)
     }
 
     fn finish(self, answers: &[(PublicKey, Answer)], of: usize) -> Self::Output {
-        if self.stored >= majority(of) {
-            Ok(!self.fresh)
+        if self.acks.len() >= majority(of) {
+            Ok(Written {
+                duplicate: !self.fresh,
+                acks: self.acks,
+            })
         } else {
-            Err(refusal(answers, of, self.stored))
+            Err(refusal(answers, of, self.acks.len()))
         }
     }
 }
 
+/// Checks that `acks` prove a strict majority of `genesis`'s replicas stored the record
+/// with digest `record`: distinct replicas of the set, each signature valid.
+pub fn check_acks(genesis: &Genesis, record: &[u8; 32], acks: &[Ack]) -> Result<(), crate::Error> {
+    let h = genesis.header();
+    let mut seen: Vec<PublicKey> = Vec::new();
+    for ack in acks {
+        let replica = ack.body.replica;
+        if h.replicas.contains(&replica)
+            && !seen.contains(&replica)
+            && ack.verify(&h.address, record).is_ok()
+        {
+            seen.push(replica);
+        }
+    }
+    let need = h.majority();
+    if seen.len() >= need {
+        Ok(())
+    } else {
+        Err(crate::Error::Unacknowledged {
+            have: seen.len(),
+            need,
+        })
+    }
+}
+
 /// A claim: receipts (and the grants refusing replicas attach) are checked once as they
-/// arrive and tallied; done at a certificate, else when every replica answered.
+/// arrive and tallied; done at a certificate, else when every replica answered. Two
+/// receipts of one replica for one slot and epoch to two claimants are kept as proof that
+/// it lied.
 #[derive(Debug)]
 pub struct ClaimGather {
     genesis: Genesis,
@@ -272,7 +325,7 @@ impl ClaimGather {
 }
 
 impl Gather for ClaimGather {
-    type Output = ClaimOutcome;
+    type Output = (ClaimOutcome, Vec<Equivocation>);
 
     fn add(&mut self, _: PublicKey, answer: &Answer) {
         let arrived: Vec<Receipt> = match answer {
@@ -295,7 +348,9 @@ impl Gather for ClaimGather {
     }
 
     fn finish(self, answers: &[(PublicKey, Answer)], of: usize) -> Self::Output {
-        match self.tally {
+        let receipts: Vec<Receipt> = self.evidence.iter().map(|c| c.receipt().clone()).collect();
+        let liars = mailbox::equivocations(&receipts);
+        let outcome = match self.tally {
             ClaimTally::Certified(cert) => ClaimOutcome::Certified(cert),
             ClaimTally::Contested => ClaimOutcome::Contested(BoundedVec::truncated(
                 self.evidence
@@ -311,7 +366,8 @@ impl Gather for ClaimGather {
             ClaimTally::Pending => {
                 ClaimOutcome::Refused(refusal(answers, of, answered_ok(answers)))
             }
-        }
+        };
+        (outcome, liars)
     }
 }
 
@@ -395,8 +451,19 @@ pub fn merge_views(
     let mut certs = Vec::new();
     let mut claims = Vec::new();
     let mut listed = Vec::new();
+    let mut relinquished: Vec<crate::record::Relinquish> = Vec::new();
+    let digest = genesis.digest();
     merged.resolve = None;
     for v in &views {
+        for r in v.relinquished.iter() {
+            if !relinquished.contains(r)
+                && r.body.address == genesis.header().address
+                && r.body.genesis == digest
+                && r.verify_signature().is_ok()
+            {
+                relinquished.push(r.clone());
+            }
+        }
         for c in v.certificates.iter() {
             if !certs.contains(c) && mailbox::validate_certificate(genesis, c, limits, now).is_ok()
             {
@@ -411,6 +478,7 @@ pub fn merge_views(
         if merged.resolve.is_none()
             && let Some(r) = &v.resolve
             && r.body.address == genesis.header().address
+            && r.body.genesis == digest
             && r.verify_signature(&genesis.header().sender).is_ok()
         {
             merged.resolve = Some(r.clone());
@@ -424,6 +492,8 @@ pub fn merge_views(
             }
         }
     }
+    let gone = |r: &PublicKey| relinquished.iter().any(|x| x.body.by == *r);
+    certs.retain(|c| !gone(&c.claim.body.recipient));
     let kept = |r: &PublicKey| {
         certs.iter().any(|c| c.claim.body.recipient == *r)
             || merged
@@ -436,13 +506,15 @@ pub fn merge_views(
     merged.status.contested &= merged.resolve.is_none();
     merged.certificates = BoundedVec::truncated(certs);
     merged.claims = BoundedVec::truncated(claims);
+    merged.relinquished = BoundedVec::truncated(relinquished);
     Some(merged)
 }
 
 /// A fetch: the messages the replicas return for a reader at a cursor, merged. Only
 /// messages that [`mailbox::fetchable`] allows, of this address, well formed and signed
-/// by their author are kept, each once. Done when new messages arrived and then either a
-/// majority answered or the grace ran out; or when every replica answered.
+/// by their author are kept, each once. Done once a majority answered, after a grace for
+/// the others (or when every replica answered): one replica answering first can neither
+/// hide a new message nor replay an old one.
 #[derive(Debug)]
 pub struct FetchGather {
     address: Address,
@@ -453,6 +525,8 @@ pub struct FetchGather {
     counts: Vec<usize>,
     #[cfg(feature = "danger-simulation")]
     accept_stale: bool,
+    #[cfg(feature = "danger-simulation")]
+    first_answer: bool,
 }
 
 /// What a fetch came to.
@@ -476,7 +550,17 @@ impl FetchGather {
             counts: Vec::new(),
             #[cfg(feature = "danger-simulation")]
             accept_stale: false,
+            #[cfg(feature = "danger-simulation")]
+            first_answer: false,
         }
+    }
+
+    /// A mutated rule for the simulator's canary: done at the first answer with new
+    /// messages (plus the grace), whoever gave it (the rule a withholding replica exploits).
+    #[cfg(feature = "danger-simulation")]
+    pub fn danger_first_answer(mut self) -> Self {
+        self.first_answer = true;
+        self
     }
 
     /// A mutated rule for the simulator's canary: messages before the cursor are
@@ -526,12 +610,20 @@ impl Gather for FetchGather {
         self.counts.push(count);
     }
 
-    fn enough(&self, _: usize) -> bool {
-        !self.merged.is_empty()
+    fn enough(&self, of: usize) -> bool {
+        #[cfg(feature = "danger-simulation")]
+        if self.first_answer {
+            return !self.merged.is_empty();
+        }
+        self.counts.len() >= majority(of)
     }
 
     fn settled(&self, of: usize) -> bool {
-        self.counts.len() >= majority(of)
+        #[cfg(feature = "danger-simulation")]
+        if self.first_answer {
+            return self.counts.len() >= majority(of);
+        }
+        self.counts.len() >= of
     }
 
     fn finish(self, answers: &[(PublicKey, Answer)], of: usize) -> Self::Output {

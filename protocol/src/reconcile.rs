@@ -3,8 +3,8 @@
 //! Replicas compare 32-byte summaries ([`ReplicaDigest::summary`]) first and exchange
 //! digests only where they differ ([`worth_comparing`]). [`lacking`] then says which
 //! records to copy, and [`Lacking::requests`] gives them as replica requests in an order
-//! the receiving state machine accepts: genesis, certificates, resolve, relinquishes,
-//! messages, delete. Messages are named by key: the caller fetches their bytes from the
+//! the receiving state machine accepts: genesis, contest, certificates, resolve,
+//! relinquishes, messages, delete. Messages are named by key: the caller fetches their bytes from the
 //! side that has them ([`Lacking::message_batches`]). Every copied record passes the
 //! receiver's own checks, so a peer can offer nothing that a client could not.
 
@@ -29,6 +29,8 @@ pub fn same_mailbox(have: &ReplicaDigest, from: &ReplicaDigest) -> bool {
 pub struct Lacking {
     /// Everything, starting with the genesis (the holder has no such mailbox).
     pub genesis: Option<crate::record::Genesis>,
+    /// The evidence of a contest the holder has not seen (it goes before a resolve).
+    pub contest: Option<BoundedVec<crate::record::Receipt, { crate::rpc::MAX_EVIDENCE }>>,
     /// Certificates to store.
     pub certificates: Vec<crate::record::ClaimCertificate>,
     /// The resolve to apply.
@@ -54,6 +56,12 @@ impl Lacking {
         if let Some(genesis) = &self.genesis {
             before.push(ReplicaRequest::StoreGenesis {
                 genesis: genesis.clone(),
+            });
+        }
+        if let Some(evidence) = &self.contest {
+            before.push(ReplicaRequest::MarkContested {
+                address: evidence_address(evidence),
+                evidence: evidence.clone(),
             });
         }
         for certificate in &self.certificates {
@@ -90,6 +98,12 @@ impl Lacking {
     }
 }
 
+fn evidence_address(evidence: &[crate::record::Receipt]) -> crate::id::Address {
+    evidence
+        .first()
+        .map_or(crate::id::Address([0; 32]), |r| r.body.address)
+}
+
 /// What the holder of `have` (`None`: it has no such mailbox) lacks of `from`. A holder
 /// of another genesis for the address lacks nothing (see [`same_mailbox`]).
 pub fn lacking(have: Option<&ReplicaDigest>, from: &ReplicaDigest) -> Lacking {
@@ -105,12 +119,18 @@ pub fn lacking(have: Option<&ReplicaDigest>, from: &ReplicaDigest) -> Lacking {
                 delete: None,
                 relinquished: BoundedVec::default(),
                 messages: BoundedVec::default(),
+                contest: BoundedVec::default(),
             };
             (&empty, Some(from.genesis.clone()))
         }
     };
     Lacking {
         genesis,
+        contest: if have.contest.is_empty() && !from.contest.is_empty() {
+            Some(from.contest.clone())
+        } else {
+            None
+        },
         certificates: from
             .certificates
             .iter()

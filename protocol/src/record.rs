@@ -219,6 +219,10 @@ pub struct GenesisHeader {
     pub claim_key: PublicKey,
     /// The replica set: node keys of the replicas, fixed for the mailbox's life.
     pub replicas: BoundedVec<PublicKey, MAX_REPLICAS>,
+    /// How many replicas of the set may lie (`f`): a certificate needs
+    /// [`GenesisHeader::claim_quorum`] receipts, so any two certificates share `f + 1`
+    /// replicas. At most [`max_fault_tolerance`] of the set's size.
+    pub fault_tolerance: u8,
     /// The sender's policy.
     pub policy: Policy,
     /// Public display information, when the sender chose to show it.
@@ -235,10 +239,28 @@ impl GenesisHeader {
         aad
     }
 
-    /// How many receipts make a strict majority of the replica set.
+    /// How many acknowledgements make a strict majority of the replica set (writes).
     pub fn majority(&self) -> usize {
         self.replicas.len() / 2 + 1
     }
+
+    /// How many receipts for one slot make a certificate: `⌈(R + f + 1) / 2⌉`, so any two
+    /// sets of that size share at least `f + 1` replicas, one of them honest.
+    pub fn claim_quorum(&self) -> usize {
+        claim_quorum(self.replicas.len(), self.fault_tolerance)
+    }
+}
+
+/// The default and highest number of lying replicas a set of `r` tolerates:
+/// `⌊(r − 1) / 4⌋` (R = 1..4: 0; R = 5..8: 1; R = 9..12: 2; R = 13..16: 3). Higher would
+/// leave claims no replica to spare.
+pub fn max_fault_tolerance(r: usize) -> u8 {
+    u8::try_from(r.saturating_sub(1) / 4).unwrap_or(u8::MAX)
+}
+
+/// `⌈(r + f + 1) / 2⌉`: receipts for one slot that make a certificate.
+pub fn claim_quorum(r: usize, f: u8) -> usize {
+    (r + usize::from(f) + 1).div_ceil(2)
 }
 
 /// The signed part of a genesis.
@@ -250,20 +272,29 @@ pub struct GenesisBody {
     pub payload: SealedPayload,
 }
 
-/// Creates a mailbox. Signed by the sender's device key.
+/// Creates a mailbox. Signed by the sender's device key and by the invitation's claim
+/// key: a genesis that names a claim key was made by someone holding the invitation, so a
+/// node cannot forge one that an invitee's signed requests fit.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Genesis {
     /// The body.
     pub body: GenesisBody,
     /// The sender's signature.
     pub signature: Signature,
+    /// The claim key's signature.
+    pub claim_signature: Signature,
 }
 
 impl Genesis {
-    /// Signs `body` with the sender's key.
-    pub fn sign(body: GenesisBody, sender: &SigningKey) -> Self {
+    /// Signs `body` with the sender's key and the claim key.
+    pub fn sign(body: GenesisBody, sender: &SigningKey, claim_key: &SigningKey) -> Self {
         let signature = sign_body(sender, SignatureKind::Genesis, &body);
-        Self { body, signature }
+        let claim_signature = sign_body(claim_key, SignatureKind::GenesisClaim, &body);
+        Self {
+            body,
+            signature,
+            claim_signature,
+        }
     }
 
     /// The header.
@@ -271,13 +302,19 @@ impl Genesis {
         &self.body.header
     }
 
-    /// Checks the sender's signature.
+    /// Checks the sender's and the claim key's signatures.
     pub fn verify_signature(&self) -> Result<(), Error> {
         verify_body(
             &self.body.header.sender,
             SignatureKind::Genesis,
             &self.body,
             &self.signature,
+        )?;
+        verify_body(
+            &self.body.header.claim_key,
+            SignatureKind::GenesisClaim,
+            &self.body,
+            &self.claim_signature,
         )
     }
 }
@@ -300,6 +337,12 @@ impl Record for Genesis {
             return Err(Error::InvalidField {
                 field: "replicas",
                 reason: "replicas must be distinct",
+            });
+        }
+        if h.fault_tolerance > max_fault_tolerance(h.replicas.len()) {
+            return Err(Error::InvalidField {
+                field: "fault_tolerance",
+                reason: "at most (replicas - 1) / 4",
             });
         }
         if !(1..=MAX_RECIPIENTS).contains(&h.policy.max_recipients) {
@@ -340,6 +383,8 @@ pub struct ClaimBody {
     pub version: u8,
     /// The mailbox address.
     pub address: Address,
+    /// The digest of the genesis claimed.
+    pub genesis: [u8; 32],
     /// The recipient's per-share signing key: the claimant's identity.
     pub recipient: PublicKey,
     /// The recipient's per-share HPKE key.
@@ -406,9 +451,14 @@ pub struct ReceiptBody {
     pub replica: PublicKey,
     /// The claimant granted.
     pub recipient: PublicKey,
-    /// The recipient slot granted, `0..max_recipients`. A certificate needs a majority of
-    /// receipts for one slot, so no more than `max_recipients` certificates can exist.
+    /// The recipient slot granted, `0..max_recipients`. A certificate needs
+    /// [`GenesisHeader::claim_quorum`] receipts for one slot, so no more than
+    /// `max_recipients` certificates can exist while at most `f` replicas lie.
     pub slot: u8,
+    /// How many relinquishes the replica had applied when it granted: an honest replica
+    /// gives a slot to a second claimant only after a relinquish, so two receipts of one
+    /// replica for one slot and one epoch to two claimants prove it lied.
+    pub epoch: u16,
     /// SHA-256 of the exact claim granted.
     pub claim_digest: [u8; 32],
     /// Grant time (unix seconds).
@@ -475,6 +525,8 @@ pub struct ResolveBody {
     pub version: u8,
     /// The mailbox address.
     pub address: Address,
+    /// The digest of the genesis.
+    pub genesis: [u8; 32],
     /// The claims of the recipients kept; they become the recipients.
     pub keep: BoundedVec<Claim, { MAX_RECIPIENTS as usize }>,
     /// Resolve time (unix seconds).
@@ -519,6 +571,8 @@ pub struct MessageHeader {
     pub version: u8,
     /// The mailbox address.
     pub address: Address,
+    /// The digest of the genesis.
+    pub genesis: [u8; 32],
     /// The author's per-share signing key.
     pub from: PublicKey,
     /// The addressee's per-share signing key.
@@ -611,13 +665,15 @@ impl Record for Message {
     }
 }
 
-/// A simple signed action by one party: delete, relinquish, or a read request.
+/// A simple signed action by one party: delete or relinquish.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ActionBody {
     /// Format version.
     pub version: u8,
     /// The mailbox address.
     pub address: Address,
+    /// The digest of the genesis.
+    pub genesis: [u8; 32],
     /// The signer's per-share key.
     pub by: PublicKey,
     /// Time (unix seconds).
@@ -636,11 +692,13 @@ macro_rules! action_record {
         }
 
         impl $name {
-            /// Signs an action by `key` on `address` at `at`.
-            pub fn sign(address: Address, key: &SigningKey, at: u64) -> Self {
+            /// Signs an action by `key` on the mailbox of `genesis` (its address and
+            /// digest) at `at`.
+            pub fn sign(address: Address, genesis: [u8; 32], key: &SigningKey, at: u64) -> Self {
                 let body = ActionBody {
                     version: FORMAT_VERSION,
                     address,
+                    genesis,
                     by: key.public_key(),
                     at,
                 };
@@ -676,12 +734,217 @@ action_record!(
     SignatureKind::Relinquish,
     "relinquish"
 );
-action_record!(
-    /// Proves a reader is a party, with a fresh timestamp; required to fetch payloads.
-    ReadRequest,
-    SignatureKind::Read,
-    "read request"
-);
+
+/// The no-genesis marker of a read request: an invitee opening a mailbox does not know
+/// its genesis yet (its request is signed by the claim key, which the genesis names).
+pub const UNKNOWN_GENESIS: [u8; 32] = [0; 32];
+
+/// What a read request is for: it is valid for that operation only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ReadScope {
+    /// Open the genesis.
+    Open,
+    /// Read the party's view.
+    View,
+    /// Fetch messages from exactly this cursor ([`cursor_digest`]).
+    Fetch {
+        /// The digest of the cursor.
+        cursor: [u8; 32],
+    },
+}
+
+/// The digest a fetch's read request names: binds the request to its cursor.
+pub fn cursor_digest(cursor: &[(PublicKey, u64)]) -> [u8; 32] {
+    crypto::sha256(&[b"tigress/v1/cursor", &wire::encode(&cursor.to_vec())])
+}
+
+/// The read request body.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ReadBody {
+    /// Format version.
+    pub version: u8,
+    /// The mailbox address.
+    pub address: Address,
+    /// The digest of the genesis, or [`UNKNOWN_GENESIS`] for an invitee's open.
+    pub genesis: [u8; 32],
+    /// The reader's per-share key (or the claim key, to open).
+    pub by: PublicKey,
+    /// Time (unix seconds): valid within the read window around it.
+    pub at: u64,
+    /// The operation it is for.
+    pub scope: ReadScope,
+}
+
+/// Proves a reader is a party (or holds the invitation, to open), for one operation, with
+/// a fresh timestamp; required to read anything of a mailbox but its public status.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ReadRequest {
+    /// The body.
+    pub body: ReadBody,
+    /// The reader's signature.
+    pub signature: Signature,
+}
+
+impl ReadRequest {
+    /// Signs a read request.
+    pub fn sign(
+        address: Address,
+        genesis: [u8; 32],
+        key: &SigningKey,
+        at: u64,
+        scope: ReadScope,
+    ) -> Self {
+        let body = ReadBody {
+            version: FORMAT_VERSION,
+            address,
+            genesis,
+            by: key.public_key(),
+            at,
+            scope,
+        };
+        let signature = sign_body(key, SignatureKind::Read, &body);
+        Self { body, signature }
+    }
+
+    /// Checks the signature against the key in the body.
+    pub fn verify_signature(&self) -> Result<(), Error> {
+        verify_body(
+            &self.body.by,
+            SignatureKind::Read,
+            &self.body,
+            &self.signature,
+        )
+    }
+}
+
+impl Record for ReadRequest {
+    const NAME: &'static str = "read request";
+    const MAX_BYTES: usize = 512;
+    fn check_shape(&self) -> Result<(), Error> {
+        version(self.body.version)
+    }
+}
+
+/// The acknowledgement body: a replica stored a record durably.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct AckBody {
+    /// Format version.
+    pub version: u8,
+    /// The mailbox address.
+    pub address: Address,
+    /// The replica's node key.
+    pub replica: PublicKey,
+    /// The digest of the record stored.
+    pub record: [u8; 32],
+}
+
+/// A replica's signed acknowledgement of a write: an entry node cannot claim a write was
+/// stored without the acknowledgements of the replicas that stored it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Ack {
+    /// The body.
+    pub body: AckBody,
+    /// The replica's signature.
+    pub signature: Signature,
+}
+
+impl Ack {
+    /// Acknowledges the record with digest `record` at `address` as `replica`.
+    pub fn sign(address: Address, record: [u8; 32], replica: &SigningKey) -> Self {
+        let body = AckBody {
+            version: FORMAT_VERSION,
+            address,
+            replica: replica.public_key(),
+            record,
+        };
+        let signature = sign_body(replica, SignatureKind::Ack, &body);
+        Self { body, signature }
+    }
+
+    /// Whether this acknowledges `record` at `address`, signed by the replica it names.
+    pub fn verify(&self, address: &Address, record: &[u8; 32]) -> Result<(), Error> {
+        version(self.body.version)?;
+        if self.body.address != *address {
+            return Err(Error::WrongAddress);
+        }
+        if self.body.record != *record {
+            return Err(Error::InvalidField {
+                field: "ack",
+                reason: "acknowledges another record",
+            });
+        }
+        verify_body(
+            &self.body.replica,
+            SignatureKind::Ack,
+            &self.body,
+            &self.signature,
+        )
+    }
+}
+
+impl Record for Ack {
+    const NAME: &'static str = "ack";
+    const MAX_BYTES: usize = 512;
+    fn check_shape(&self) -> Result<(), Error> {
+        version(self.body.version)
+    }
+}
+
+/// Two receipts by one replica giving one slot, in one epoch, to two claimants: proof that
+/// the replica lied (an honest replica gives a slot to one claimant per epoch).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Equivocation {
+    /// One receipt.
+    pub first: Receipt,
+    /// The other.
+    pub second: Receipt,
+}
+
+impl Equivocation {
+    /// The proof, if `a` and `b` are one: same address, replica, slot and epoch, two
+    /// claimants, both signatures valid.
+    pub fn of(a: &Receipt, b: &Receipt) -> Option<Self> {
+        let proof = Self {
+            first: a.clone(),
+            second: b.clone(),
+        };
+        proof.verify().ok().map(|()| proof)
+    }
+
+    /// The replica proven to lie.
+    pub fn liar(&self) -> PublicKey {
+        self.first.body.replica
+    }
+
+    /// Checks the proof offline.
+    pub fn verify(&self) -> Result<(), Error> {
+        let (a, b) = (&self.first.body, &self.second.body);
+        let conflicting = a.address == b.address
+            && a.replica == b.replica
+            && a.slot == b.slot
+            && a.epoch == b.epoch
+            && a.recipient != b.recipient;
+        if !conflicting {
+            return Err(Error::InvalidField {
+                field: "equivocation",
+                reason: "the receipts do not conflict",
+            });
+        }
+        self.first.check_shape()?;
+        self.second.check_shape()?;
+        self.first.verify_signature()?;
+        self.second.verify_signature()
+    }
+}
+
+impl Record for Equivocation {
+    const NAME: &'static str = "equivocation";
+    const MAX_BYTES: usize = 2048;
+    fn check_shape(&self) -> Result<(), Error> {
+        self.first.check_shape()?;
+        self.second.check_shape()
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -10,9 +10,10 @@ use crate::crypto::{PublicKey, SigningKey};
 use crate::error::{ErrorCode, Role};
 use crate::id::Address;
 use crate::mailbox::{self, Limits, MailboxState, MessageKey, Outcome};
-use crate::record::{Message, Record};
+use crate::record::{Ack, Message, ReadScope, Record, cursor_digest};
 use crate::rpc::{
-    Cursor, MAX_FETCH, MailboxView, RemoteError, ReplicaDigest, ReplicaRequest, ReplicaResponse,
+    Access, Cursor, MAX_FETCH, MailboxView, RemoteError, ReplicaDigest, ReplicaRequest,
+    ReplicaResponse,
 };
 use crate::wire::BoundedVec;
 
@@ -61,15 +62,107 @@ impl Applied {
         }
     }
 
-    fn stored(outcome: Outcome) -> Self {
+    fn stored(outcome: Outcome, ack: Ack) -> Self {
         Self {
             response: ReplicaResponse::Stored {
                 duplicate: outcome == Outcome::Duplicate,
+                ack,
             },
             wrote: outcome == Outcome::Applied,
             arrival: None,
         }
     }
+}
+
+/// For a write, the address and the digest of the record its acknowledgements name (the
+/// contest's evidence digest for a contest mark); `None` for a read.
+pub fn acknowledged(request: &ReplicaRequest) -> Option<(Address, [u8; 32])> {
+    Some(match request {
+        ReplicaRequest::StoreGenesis { genesis } => (genesis.header().address, genesis.digest()),
+        ReplicaRequest::StoreCertificate { certificate } => {
+            (certificate.claim.body.address, certificate.digest())
+        }
+        ReplicaRequest::MarkContested { address, evidence } => {
+            (*address, contest_digest(address, evidence))
+        }
+        ReplicaRequest::StoreMessage { message } => (message.header().address, message.digest()),
+        ReplicaRequest::Delete { delete } => (delete.body.address, delete.digest()),
+        ReplicaRequest::Relinquish { relinquish } => (relinquish.body.address, relinquish.digest()),
+        ReplicaRequest::Resolve { resolve } => (resolve.body.address, resolve.digest()),
+        _ => return None,
+    })
+}
+
+/// The digest a replica acknowledges for a contest marked with `evidence`.
+pub fn contest_digest(address: &Address, evidence: &[crate::record::Receipt]) -> [u8; 32] {
+    crate::crypto::sha256(&[
+        b"tigress/v1/contest",
+        address.as_bytes(),
+        &crate::wire::encode(&evidence.to_vec()),
+    ])
+}
+
+fn unauthorized(what: &str) -> RemoteError {
+    RemoteError::new(ErrorCode::Unauthorized, what)
+}
+
+/// Whether the signed request `access` entitles its bearer to the genesis of `state`: it
+/// names this genesis (or is an invitee's open signed with its claim key) and is signed
+/// by a party, a claimant holding the invitation, or the claim key.
+fn authorize(
+    state: &MailboxState,
+    access: &Access,
+    limits: &Limits,
+    now: u64,
+) -> Result<(), crate::Error> {
+    use crate::Error;
+    let genesis = state.genesis();
+    let digest = state.genesis_digest();
+    let named = |d: [u8; 32]| {
+        if d == digest {
+            Ok(())
+        } else {
+            Err(Error::WrongGenesis)
+        }
+    };
+    let party = |k: &PublicKey| state.role_of(k).map(|_| ()).ok_or(Error::NotAParty);
+    match access {
+        // An open is an invitee's (claim key, no genesis named yet) or a party's.
+        Access::Read(r) if r.body.scope == ReadScope::Open => {
+            state.authorize_open(r, limits, now).map(|_| ())
+        }
+        Access::Read(r) => state
+            .authorize_read(r, r.body.scope, limits, now)
+            .map(|_| ()),
+        Access::Claim(c) => mailbox::validate_claim(genesis, c, limits, now),
+        Access::Message(m) => {
+            named(m.header().genesis)?;
+            party(&m.header().from)?;
+            m.verify_signature()
+        }
+        Access::Delete(d) => {
+            named(d.body.genesis)?;
+            party(&d.body.by)?;
+            d.verify_signature()
+        }
+        Access::Relinquish(r) => {
+            named(r.body.genesis)?;
+            let granted = state.grants().iter().any(|g| g.body.recipient == r.body.by);
+            if !granted {
+                party(&r.body.by)?;
+            }
+            r.verify_signature()
+        }
+        Access::Resolve(r) => {
+            named(r.body.genesis)?;
+            r.verify_signature(&genesis.header().sender)
+        }
+    }
+}
+
+/// Whether `peer` is one of the replicas of `state` (anti-entropy reads are theirs only).
+fn is_replica_of(state: &MailboxState, peer: Option<&PublicKey>) -> bool {
+    peer.is_some_and(|p| state.genesis().header().replicas.contains(p))
 }
 
 fn refusal(e: &crate::Error) -> RemoteError {
@@ -94,19 +187,21 @@ pub fn digest_of(state: &MailboxState) -> ReplicaDigest {
         delete: state.deletion().cloned(),
         relinquished: BoundedVec::truncated(state.relinquishes().to_vec()),
         messages: BoundedVec::truncated(keys),
+        contest: BoundedVec::truncated(state.contest_evidence().to_vec()),
     }
 }
 
-/// Applies one request as the replica whose receipt-signing key is `key`. A failed write
-/// changes nothing stored.
+/// Applies one request from the node `from` (`None`: not a node, e.g. a test) as the
+/// replica whose receipt-signing key is `key`. A failed write changes nothing stored.
 pub fn apply(
     storage: &mut impl Storage,
     key: &SigningKey,
     limits: &Limits,
+    from: Option<&PublicKey>,
     request: ReplicaRequest,
     now: u64,
 ) -> Applied {
-    match try_apply(storage, key, limits, request, now) {
+    match try_apply(storage, key, limits, from, request, now) {
         Ok(a) => a,
         Err(e) => Applied::read(ReplicaResponse::Error(e)),
     }
@@ -114,19 +209,25 @@ pub fn apply(
 
 fn save_if_applied(
     storage: &mut impl Storage,
+    key: &SigningKey,
     state: &MailboxState,
     outcome: Outcome,
+    record: [u8; 32],
 ) -> Result<Applied, RemoteError> {
     if outcome == Outcome::Applied {
         storage.save(state)?;
     }
-    Ok(Applied::stored(outcome))
+    Ok(Applied::stored(
+        outcome,
+        Ack::sign(state.address(), record, key),
+    ))
 }
 
 fn try_apply(
     storage: &mut impl Storage,
     key: &SigningKey,
     limits: &Limits,
+    from: Option<&PublicKey>,
     request: ReplicaRequest,
     now: u64,
 ) -> Result<Applied, RemoteError> {
@@ -138,13 +239,23 @@ fn try_apply(
                     let outcome = state
                         .offer_genesis(&genesis, now)
                         .map_err(|e| refusal(&e))?;
-                    Ok(Applied::stored(outcome))
+                    let digest = state.genesis_digest();
+                    Ok(Applied::stored(outcome, Ack::sign(address, digest, key)))
                 }
                 None => {
                     storage.check_quota(genesis.to_bytes().len())?;
                     let state =
                         MailboxState::create(genesis, limits, now).map_err(|e| refusal(&e))?;
-                    save_if_applied(storage, &state, Outcome::Applied)
+                    if !state
+                        .genesis()
+                        .header()
+                        .replicas
+                        .contains(&key.public_key())
+                    {
+                        return Err(refusal(&crate::Error::NotAReplica));
+                    }
+                    let digest = state.genesis_digest();
+                    save_if_applied(storage, key, &state, Outcome::Applied, digest)
                 }
             }
         }
@@ -173,14 +284,15 @@ fn try_apply(
             let outcome = state
                 .accept_certificate(&certificate, limits, now)
                 .map_err(|e| refusal(&e))?;
-            save_if_applied(storage, &state, outcome)
+            save_if_applied(storage, key, &state, outcome, certificate.digest())
         }
         ReplicaRequest::MarkContested { address, evidence } => {
             let mut state = existing(storage, &address)?;
             let outcome = state
                 .mark_contested(&evidence, now)
                 .map_err(|e| refusal(&e))?;
-            save_if_applied(storage, &state, outcome)
+            let digest = contest_digest(&address, &evidence);
+            save_if_applied(storage, key, &state, outcome, digest)
         }
         ReplicaRequest::StoreMessage { message } => {
             let h = message.header().clone();
@@ -188,14 +300,18 @@ fn try_apply(
             let outcome = state
                 .apply_message(&message, limits, now)
                 .map_err(|e| refusal(&e))?;
+            let ack = Ack::sign(h.address, message.digest(), key);
             if outcome == Outcome::Duplicate {
-                return Ok(Applied::stored(outcome));
+                return Ok(Applied::stored(outcome, ack));
             }
             storage.check_quota(message.to_bytes().len())?;
             storage.put_message(&message)?;
             storage.save(&state)?;
             Ok(Applied {
-                response: ReplicaResponse::Stored { duplicate: false },
+                response: ReplicaResponse::Stored {
+                    duplicate: false,
+                    ack,
+                },
                 wrote: true,
                 arrival: Some((h.address, h.to)),
             })
@@ -208,25 +324,26 @@ fn try_apply(
             if outcome == Outcome::Applied {
                 storage.remove_messages(&state.address());
             }
-            save_if_applied(storage, &state, outcome)
+            save_if_applied(storage, key, &state, outcome, delete.digest())
         }
         ReplicaRequest::Relinquish { relinquish } => {
             let mut state = existing(storage, &relinquish.body.address)?;
             let outcome = state
                 .relinquish(&relinquish, limits, now)
                 .map_err(|e| refusal(&e))?;
-            save_if_applied(storage, &state, outcome)
+            save_if_applied(storage, key, &state, outcome, relinquish.digest())
         }
         ReplicaRequest::Resolve { resolve } => {
             let mut state = existing(storage, &resolve.body.address)?;
             let outcome = state
                 .resolve(&resolve, limits, now)
                 .map_err(|e| refusal(&e))?;
-            save_if_applied(storage, &state, outcome)
+            save_if_applied(storage, key, &state, outcome, resolve.digest())
         }
-        ReplicaRequest::GetGenesis { address } => {
-            let state = existing(storage, &address)?;
+        ReplicaRequest::GetGenesis { access } => {
+            let state = existing(storage, &access.address())?;
             state.live(now).map_err(|e| refusal(&e))?;
+            authorize(&state, &access, limits, now).map_err(|e| refusal(&e))?;
             Ok(Applied::read(ReplicaResponse::Genesis(
                 state.genesis().clone(),
             )))
@@ -243,7 +360,7 @@ fn try_apply(
         ReplicaRequest::Read { request } => {
             let state = existing(storage, &request.body.address)?;
             let party = state
-                .authorize_read(&request, limits, now)
+                .authorize_read(&request, ReadScope::View, limits, now)
                 .map_err(|e| refusal(&e))?;
             let claims = if party.role == Role::Sender {
                 state.claims().to_vec()
@@ -256,36 +373,54 @@ fn try_apply(
                 certificates: BoundedVec::truncated(state.certificates().to_vec()),
                 claims: BoundedVec::truncated(claims),
                 resolve: state.resolution().cloned(),
+                relinquished: BoundedVec::truncated(state.relinquishes().to_vec()),
             })))
         }
         ReplicaRequest::Fetch {
             request, cursor, ..
         } => {
             let state = existing(storage, &request.body.address)?;
+            let scope = ReadScope::Fetch {
+                cursor: cursor_digest(&cursor),
+            };
             let party = state
-                .authorize_read(&request, limits, now)
+                .authorize_read(&request, scope, limits, now)
                 .map_err(|e| refusal(&e))?;
             Ok(Applied::read(fetch(storage, &state, &party.key, &cursor)?))
         }
         ReplicaRequest::Status { address } => {
             let state = existing(storage, &address)?;
             state.live(now).map_err(|e| refusal(&e))?;
-            Ok(Applied::read(ReplicaResponse::Status(state.status(now))))
+            Ok(Applied::read(ReplicaResponse::Status(
+                state.public_status(now),
+            )))
         }
         ReplicaRequest::Digest { address } => {
             let state = existing(storage, &address)?;
+            if !is_replica_of(&state, from) {
+                return Err(unauthorized("digests go to the mailbox's replicas only"));
+            }
             Ok(Applied::read(ReplicaResponse::Digest(digest_of(&state))))
         }
         ReplicaRequest::Summaries { addresses } => {
             let mut out = Vec::with_capacity(addresses.len());
             for address in addresses.iter() {
-                out.push(storage.load(address)?.map(|s| digest_of(&s).summary()));
+                let state = storage.load(address)?;
+                out.push(
+                    state
+                        .filter(|s| is_replica_of(s, from))
+                        .map(|s| digest_of(&s).summary()),
+                );
             }
             Ok(Applied::read(ReplicaResponse::Summaries {
                 summaries: BoundedVec::truncated(out),
             }))
         }
         ReplicaRequest::GetMessages { address, keys } => {
+            let state = existing(storage, &address)?;
+            if !is_replica_of(&state, from) {
+                return Err(unauthorized("messages go to the mailbox's replicas only"));
+            }
             let mut out = Vec::new();
             for key in keys.iter() {
                 if let Some(m) = storage.message(&address, key)? {

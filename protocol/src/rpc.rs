@@ -11,10 +11,10 @@ use serde::{Deserialize, Serialize};
 use crate::crypto::PublicKey;
 use crate::error::ErrorCode;
 use crate::id::Address;
-use crate::mailbox::{MailboxStatus, MessageKey};
+use crate::mailbox::{MailboxStatus, MessageKey, PublicStatus};
 use crate::record::{
-    Claim, ClaimCertificate, Delete, Genesis, MAX_REPLICAS, Message, ReadRequest, Receipt,
-    Relinquish, Resolve,
+    Ack, Claim, ClaimCertificate, Delete, Equivocation, Genesis, MAX_REPLICAS, Message,
+    ReadRequest, Receipt, Relinquish, Resolve,
 };
 use crate::wire::{self, BoundedString, BoundedVec, DecodeError};
 
@@ -101,6 +101,64 @@ pub struct MailboxView {
     pub claims: BoundedVec<Claim, 64>,
     /// The sender's resolve, if any.
     pub resolve: Option<Resolve>,
+    /// The relinquishes applied: the certificates of these recipients no longer hold a
+    /// slot.
+    pub relinquished: BoundedVec<Relinquish, 64>,
+}
+
+/// The signed record an entry node shows a replica to be given a mailbox's genesis: the
+/// request in hand, which names the genesis (or, for an invitee's open, its claim key).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[allow(clippy::large_enum_variant)]
+pub enum Access {
+    /// A read request (open, view or fetch).
+    Read(ReadRequest),
+    /// A claim.
+    Claim(Claim),
+    /// A message.
+    Message(Message),
+    /// A delete.
+    Delete(Delete),
+    /// A relinquish.
+    Relinquish(Relinquish),
+    /// A resolve.
+    Resolve(Resolve),
+}
+
+impl Access {
+    /// The address the record is for.
+    pub fn address(&self) -> Address {
+        match self {
+            Access::Read(r) => r.body.address,
+            Access::Claim(c) => c.body.address,
+            Access::Message(m) => m.header().address,
+            Access::Delete(d) => d.body.address,
+            Access::Relinquish(r) => r.body.address,
+            Access::Resolve(r) => r.body.address,
+        }
+    }
+
+    /// Whether `genesis` is the one the record is for: the digest it names, or for an
+    /// invitee's open (which names none), the claim key it is signed with. A genesis is
+    /// co-signed by its claim key, so no node can forge one that fits another's request.
+    pub fn fits(&self, genesis: &Genesis) -> bool {
+        use crate::record::{Record, UNKNOWN_GENESIS};
+        let named = match self {
+            Access::Read(r) if r.body.genesis == UNKNOWN_GENESIS => {
+                return r.body.by == genesis.header().claim_key
+                    && r.body.address == genesis.header().address
+                    && genesis.check_shape().is_ok()
+                    && genesis.verify_signature().is_ok();
+            }
+            Access::Read(r) => r.body.genesis,
+            Access::Claim(c) => c.body.genesis,
+            Access::Message(m) => m.header().genesis,
+            Access::Delete(d) => d.body.genesis,
+            Access::Relinquish(r) => r.body.genesis,
+            Access::Resolve(r) => r.body.genesis,
+        };
+        self.address() == genesis.header().address && named == genesis.digest()
+    }
 }
 
 /// A request from a client to its entry node.
@@ -165,10 +223,16 @@ pub enum ClientRequest {
         /// The signed resolve.
         resolve: Resolve,
     },
-    /// The public status of a mailbox.
+    /// The public status of a mailbox (no keys, no message counts).
     Status {
         /// The address.
         address: Address,
+    },
+    /// Reports a replica proven to lie: the node stops placing mailboxes on it and asking
+    /// it.
+    Report {
+        /// The two conflicting receipts.
+        proof: Equivocation,
     },
 }
 
@@ -187,11 +251,18 @@ pub enum ClientResponse {
     Stored {
         /// Whether it was already there (an idempotent repeat).
         duplicate: bool,
+        /// The signed acknowledgements of the replicas that stored it.
+        acks: BoundedVec<Ack, MAX_REPLICAS>,
     },
     /// The genesis.
     Genesis(Genesis),
-    /// The claim's certificate.
-    Certified(ClaimCertificate),
+    /// The claim's certificate, stored by a majority.
+    Certified {
+        /// The certificate.
+        certificate: ClaimCertificate,
+        /// The signed acknowledgements of the replicas that stored it.
+        acks: BoundedVec<Ack, MAX_REPLICAS>,
+    },
     /// The party's view.
     View(MailboxView),
     /// Messages, in (author, sequence) order.
@@ -199,8 +270,8 @@ pub enum ClientResponse {
         /// The messages.
         messages: BoundedVec<Message, MAX_FETCH>,
     },
-    /// The status.
-    Status(MailboxStatus),
+    /// The public status.
+    Status(PublicStatus),
     /// A refusal.
     Error(RemoteError),
 }
@@ -251,11 +322,11 @@ pub enum ReplicaRequest {
         /// The signed resolve.
         resolve: Resolve,
     },
-    /// The genesis of an address, for another node (entry nodes learn the replica set
-    /// from it; the payload inside is encrypted for invitation holders only).
+    /// The genesis of a mailbox, for an entry node carrying a request signed for it
+    /// (entry nodes learn the replica set from it).
     GetGenesis {
-        /// The address.
-        address: Address,
+        /// The signed request in hand.
+        access: Access,
     },
     /// The genesis, for a party or an invitee.
     Open {
@@ -281,7 +352,8 @@ pub enum ReplicaRequest {
         /// The address.
         address: Address,
     },
-    /// Everything this replica holds for the address, as digests (anti-entropy).
+    /// Everything this replica holds for the address, as digests (anti-entropy; only to
+    /// the mailbox's other replicas).
     Digest {
         /// The address.
         address: Address,
@@ -322,6 +394,7 @@ impl ReplicaDigest {
             self.delete.as_ref().map(Record::digest),
             rels,
             keys,
+            !self.contest.is_empty(),
         );
         crate::crypto::sha256(&[b"tigress/v1/summary", &wire::encode(&parts)])
     }
@@ -342,6 +415,8 @@ pub struct ReplicaDigest {
     pub relinquished: BoundedVec<Relinquish, 64>,
     /// Keys of the messages held.
     pub messages: BoundedVec<MessageKey, 1024>,
+    /// The evidence of a contest, if the mailbox was ever contested.
+    pub contest: BoundedVec<Receipt, MAX_EVIDENCE>,
 }
 
 /// A replica's answer.
@@ -352,6 +427,8 @@ pub enum ReplicaResponse {
     Stored {
         /// Whether it was already there.
         duplicate: bool,
+        /// The replica's signed acknowledgement.
+        ack: Ack,
     },
     /// The claim's receipt.
     Granted(Receipt),
@@ -372,8 +449,8 @@ pub enum ReplicaResponse {
         /// The messages.
         messages: BoundedVec<Message, MAX_FETCH>,
     },
-    /// The status.
-    Status(MailboxStatus),
+    /// The public status.
+    Status(PublicStatus),
     /// The anti-entropy digest.
     Digest(ReplicaDigest),
     /// Summaries, in the order asked; `None` where the replica holds nothing.

@@ -24,8 +24,8 @@ use crate::invitation::{ShareUrl, Vertical};
 use crate::mailbox::{self, Limits, Recipient};
 use crate::record::{
     Claim, ClaimBody, ClaimCertificate, Delete, DisplayInfo, Genesis, GenesisBody, GenesisHeader,
-    Message, MessageBody, MessageHeader, Policy, ReadRequest, Record, Relinquish, Resolve,
-    ResolveBody, SealedPayload,
+    Message, MessageBody, MessageHeader, Policy, ReadRequest, ReadScope, Record, Relinquish,
+    Resolve, ResolveBody, SealedPayload, UNKNOWN_GENESIS,
 };
 use crate::wire::{self, BoundedBytes, BoundedVec, FORMAT_VERSION};
 
@@ -46,6 +46,9 @@ pub struct ShareOptions {
     pub hpke: HpkeSuite,
     /// The vertical named in the invitation.
     pub vertical: Vertical,
+    /// How many lying replicas claims must withstand (`f`); `None`: the most the replica
+    /// set allows ([`crate::record::max_fault_tolerance`]).
+    pub fault_tolerance: Option<u8>,
 }
 
 impl Default for ShareOptions {
@@ -58,6 +61,7 @@ impl Default for ShareOptions {
             aead: AeadAlgorithm::default(),
             hpke: HpkeSuite::default(),
             vertical: Vertical::General,
+            fault_tolerance: None,
         }
     }
 }
@@ -141,6 +145,7 @@ pub struct Delivered {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Channel {
     address: Address,
+    genesis: [u8; 32],
     signing: SigningKey,
     hpke: HpkeKeyPair,
     next_out: BTreeMap<PublicKey, u64>,
@@ -152,9 +157,10 @@ struct Channel {
 const MAX_HELD: usize = 64;
 
 impl Channel {
-    fn new(address: Address, signing: SigningKey, hpke: HpkeKeyPair) -> Self {
+    fn new(address: Address, genesis: [u8; 32], signing: SigningKey, hpke: HpkeKeyPair) -> Self {
         Self {
             address,
+            genesis,
             signing,
             hpke,
             next_out: BTreeMap::new(),
@@ -177,6 +183,7 @@ impl Channel {
         let header = MessageHeader {
             version: FORMAT_VERSION,
             address: self.address,
+            genesis: self.genesis,
             from: self.signing.public_key(),
             to: to.key,
             seq,
@@ -200,7 +207,7 @@ impl Channel {
                 max: pad::MAX_PLAINTEXT,
             })?,
         };
-        self.next_out.insert(to.key, seq + 1);
+        self.next_out.insert(to.key, seq.saturating_add(1));
         Ok(Message::sign(body, &self.signing))
     }
 
@@ -233,7 +240,7 @@ impl Channel {
         let mut next = next;
         while let Some(d) = held.remove(&next) {
             out.push(d);
-            next += 1;
+            next = next.saturating_add(1);
         }
         self.next_in.insert(h.from, next);
         Ok(out)
@@ -349,6 +356,9 @@ impl SenderSession {
             sender: signing.public_key(),
             sender_hpke: hpke.public_key().clone(),
             claim_key: keys.claim.public_key(),
+            fault_tolerance: options
+                .fault_tolerance
+                .unwrap_or_else(|| crate::record::max_fault_tolerance(replicas.len())),
             replicas: BoundedVec::new(replicas).ok_or(Error::InvalidField {
                 field: "replicas",
                 reason: "at most 16 replicas",
@@ -372,15 +382,16 @@ impl SenderSession {
                 ciphertext: BoundedBytes::from_vec_unchecked(ciphertext),
             },
         };
-        let genesis = Genesis::sign(body, &signing);
+        let genesis = Genesis::sign(body, &signing, &keys.claim);
         genesis.check_shape()?;
+        let digest = genesis.digest();
         let session = Self {
             id,
             secret,
             vertical: options.vertical,
             genesis,
             recipients: Vec::new(),
-            channel: Channel::new(id.address(), signing, hpke),
+            channel: Channel::new(id.address(), digest, signing, hpke),
         };
         Ok((session, url))
     }
@@ -411,13 +422,14 @@ impl SenderSession {
         {
             return Err(Error::NotAParty);
         }
+        let digest = genesis.digest();
         Ok(Self {
             id,
             secret,
             vertical,
             genesis,
             recipients: Vec::new(),
-            channel: Channel::new(id.address(), device.signing, device.hpke),
+            channel: Channel::new(id.address(), digest, device.signing, device.hpke),
         })
     }
 
@@ -482,19 +494,72 @@ impl SenderSession {
         Ok(recipient)
     }
 
-    /// Learns the recipients a (merged) view lists from their certificates, each checked
-    /// against the genesis; a listed recipient without a valid certificate is not learnt.
+    /// Rebuilds the recipients from a (merged) view: the sender's resolve if the view
+    /// holds a valid one, else every valid certificate, less the recipients that
+    /// relinquished. More recipients than the policy allows means some replica lied: the
+    /// recipients are left as they were and the error names a replica proven to lie
+    /// ([`Error::Equivocation`], the proof is in [`view_equivocations`]) or says the
+    /// mailbox is contested.
     pub fn learn_recipients(
         &mut self,
         view: &crate::rpc::MailboxView,
         limits: &Limits,
         now: u64,
     ) -> Result<(), Error> {
-        for cert in view.certificates.iter() {
-            if view.status.recipients.contains(&cert.claim.body.recipient) {
-                self.add_certificate(cert, limits, now)?;
+        if view.genesis != self.genesis {
+            return Err(Error::WrongGenesis);
+        }
+        let gone: Vec<PublicKey> = view
+            .relinquished
+            .iter()
+            .filter(|r| {
+                r.body.address == self.address()
+                    && r.body.genesis == self.channel.genesis
+                    && r.verify_signature().is_ok()
+            })
+            .map(|r| r.body.by)
+            .collect();
+        let resolve = view.resolve.as_ref().filter(|r| {
+            r.body.address == self.address()
+                && r.body.genesis == self.channel.genesis
+                && r.verify_signature(&self.genesis.header().sender).is_ok()
+        });
+        let mut found: Vec<Recipient> = Vec::new();
+        let mut add = |r: Recipient| {
+            if !gone.contains(&r.key) && !found.contains(&r) {
+                found.push(r);
+            }
+        };
+        match resolve {
+            Some(resolve) => {
+                for claim in resolve.body.keep.iter() {
+                    mailbox::validate_claim(&self.genesis, claim, limits, now)?;
+                    add(Recipient {
+                        key: claim.body.recipient,
+                        hpke: claim.body.recipient_hpke.clone(),
+                    });
+                }
+            }
+            None => {
+                for cert in view.certificates.iter() {
+                    if mailbox::validate_certificate(&self.genesis, cert, limits, now).is_ok() {
+                        add(Recipient {
+                            key: cert.claim.body.recipient,
+                            hpke: cert.claim.body.recipient_hpke.clone(),
+                        });
+                    }
+                }
             }
         }
+        if found.len() > usize::from(self.genesis.header().policy.max_recipients) {
+            return Err(match view_equivocations(view).first() {
+                Some(proof) => Error::Equivocation {
+                    replica: proof.liar(),
+                },
+                None => Error::Contested,
+            });
+        }
+        self.recipients = found;
         Ok(())
     }
 
@@ -518,6 +583,7 @@ impl SenderSession {
         let body = ResolveBody {
             version: FORMAT_VERSION,
             address: self.address(),
+            genesis: self.channel.genesis,
             keep: BoundedVec::new(keep).ok_or(Error::InvalidField {
                 field: "keep",
                 reason: "at most 16 claimants",
@@ -568,12 +634,23 @@ impl SenderSession {
 
     /// A signed delete.
     pub fn delete(&self, now: u64) -> Delete {
-        Delete::sign(self.address(), &self.channel.signing, now)
+        Delete::sign(
+            self.address(),
+            self.channel.genesis,
+            &self.channel.signing,
+            now,
+        )
     }
 
-    /// A signed read request.
-    pub fn read_request(&self, now: u64) -> ReadRequest {
-        ReadRequest::sign(self.address(), &self.channel.signing, now)
+    /// A signed read request for the operation `scope`.
+    pub fn read_request(&self, now: u64, scope: ReadScope) -> ReadRequest {
+        ReadRequest::sign(
+            self.address(),
+            self.channel.genesis,
+            &self.channel.signing,
+            now,
+            scope,
+        )
     }
 
     /// Local persistence (contains secrets).
@@ -636,10 +713,12 @@ impl RecipientSession {
         mailbox::validate_genesis(&genesis, limits, now)?;
         let first = open_first_payload(&genesis, &keys.payload_key)?;
         let DeviceKeys { signing, hpke } = device;
+        let digest = genesis.digest();
         let claim = Claim::sign(
             ClaimBody {
                 version: FORMAT_VERSION,
                 address: id.address(),
+                genesis: digest,
                 recipient: signing.public_key(),
                 recipient_hpke: hpke.public_key().clone(),
                 claimed_at,
@@ -654,7 +733,7 @@ impl RecipientSession {
             claim,
             certificate: None,
             kept_by: None,
-            channel: Channel::new(id.address(), signing, hpke),
+            channel: Channel::new(id.address(), digest, signing, hpke),
         };
         Ok((session, first))
     }
@@ -724,6 +803,9 @@ impl RecipientSession {
         if resolve.body.address != self.address() {
             return Err(Error::WrongAddress);
         }
+        if resolve.body.genesis != self.channel.genesis {
+            return Err(Error::WrongGenesis);
+        }
         if !resolve.body.keep.contains(&self.claim) {
             return Err(Error::NotAParty);
         }
@@ -789,22 +871,44 @@ impl RecipientSession {
     /// claiming, the recipient is not yet a party).
     pub fn open_request(url: &ShareUrl, now: u64) -> ReadRequest {
         let keys = url.secret().derive_keys(&url.mailbox_id());
-        ReadRequest::sign(url.mailbox_id().address(), &keys.claim, now)
+        ReadRequest::sign(
+            url.mailbox_id().address(),
+            UNKNOWN_GENESIS,
+            &keys.claim,
+            now,
+            ReadScope::Open,
+        )
     }
 
     /// A signed relinquish.
     pub fn relinquish(&self, now: u64) -> Relinquish {
-        Relinquish::sign(self.address(), &self.channel.signing, now)
+        Relinquish::sign(
+            self.address(),
+            self.channel.genesis,
+            &self.channel.signing,
+            now,
+        )
     }
 
     /// A signed delete (effective only with the delete right).
     pub fn delete(&self, now: u64) -> Delete {
-        Delete::sign(self.address(), &self.channel.signing, now)
+        Delete::sign(
+            self.address(),
+            self.channel.genesis,
+            &self.channel.signing,
+            now,
+        )
     }
 
-    /// A signed read request.
-    pub fn read_request(&self, now: u64) -> ReadRequest {
-        ReadRequest::sign(self.address(), &self.channel.signing, now)
+    /// A signed read request for the operation `scope`.
+    pub fn read_request(&self, now: u64, scope: ReadScope) -> ReadRequest {
+        ReadRequest::sign(
+            self.address(),
+            self.channel.genesis,
+            &self.channel.signing,
+            now,
+            scope,
+        )
     }
 
     /// Local persistence (contains secrets).
@@ -840,4 +944,15 @@ fn invitation(
         field: "base_url",
         reason: "an http(s)://host[:port] URL",
     })
+}
+
+/// Every equivocation the certificates of a view prove: a replica whose receipts give one
+/// slot, in one epoch, to two claimants.
+pub fn view_equivocations(view: &crate::rpc::MailboxView) -> Vec<crate::record::Equivocation> {
+    let receipts: Vec<crate::record::Receipt> = view
+        .certificates
+        .iter()
+        .flat_map(|c| c.receipts.iter().cloned())
+        .collect();
+    mailbox::equivocations(&receipts)
 }

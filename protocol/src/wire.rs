@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The format version that opens every record.
-pub const FORMAT_VERSION: u8 = 1;
+pub const FORMAT_VERSION: u8 = 2;
 
 /// The largest encoded record or wire message accepted (96 KiB: a 64 KiB padded payload
 /// with its keys, signatures and headers fits with room to spare).
@@ -394,12 +394,16 @@ mod tests {
             decode::<Sample>(&bytes[..bytes.len() - 1], 100),
             Err(DecodeError::Truncated)
         );
-        let mut v2 = bytes.clone();
-        v2[0] = 2;
-        assert_eq!(
-            decode_versioned::<Sample>(&v2, 100),
-            Err(DecodeError::UnsupportedVersion(2))
-        );
+        // Format 1 (before signed acknowledgements and claim quorums) and any later
+        // format are refused.
+        for other in [1, FORMAT_VERSION + 1] {
+            let mut v = bytes.clone();
+            v[0] = other;
+            assert_eq!(
+                decode_versioned::<Sample>(&v, 100),
+                Err(DecodeError::UnsupportedVersion(other))
+            );
+        }
     }
 
     #[test]

@@ -6,7 +6,10 @@ mod common;
 use common::{Fixture, NOW};
 use tigress_protocol::ErrorCode;
 use tigress_protocol::crypto::PublicKey;
-use tigress_protocol::quorum::{CallError, FetchGather, Quorum, ReadGather, WriteGather};
+use tigress_protocol::quorum::{
+    CallError, FetchGather, Quorum, ReadGather, WriteGather, check_acks,
+};
+use tigress_protocol::record::{Ack, Record};
 use tigress_protocol::rpc::{Cursor, MailboxView, ReplicaResponse};
 use tigress_protocol::session::ShareOptions;
 use tigress_protocol::wire::BoundedVec;
@@ -23,6 +26,7 @@ fn view_of(f: &Fixture, i: usize) -> ReplicaResponse {
         certificates: BoundedVec::truncated(s.certificates().to_vec()),
         claims: BoundedVec::truncated(s.claims().to_vec()),
         resolve: s.resolution().cloned(),
+        relinquished: BoundedVec::truncated(s.relinquishes().to_vec()),
     })
 }
 
@@ -30,13 +34,25 @@ fn view_of(f: &Fixture, i: usize) -> ReplicaResponse {
 fn a_write_needs_a_strict_majority_of_durable_stores() {
     let f = Fixture::new(5, ShareOptions::default());
     let k = keys(&f);
-    let mut q = Quorum::new(&k, WriteGather::new(), 0);
-    q.handle_answer(k[0], Ok(ReplicaResponse::Stored { duplicate: false }), 0);
-    q.handle_answer(k[0], Ok(ReplicaResponse::Stored { duplicate: false }), 0);
-    q.handle_answer(k[1], Ok(ReplicaResponse::Stored { duplicate: true }), 0);
+    let address = f.sender.address();
+    let digest = f.sender.genesis().digest();
+    let ack = |i: usize| Ack::sign(address, digest, &f.replicas[i]);
+    let stored = |i: usize, duplicate: bool| {
+        Ok(ReplicaResponse::Stored {
+            duplicate,
+            ack: ack(i),
+        })
+    };
+    let mut q = Quorum::new(&k, WriteGather::new(address, digest), 0);
+    q.handle_answer(k[0], stored(0, false), 0);
+    q.handle_answer(k[0], stored(0, false), 0);
+    q.handle_answer(k[1], stored(1, true), 0);
+    // A replica answering with another's acknowledgement, or one for another record,
+    // counts for nothing.
+    q.handle_answer(k[2], stored(1, false), 0);
     assert!(
         !q.is_done(0),
-        "two distinct replicas of five are not a majority"
+        "two distinct acknowledgements of five are not a majority"
     );
     q.handle_answer(k[2], Err(CallError::Timeout), 0);
     q.handle_answer(k[3], Err(CallError::Unreachable), 0);
@@ -44,6 +60,28 @@ fn a_write_needs_a_strict_majority_of_durable_stores() {
     assert!(q.is_done(0));
     let e = q.finish().unwrap_err();
     assert_eq!(e.code, ErrorCode::Unavailable);
+
+    // Three acknowledgements make it, and a client can check them against the genesis.
+    let mut q = Quorum::new(&k, WriteGather::new(address, digest), 0);
+    for (i, key) in k.iter().enumerate().take(3) {
+        q.handle_answer(*key, stored(i, false), 0);
+    }
+    let written = q.finish().unwrap();
+    assert!(!written.duplicate);
+    check_acks(f.sender.genesis(), &digest, &written.acks).unwrap();
+    // An entry that drops the write and answers with two acknowledgements (or forged
+    // ones) is caught.
+    let e = check_acks(f.sender.genesis(), &digest, &written.acks[..2]).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Unauthorized);
+    let stranger = tigress_protocol::crypto::SigningKey::from_seed(&[9; 32]);
+    let forged = vec![
+        written.acks[0].clone(),
+        written.acks[1].clone(),
+        Ack::sign(address, digest, &stranger),
+    ];
+    assert!(check_acks(f.sender.genesis(), &digest, &forged).is_err());
+    let other = [7u8; 32];
+    assert!(check_acks(f.sender.genesis(), &other, &written.acks).is_err());
 }
 
 /// A view merged from a minority could miss a certificate a majority acknowledged: the
@@ -52,12 +90,12 @@ fn a_write_needs_a_strict_majority_of_durable_stores() {
 fn a_read_heard_by_a_minority_is_refused_not_partial() {
     let mut f = Fixture::new(5, ShareOptions::default());
     let mut r = f.recipient();
-    // Certified and stored on replicas 0..3 only.
-    let receipts = f.grant_on(&r, &[0, 1, 2]);
+    // Certified by four of five (R = 5, f = 1), stored on replicas 0..3 only.
+    let receipts = f.grant_on(&r, &[0, 1, 2, 4]);
     let tigress_protocol::mailbox::ClaimTally::Certified(cert) =
         tigress_protocol::mailbox::tally_claim(f.sender.genesis(), r.claim(), &receipts)
     else {
-        panic!("three of five certify");
+        panic!("four of five certify");
     };
     for i in 0..3 {
         f.states[i]
@@ -119,8 +157,41 @@ fn a_fetch_drops_messages_before_the_cursor_and_waits_a_grace_after_new_ones() {
         }),
         10,
     );
-    // New messages and a majority answered: done without the grace.
-    assert!(q.is_done(10));
+    // A majority answered: a grace for the last one.
+    assert!(!q.is_done(10));
+    assert_eq!(q.poll_deadline(), Some(260));
+    assert!(q.is_done(260));
     let fetched = q.finish().unwrap();
     assert_eq!(fetched.messages, vec![m2]);
+}
+
+/// A replica that answers first with nothing new cannot end a fetch: the answers of a
+/// majority are merged.
+#[test]
+fn a_fetch_is_not_decided_by_the_first_answer() {
+    let mut f = Fixture::new(5, ShareOptions::default());
+    let mut r = f.recipient();
+    f.certify(&mut r);
+    let m1 = r.seal(b"one", [1; 16], NOW, &mut f.rng).unwrap();
+    let k = keys(&f);
+    let cursor: Cursor = BoundedVec::new(vec![(r.public_key(), 1)]).unwrap();
+    let gather = FetchGather::new(f.sender.address(), f.sender.public_key(), cursor);
+    let mut q = Quorum::new(&k, gather, 250);
+    let nothing = || {
+        Ok(ReplicaResponse::Messages {
+            messages: BoundedVec::default(),
+        })
+    };
+    q.handle_answer(k[0], nothing(), 0);
+    q.handle_answer(k[1], nothing(), 0);
+    assert!(!q.is_done(10_000), "two of five are not a majority");
+    q.handle_answer(
+        k[2],
+        Ok(ReplicaResponse::Messages {
+            messages: BoundedVec::truncated(vec![m1.clone()]),
+        }),
+        20_000,
+    );
+    assert!(q.is_done(20_250));
+    assert_eq!(q.finish().unwrap().messages, vec![m1]);
 }

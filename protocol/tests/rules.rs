@@ -12,8 +12,8 @@ use common::{Fixture, NOW};
 use tigress_protocol::crypto::{HpkeKeyPair, HpkeSuite, SigningKey};
 use tigress_protocol::mailbox::{ClaimTally, Limits, MailboxState, Outcome, tally_claim};
 use tigress_protocol::record::{
-    Claim, ClaimBody, ClaimCertificate, Delete, Genesis, Policy, ReadRequest, Record, Relinquish,
-    Rights,
+    Claim, ClaimBody, ClaimCertificate, Delete, Genesis, Policy, ReadRequest, ReadScope, Record,
+    Relinquish, Rights,
 };
 use tigress_protocol::session::{RecipientSession, ShareOptions};
 use tigress_protocol::wire::{BoundedVec, DecodeError, FORMAT_VERSION};
@@ -26,13 +26,16 @@ fn options_with(policy: Policy) -> ShareOptions {
     }
 }
 
-/// A genesis like `base` but re-signed by a fresh sender key after `edit`.
+/// A genesis like `base` but re-signed by a fresh sender key and a fresh claim key after
+/// `edit`.
 fn resigned(base: &Genesis, edit: impl FnOnce(&mut Genesis)) -> Genesis {
     let key = SigningKey::from_seed(&[77; 32]);
+    let claim = SigningKey::from_seed(&[78; 32]);
     let mut g = base.clone();
     g.body.header.sender = key.public_key();
+    g.body.header.claim_key = claim.public_key();
     edit(&mut g);
-    Genesis::sign(g.body, &key)
+    Genesis::sign(g.body, &key, &claim)
 }
 
 #[test]
@@ -107,7 +110,12 @@ fn everything_is_refused_after_expiry() {
         Err(Error::Expired)
     );
     assert_eq!(
-        state.authorize_read(&r.read_request(expires), &f.limits, expires),
+        state.authorize_read(
+            &r.read_request(expires, ReadScope::View),
+            ReadScope::View,
+            &f.limits,
+            expires
+        ),
         Err(Error::Expired)
     );
     assert_eq!(
@@ -129,6 +137,7 @@ fn claim_without_the_invitation_is_refused() {
         ClaimBody {
             version: FORMAT_VERSION,
             address: f.sender.address(),
+            genesis: f.sender.genesis().digest(),
             recipient: device.public_key(),
             recipient_hpke: hpke.public_key().clone(),
             claimed_at: NOW,
@@ -232,7 +241,7 @@ fn only_replica_set_members_grant() {
 }
 
 #[test]
-fn certificate_needs_a_majority_of_members() {
+fn certificate_needs_the_claim_quorum_of_members() {
     let mut f = Fixture::new(5, ShareOptions::default());
     let r = f.recipient();
     let receipts = f.grant_on(&r, &[0, 1]);
@@ -246,7 +255,7 @@ fn certificate_needs_a_majority_of_members() {
     };
     assert_eq!(
         f.states[4].accept_certificate(&minority, &f.limits, NOW),
-        Err(Error::MinorityCertificate { have: 2, need: 3 })
+        Err(Error::MinorityCertificate { have: 2, need: 4 })
     );
     // The same receipt twice does not count twice.
     let doubled = ClaimCertificate {
@@ -444,7 +453,12 @@ fn delete_rights_and_tombstone() {
             .code(),
         ErrorCode::Unauthorized
     );
-    let stranger = Delete::sign(f.sender.address(), &SigningKey::from_seed(&[3; 32]), NOW);
+    let stranger = Delete::sign(
+        f.sender.address(),
+        f.sender.genesis().digest(),
+        &SigningKey::from_seed(&[3; 32]),
+        NOW,
+    );
     assert_eq!(
         f.states[0].delete(&stranger, &f.limits, NOW),
         Err(Error::NotAParty)
@@ -469,7 +483,12 @@ fn delete_rights_and_tombstone() {
         Err(Error::Deleted)
     );
     assert_eq!(
-        f.states[0].authorize_read(&f.sender.read_request(NOW), &f.limits, NOW),
+        f.states[0].authorize_read(
+            &f.sender.read_request(NOW, ReadScope::View),
+            ReadScope::View,
+            &f.limits,
+            NOW
+        ),
         Err(Error::Deleted)
     );
     assert_eq!(Error::Deleted.code(), ErrorCode::Gone);
@@ -483,7 +502,12 @@ fn relinquish_frees_the_slot_for_another_claimant() {
     let second = f.recipient();
     assert!(f.grant_on(&second, &[0, 1, 2]).is_empty());
     // A stranger cannot relinquish someone's slot.
-    let forged = Relinquish::sign(f.sender.address(), &SigningKey::from_seed(&[4; 32]), NOW);
+    let forged = Relinquish::sign(
+        f.sender.address(),
+        f.sender.genesis().digest(),
+        &SigningKey::from_seed(&[4; 32]),
+        NOW,
+    );
     assert_eq!(
         f.states[0].relinquish(&forged, &f.limits, NOW),
         Err(Error::NotAParty)
@@ -522,25 +546,50 @@ fn reads_need_a_fresh_signed_request_from_a_party_with_r() {
     let limits = Limits::default();
     let state = &f.states[0];
     let party = state
-        .authorize_read(&r.read_request(NOW), &limits, NOW)
+        .authorize_read(
+            &r.read_request(NOW, ReadScope::View),
+            ReadScope::View,
+            &limits,
+            NOW,
+        )
         .unwrap();
     assert_eq!(party.key, r.public_key());
     assert_eq!(
-        state.authorize_read(&r.read_request(NOW - 1000), &limits, NOW),
+        state.authorize_read(
+            &r.read_request(NOW - 1000, ReadScope::View),
+            ReadScope::View,
+            &limits,
+            NOW
+        ),
         Err(Error::StaleRequest)
     );
     assert!(matches!(
-        state.authorize_read(&f.sender.read_request(NOW), &limits, NOW),
+        state.authorize_read(
+            &f.sender.read_request(NOW, ReadScope::View),
+            ReadScope::View,
+            &limits,
+            NOW
+        ),
         Err(Error::RightDenied { right: 'R', .. })
     ));
-    let stranger = ReadRequest::sign(f.sender.address(), &SigningKey::from_seed(&[1; 32]), NOW);
+    let stranger = ReadRequest::sign(
+        f.sender.address(),
+        f.sender.genesis().digest(),
+        &SigningKey::from_seed(&[1; 32]),
+        NOW,
+        ReadScope::View,
+    );
     assert_eq!(
-        state.authorize_read(&stranger, &limits, NOW),
+        state.authorize_read(&stranger, ReadScope::View, &limits, NOW),
         Err(Error::NotAParty)
     );
-    let mut forged = r.read_request(NOW);
+    let mut forged = r.read_request(NOW, ReadScope::View);
     forged.signature.0[3] ^= 1;
-    assert!(state.authorize_read(&forged, &limits, NOW).is_err());
+    assert!(
+        state
+            .authorize_read(&forged, ReadScope::View, &limits, NOW)
+            .is_err()
+    );
 }
 
 #[test]
@@ -558,7 +607,7 @@ fn oversized_payloads_and_records_are_refused() {
     )
     .unwrap_err();
     assert_eq!(err.code(), ErrorCode::TooLarge);
-    let big = vec![1u8; tigress_protocol::wire::MAX_ENCODED + 1];
+    let big = vec![FORMAT_VERSION; tigress_protocol::wire::MAX_ENCODED + 1];
     assert!(matches!(
         Genesis::from_bytes(&big),
         Err(Error::Decode(DecodeError::TooLarge { .. }))
@@ -603,13 +652,15 @@ fn truncated_and_bit_flipped_records_are_refused_or_fail_validation() {
             );
         }
     }
-    // An unknown format version.
-    let mut v2 = bytes.clone();
-    v2[0] = 2;
-    assert_eq!(
-        tigress_protocol::record::Message::from_bytes(&v2),
-        Err(Error::Decode(DecodeError::UnsupportedVersion(2)))
-    );
+    // An older or unknown format version.
+    for other in [1, FORMAT_VERSION + 1] {
+        let mut v = bytes.clone();
+        v[0] = other;
+        assert_eq!(
+            tigress_protocol::record::Message::from_bytes(&v),
+            Err(Error::Decode(DecodeError::UnsupportedVersion(other)))
+        );
+    }
 }
 
 #[test]

@@ -58,7 +58,7 @@ fn samples(payload: &[u8], message: &[u8], suite: HpkeSuite, max_recipients: u8)
         message: msg,
         delete: f.sender.delete(NOW),
         relinquish: r.relinquish(NOW),
-        read: r.read_request(NOW),
+        read: r.read_request(NOW, tigress_protocol::record::ReadScope::View),
     }
 }
 

@@ -130,6 +130,13 @@ pub struct Rules {
     pub fetch_grace_ms: u64,
     /// Canary: accept messages before the reader's cursor.
     pub accept_stale_cursor: bool,
+    /// Canary: a fetch is done at the first answer with new messages (plus the grace),
+    /// not at a majority of answers.
+    pub fetch_first_answer: bool,
+    /// The lying replicas a genesis tolerates (`f`); `None`: the most its replica set
+    /// allows. `Some(0)` with R = 5 is a simple-majority claim quorum (a canary with
+    /// liars).
+    pub fault_tolerance: Option<u8>,
 }
 
 impl Default for Rules {
@@ -137,6 +144,8 @@ impl Default for Rules {
         Self {
             fetch_grace_ms: tigress_protocol::quorum::FETCH_GRACE_MS,
             accept_stale_cursor: false,
+            fetch_first_answer: false,
+            fault_tolerance: None,
         }
     }
 }

@@ -18,7 +18,9 @@ use tigress_protocol::quorum::{
     ReadGather, WriteGather,
 };
 use tigress_protocol::reconcile;
-use tigress_protocol::record::{ClaimCertificate, Genesis, Message, Policy};
+use tigress_protocol::record::{
+    ClaimCertificate, Genesis, Message, Policy, ReadScope, cursor_digest,
+};
 use tigress_protocol::replica::{self, Storage};
 use tigress_protocol::rpc::{Cursor, MailboxView, RemoteError, ReplicaRequest, ReplicaResponse};
 use tigress_protocol::session::{RecipientSession, SenderSession, ShareIdentity, ShareOptions};
@@ -560,8 +562,14 @@ impl World {
             return;
         };
         let result = match o.kind {
-            OpKind::Write(q) => OpResult::Written(q.finish()),
-            OpKind::Claim(q) => OpResult::Claimed((*q).finish()),
+            OpKind::Write(q) => OpResult::Written(q.finish().map(|w| w.duplicate)),
+            OpKind::Claim(q) => {
+                let (outcome, proofs) = (*q).finish();
+                for proof in proofs {
+                    self.accused(&proof);
+                }
+                OpResult::Claimed(outcome)
+            }
             OpKind::Fetch(q) => OpResult::Fetched((*q).finish()),
             OpKind::Read(q) => OpResult::Read((*q).finish().map(Box::new)),
         };
@@ -582,8 +590,9 @@ impl World {
         }
         let address = request_address(&request);
         let limits = self.limits;
+        let from = self.nodes[entry].public;
         let n = &mut self.nodes[node];
-        let applied = replica::apply(&mut n.disk, &n.key, &limits, request, now);
+        let applied = replica::apply(&mut n.disk, &n.key, &limits, Some(&from), request, now);
         if let Some(a) = address {
             self.check_tombstone(node, a);
         }
@@ -693,39 +702,40 @@ impl World {
                 }
             }
             ReplicaRequest::Fetch {
-                request,
-                cursor,
-                wait_ms,
+                request, cursor, ..
             } => {
-                let everything = ReplicaRequest::Fetch {
-                    request,
-                    cursor: Cursor::default(),
-                    wait_ms,
+                // Every message of the reader's, old ones included, read straight off the
+                // disk, without the oldest new one of each author.
+                let reader = request.body.by;
+                let Some(state) = n.disk.state(&request.body.address) else {
+                    return ReplicaResponse::Messages {
+                        messages: tigress_protocol::wire::BoundedVec::default(),
+                    };
                 };
-                match replica::apply(&mut n.disk, &n.key, &limits, everything, now).response {
-                    ReplicaResponse::Messages { messages } => {
-                        let mut withheld: BTreeSet<PublicKey> = BTreeSet::new();
-                        let kept: Vec<Message> = messages
-                            .into_vec()
-                            .into_iter()
-                            .filter(|m| {
-                                let h = m.header();
-                                let next = cursor
-                                    .iter()
-                                    .find(|(a, _)| *a == h.from)
-                                    .map_or(1, |(_, s)| *s);
-                                !(h.seq == next && withheld.insert(h.from))
-                            })
-                            .collect();
-                        ReplicaResponse::Messages {
-                            messages: tigress_protocol::wire::BoundedVec::truncated(kept),
-                        }
+                let mut withheld: BTreeSet<PublicKey> = BTreeSet::new();
+                let mut kept: Vec<Message> = Vec::new();
+                for (key, _) in state.message_keys() {
+                    let (from, to, seq) = *key;
+                    if to != reader {
+                        continue;
                     }
-                    other => other,
+                    let next = cursor
+                        .iter()
+                        .find(|(a, _)| *a == from)
+                        .map_or(1, |(_, s)| *s);
+                    if seq == next && withheld.insert(from) {
+                        continue;
+                    }
+                    if let Ok(Some(m)) = n.disk.message(&request.body.address, key) {
+                        kept.push(m);
+                    }
+                }
+                ReplicaResponse::Messages {
+                    messages: tigress_protocol::wire::BoundedVec::truncated(kept),
                 }
             }
             other => {
-                let applied = replica::apply(&mut n.disk, &n.key, &limits, other, now);
+                let applied = replica::apply(&mut n.disk, &n.key, &limits, None, other, now);
                 n.disk.flush();
                 applied.response
             }
@@ -746,14 +756,24 @@ impl World {
                 continue;
             };
             let replicas = state.genesis().header().replicas.to_vec();
+            let mut missed = false;
             for peer in replicas {
                 let Some(&p) = self.by_key.get(&peer) else {
                     continue;
                 };
-                if p == node || !self.nodes[p].up || !self.reachable(node, p) {
+                if p == node || self.nodes[p].liar {
+                    continue;
+                }
+                if !self.nodes[p].up || !self.reachable(node, p) {
+                    missed = true;
                     continue;
                 }
                 self.reconcile(node, p, address);
+            }
+            // A peer out of reach is tried again at the next pass, as a node's periodic
+            // anti-entropy over all its mailboxes would.
+            if missed {
+                self.nodes[node].touched.insert(address);
             }
         }
     }
@@ -766,10 +786,12 @@ impl World {
         let now = self.unix();
         let limits = self.limits;
         let n = &mut self.nodes[node];
+        let me = n.public;
         match replica::apply(
             &mut n.disk,
             &n.key,
             &limits,
+            Some(&me),
             ReplicaRequest::Digest { address },
             now,
         )
@@ -819,9 +841,10 @@ impl World {
         }
         requests.extend(after);
         let mut wrote = false;
+        let from = self.nodes[source].public;
         for request in requests {
             let n = &mut self.nodes[target];
-            wrote |= replica::apply(&mut n.disk, &n.key, &limits, request, now).wrote;
+            wrote |= replica::apply(&mut n.disk, &n.key, &limits, Some(&from), request, now).wrote;
         }
         self.check_tombstone(target, address);
         if wrote {
@@ -1035,6 +1058,7 @@ impl World {
                 max_recipients,
                 ..Policy::default()
             },
+            fault_tolerance: self.config.rules.fault_tolerance,
             ..ShareOptions::default()
         };
         let now = self.unix();
@@ -1151,11 +1175,26 @@ impl World {
     }
 
     fn write(&mut self, flow: FlowId, replicas: &[PublicKey], request: ReplicaRequest) -> OpId {
+        let (address, record) =
+            replica::acknowledged(&request).unwrap_or((Address([0; 32]), [0; 32]));
         self.start_op(
             flow,
-            OpKind::Write(Quorum::new(replicas, WriteGather::new(), 0)),
+            OpKind::Write(Quorum::new(replicas, WriteGather::new(address, record), 0)),
             request,
         )
+    }
+
+    /// A replica proven to lie must be one of the liars: an honest replica is never
+    /// accused.
+    fn accused(&mut self, proof: &tigress_protocol::record::Equivocation) {
+        let liar = proof.liar();
+        let honest = self.by_key.get(&liar).is_some_and(|&n| !self.nodes[n].liar);
+        if proof.verify().is_err() || honest {
+            self.violate(
+                Invariant::ClaimSafety,
+                format!("replica {} was accused of equivocating", liar.short()),
+            );
+        }
     }
 
     fn step(&mut self, flow: FlowId, result: Option<(OpId, OpResult)>) {
@@ -1284,23 +1323,28 @@ impl World {
 
     fn fetch_op(&mut self, flow: FlowId, ex: &Exchange) {
         let now = self.unix();
-        let (request, cursor, reader) = if ex.recipient_writes {
-            (
-                ex.sender.read_request(now),
-                ex.sender.cursor(),
-                ex.sender.public_key(),
-            )
+        let (cursor, reader) = if ex.recipient_writes {
+            (ex.sender.cursor(), ex.sender.public_key())
         } else {
-            (
-                ex.recipient.read_request(now),
-                ex.recipient.cursor(),
-                ex.recipient.public_key(),
-            )
+            (ex.recipient.cursor(), ex.recipient.public_key())
         };
         let cursor = Cursor::truncated(cursor);
+        let scope = ReadScope::Fetch {
+            cursor: cursor_digest(&cursor),
+        };
+        let request = if ex.recipient_writes {
+            ex.sender.read_request(now, scope)
+        } else {
+            ex.recipient.read_request(now, scope)
+        };
         let gather = FetchGather::new(request.body.address, reader, cursor.clone());
         let gather = if self.config.rules.accept_stale_cursor {
             gather.danger_accept_stale_cursor()
+        } else {
+            gather
+        };
+        let gather = if self.config.rules.fetch_first_answer {
+            gather.danger_first_answer()
         } else {
             gather
         };
@@ -1390,7 +1434,7 @@ impl World {
                     flow,
                     OpKind::Read(Box::new(Quorum::new(&replicas, gather, READ_GRACE_MS))),
                     ReplicaRequest::Read {
-                        request: ex.sender.read_request(now),
+                        request: ex.sender.read_request(now, ReadScope::View),
                     },
                 );
             }

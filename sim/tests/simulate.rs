@@ -88,16 +88,35 @@ fn crashes_alone_lose_nothing_acknowledged() {
     });
 }
 
-/// Canary: with simple-majority certificates, one replica that grants every claimant
-/// lets two claimants certify the same slot.
+/// One replica in every set of five grants every claimant every slot and answers fetches
+/// with stale messages, withholding new ones: with the claim quorum of 4 (f = 1) no
+/// mailbox gets more certificates than allowed, nothing acknowledged is lost, and every
+/// exchange completes.
 #[test]
-fn canary_one_lying_replica_double_claims() {
+fn one_lying_replica_per_set_breaks_nothing() {
+    assert_clean(&Config {
+        claim_races: 2_000,
+        exchanges: 500,
+        liars: 1,
+        seed: 21,
+        ..Config::default()
+    });
+}
+
+/// Canary: with a simple-majority claim quorum (a genesis with f = 0 on R = 5), one
+/// replica that grants every claimant lets two claimants certify the same slot.
+#[test]
+fn canary_one_lying_replica_double_claims_under_simple_majority() {
     let report = run(&Config {
         claim_races: 200,
         exchanges: 0,
         liars: 1,
         seed: 3,
         stop_at_first_violation: true,
+        rules: Rules {
+            fault_tolerance: Some(0),
+            ..Rules::default()
+        },
         ..Config::default()
     });
     assert_eq!(
@@ -106,10 +125,11 @@ fn canary_one_lying_replica_double_claims() {
     );
 }
 
-/// Canary: without the fetch grace, a replica that answers first and withholds the
-/// oldest new message stalls delivery for good.
+/// Canary: when a fetch ends at the first answer with new messages and no grace, a
+/// replica that answers first and withholds the oldest new message stalls delivery for
+/// good.
 #[test]
-fn canary_no_fetch_grace_stalls_delivery_behind_a_withholding_replica() {
+fn canary_first_answer_fetch_stalls_delivery_behind_a_withholding_replica() {
     let config = Config {
         claim_races: 0,
         exchanges: 40,
@@ -119,6 +139,7 @@ fn canary_no_fetch_grace_stalls_delivery_behind_a_withholding_replica() {
         stop_at_first_violation: true,
         rules: Rules {
             fetch_grace_ms: 0,
+            fetch_first_answer: true,
             ..Rules::default()
         },
         ..Config::default()

@@ -95,6 +95,10 @@ enum Command {
         /// Sign with real Ed25519 instead of the simulator's keyed hash.
         #[arg(long)]
         ed25519: bool,
+        /// The lying replicas each genesis tolerates (f); default the most the replica set
+        /// allows, ⌊(R − 1) / 4⌋. Lower it to watch liars break a weaker claim quorum.
+        #[arg(long)]
+        fault_tolerance: Option<u8>,
     },
 }
 
@@ -116,11 +120,16 @@ async fn main() -> anyhow::Result<()> {
             liars,
             seed,
             ed25519,
+            fault_tolerance,
         } => {
             if replication == 0 || nodes == 0 || liars > replication {
                 anyhow::bail!(
                     "--nodes and --replication must be at least 1, and --liars at most --replication"
                 );
+            }
+            let most = tigress_protocol::record::max_fault_tolerance(replication);
+            if fault_tolerance.is_some_and(|f| f > most) {
+                anyhow::bail!("--fault-tolerance is at most (replication - 1) / 4 = {most}");
             }
             let config = tigress_sim::Config {
                 nodes,
@@ -133,6 +142,10 @@ async fn main() -> anyhow::Result<()> {
                     tigress_sim::Signatures::Ed25519
                 } else {
                     tigress_sim::Signatures::Simulated
+                },
+                rules: tigress_sim::Rules {
+                    fault_tolerance,
+                    ..tigress_sim::Rules::default()
                 },
                 ..tigress_sim::Config::default()
             };

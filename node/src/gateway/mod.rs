@@ -32,14 +32,15 @@ use tigress_protocol::flow;
 use tigress_protocol::invitation::Vertical;
 use tigress_protocol::mailbox::Limits;
 use tigress_protocol::record::{
-    Delete, DisplayInfo, Genesis, Message, Policy, ReadRequest, Relinquish, Rights,
+    Delete, DisplayInfo, Genesis, Message, Policy, ReadRequest, ReadScope, Record, Relinquish,
+    Rights,
 };
 use tigress_protocol::rpc::{ClientRequest, ClientResponse, MAX_WAIT_MS};
 use tigress_protocol::session::{
     DeviceKeys, RecipientSession, SenderSession, ShareIdentity, ShareOptions,
 };
 use tigress_protocol::wire::BoundedString;
-use tigress_protocol::{Address, ErrorCode, MailboxId, Secret, ShareUrl};
+use tigress_protocol::{ErrorCode, MailboxId, Secret, ShareUrl};
 
 use self::api::{
     CreateJson, Fail, ReadQuery, Reply, UpdateJson, echo, finish, mailbox_id, parse_json,
@@ -136,19 +137,33 @@ impl Gateway {
         }
     }
 
-    async fn genesis(&self, address: &Address) -> Result<Genesis, Fail> {
-        self.entry.genesis(address).await.map_err(Fail::from)
+    /// The genesis of a mailbox this gateway made, opened with its claim key (the gateway
+    /// derives every share secret it made; for any other mailbox the replicas refuse).
+    async fn genesis(&self, id: MailboxId) -> Result<Genesis, Fail> {
+        let now = self.entry.clock().unix();
+        let answer = self.client(flow::open(&self.share_url(id)?, now)).await?;
+        let genesis = flow::genesis(answer)?;
+        if genesis.header().address != id.address()
+            || genesis.header().claim_key
+                != self.identity(id).secret.derive_keys(&id).claim.public_key()
+        {
+            return Err(Fail::new(
+                ErrorCode::Unavailable,
+                "the network answered with another mailbox's genesis",
+            ));
+        }
+        Ok(genesis)
     }
 
     /// Resumes the device's side; a new recipient device is bound here (claimed).
     async fn side(&self, id: MailboxId, claim: &[u8; 16], bind: bool) -> Result<Side, Fail> {
-        let genesis = self.genesis(&id.address()).await?;
+        let genesis = self.genesis(id).await?;
         let device = self.device(id, claim);
         let now = self.entry.clock().unix();
         if device.signing.public_key() == genesis.header().sender {
             let mut session =
                 SenderSession::resume(self.identity(id), genesis, device, Vertical::General)?;
-            let request = session.read_request(now);
+            let request = session.read_request(now, ReadScope::View);
             let answer = self.client(ClientRequest::Read { request }).await?;
             flow::learn(&mut session, answer, &self.limits, now)?;
             return Ok(Side::Sender(Box::new(session)));
@@ -175,9 +190,9 @@ impl Gateway {
                 Err(f) => return Err(f),
             }
         } else {
-            let request = session.read_request(now);
+            let request = session.read_request(now, ReadScope::View);
             let view = match self.client(ClientRequest::Read { request }).await {
-                Ok(answer) => flow::view(answer)?,
+                Ok(answer) => flow::view(answer, session.genesis())?,
                 Err(f) if f.code == ErrorCode::Unauthorized => {
                     return Err(Fail::new(
                         ErrorCode::Unauthorized,
@@ -202,10 +217,17 @@ impl Gateway {
         Ok(Side::Recipient(Box::new(session)))
     }
 
-    fn read_request(side: &Side, now: u64) -> ReadRequest {
+    fn read_request(side: &Side, now: u64, scope: ReadScope) -> ReadRequest {
         match side {
-            Side::Sender(s) => s.read_request(now),
-            Side::Recipient(r) => r.read_request(now),
+            Side::Sender(s) => s.read_request(now, scope),
+            Side::Recipient(r) => r.read_request(now, scope),
+        }
+    }
+
+    fn genesis_of(side: &Side) -> &Genesis {
+        match side {
+            Side::Sender(s) => s.genesis(),
+            Side::Recipient(r) => r.genesis(),
         }
     }
 
@@ -219,15 +241,19 @@ impl Gateway {
         let mut all = Vec::new();
         let mut wait = wait_ms;
         loop {
-            let request = Self::read_request(side, self.entry.clock().unix());
-            let fetch = flow::fetch(request, cursor.clone(), u64::from(wait))?;
+            let now = self.entry.clock().unix();
+            let fetch = flow::fetch(
+                |scope| Self::read_request(side, now, scope),
+                cursor.clone(),
+                u64::from(wait),
+            )?;
             let page = flow::fetched(self.client(fetch).await?)?;
             wait = 0;
             let mut fresh = false;
             for m in page {
                 let h = m.header();
                 if let Some(entry) = cursor.iter_mut().find(|(a, _)| *a == h.from) {
-                    entry.1 = entry.1.max(h.seq + 1);
+                    entry.1 = entry.1.max(h.seq.saturating_add(1));
                 }
                 let key = (h.from, h.to, h.seq);
                 if !all
@@ -316,7 +342,7 @@ impl Gateway {
         let id = self.created_id(&claim, &rid);
         let link = json!({"urlLink": self.url_link(id), "isPushNotificationSupported": false});
         // A repeated request: the mailbox it created exists.
-        match self.entry.genesis(&id.address()).await {
+        match self.genesis(id).await {
             Ok(_) => {
                 return Ok(Reply {
                     status: StatusCode::CREATED,
@@ -326,7 +352,7 @@ impl Gateway {
                 });
             }
             Err(e) if e.code == ErrorCode::NotFound => {}
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(e),
         }
         let options = ShareOptions {
             ttl_secs: ttl,
@@ -342,7 +368,7 @@ impl Gateway {
         };
         let identity = self.identity(id);
         let located = self.client(flow::locate(&identity)).await?;
-        let (_, _, create) = flow::create(
+        let (session, _, create) = flow::create(
             located,
             identity,
             self.device(id, &claim),
@@ -352,7 +378,8 @@ impl Gateway {
             now,
             &mut UnwrapErr(getrandom::SysRng),
         )?;
-        let status = if flow::stored(self.client(create).await?)? {
+        let digest = session.genesis().digest();
+        let status = if flow::stored(self.client(create).await?, session.genesis(), &digest)? {
             StatusCode::CREATED
         } else {
             StatusCode::OK
@@ -482,7 +509,9 @@ impl Gateway {
                 r.seal(&payload, rid, now, &mut rng)?
             }
         };
-        let status = if flow::stored(self.client(flow::send(message)).await?)? {
+        let digest = message.digest();
+        let genesis = Self::genesis_of(&side).clone();
+        let status = if flow::stored(self.client(flow::send(message)).await?, &genesis, &digest)? {
             StatusCode::CREATED
         } else {
             StatusCode::OK
@@ -499,15 +528,33 @@ impl Gateway {
         let claim = required_claim(headers)?;
         required_request_id(headers)?;
         let id = mailbox_id(id)?;
+        let genesis = match self.genesis(id).await {
+            Ok(g) => g,
+            // The draft answers 404 for a mailbox already deleted.
+            Err(f) if f.code == ErrorCode::Gone => {
+                return Err(Fail::new(ErrorCode::NotFound, f.message));
+            }
+            Err(f) => return Err(f),
+        };
         let device = self.device(id, &claim);
-        let delete = Delete::sign(id.address(), &device.signing, self.entry.clock().unix());
+        let digest = genesis.digest();
+        let delete = Delete::sign(
+            id.address(),
+            digest,
+            &device.signing,
+            self.entry.clock().unix(),
+        );
+        let record = delete.digest();
         match self.client(ClientRequest::Delete { delete }).await {
-            Ok(_) => Ok(Reply {
-                status: StatusCode::OK,
-                body: json!({}),
-                request_id: None,
-                sequence: None,
-            }),
+            Ok(answer) => {
+                flow::stored(answer, &genesis, &record)?;
+                Ok(Reply {
+                    status: StatusCode::OK,
+                    body: json!({}),
+                    request_id: None,
+                    sequence: None,
+                })
+            }
             // The draft answers 404 for a mailbox already deleted.
             Err(f) if f.code == ErrorCode::Gone => Err(Fail::new(ErrorCode::NotFound, f.message)),
             Err(f) => Err(f),
@@ -518,15 +565,22 @@ impl Gateway {
         let claim = required_claim(headers)?;
         required_request_id(headers)?;
         let id = mailbox_id(id)?;
-        self.genesis(&id.address()).await?;
+        let genesis = self.genesis(id).await?;
         let device = self.device(id, &claim);
-        let relinquish = Relinquish::sign(id.address(), &device.signing, self.entry.clock().unix());
-        let status = match self
+        let relinquish = Relinquish::sign(
+            id.address(),
+            genesis.digest(),
+            &device.signing,
+            self.entry.clock().unix(),
+        );
+        let record = relinquish.digest();
+        let answer = self
             .client(ClientRequest::Relinquish { relinquish })
-            .await?
-        {
-            ClientResponse::Stored { duplicate: true } => StatusCode::CREATED,
-            _ => StatusCode::OK,
+            .await?;
+        let status = if flow::stored(answer, &genesis, &record)? {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
         };
         Ok(Reply {
             status,
@@ -538,8 +592,24 @@ impl Gateway {
 
     async fn preview(&self, id: &str) -> Result<Response, Fail> {
         let id = mailbox_id(id)?;
-        let genesis = self.genesis(&id.address()).await?;
-        let display = genesis.header().display.clone().ok_or_else(|| {
+        let status = match self
+            .client(ClientRequest::Status {
+                address: id.address(),
+            })
+            .await?
+        {
+            ClientResponse::Status(s) => s,
+            _ => {
+                return Err(Fail::new(
+                    ErrorCode::Unavailable,
+                    "no replica gave a status",
+                ));
+            }
+        };
+        if status.deleted || status.expired {
+            return Err(Fail::new(ErrorCode::Gone, "the mailbox is gone"));
+        }
+        let display = status.display.ok_or_else(|| {
             Fail::new(
                 ErrorCode::NotFound,
                 "this share shows no public display information",

@@ -32,11 +32,16 @@ pub enum SignatureKind {
     Resolve,
     /// A read request, by the reader (a request, not a stored record).
     Read,
+    /// A replica's acknowledgement that it stored a record durably, by its node key.
+    Ack,
+    /// A genesis, co-signed by the invitation's claim key (only invitation holders can
+    /// make one that an invitee's requests fit).
+    GenesisClaim,
 }
 
 impl SignatureKind {
     /// Every kind, in a fixed order.
-    pub const ALL: [SignatureKind; 8] = [
+    pub const ALL: [SignatureKind; 10] = [
         SignatureKind::Genesis,
         SignatureKind::Claim,
         SignatureKind::Receipt,
@@ -45,6 +50,8 @@ impl SignatureKind {
         SignatureKind::Relinquish,
         SignatureKind::Resolve,
         SignatureKind::Read,
+        SignatureKind::Ack,
+        SignatureKind::GenesisClaim,
     ];
 
     /// The kind's name inside the signed context.
@@ -58,6 +65,8 @@ impl SignatureKind {
             SignatureKind::Relinquish => "relinquish",
             SignatureKind::Resolve => "resolve",
             SignatureKind::Read => "read",
+            SignatureKind::Ack => "ack",
+            SignatureKind::GenesisClaim => "genesis-claim",
         }
     }
 }

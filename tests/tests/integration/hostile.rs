@@ -228,15 +228,17 @@ async fn hostile_bytes_are_refused_and_the_node_keeps_serving() {
         code_of(conn.request(ClientRequest::Send { message: replay }).await),
         Some(ErrorCode::Conflict)
     );
-    // Unknown version inside a well-formed frame.
-    let mut v2 = session
-        .seal(b"v2", [8; 16], tigress_client::unix_now(), &mut rng)
-        .unwrap();
-    v2.body.header.version = 2;
-    assert_eq!(
-        code_of(conn.request(ClientRequest::Send { message: v2 }).await),
-        Some(ErrorCode::Malformed)
-    );
+    // An unknown (or retired) version inside a well-formed frame.
+    for version in [1, tigress_protocol::wire::FORMAT_VERSION + 1] {
+        let mut other = session
+            .seal(b"other", [8; 16], tigress_client::unix_now(), &mut rng)
+            .unwrap();
+        other.body.header.version = version;
+        assert_eq!(
+            code_of(conn.request(ClientRequest::Send { message: other }).await),
+            Some(ErrorCode::Malformed)
+        );
+    }
     // A message cut short does not decode.
     let bytes = session
         .seal(b"cut", [1; 16], tigress_client::unix_now(), &mut rng)
