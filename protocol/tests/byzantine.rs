@@ -42,8 +42,8 @@ fn the_claim_quorum_follows_r_and_f() {
     for (r, f, q) in table {
         assert_eq!(max_fault_tolerance(r), f, "R = {r}");
         assert_eq!(claim_quorum(r, f), q, "R = {r}");
-        // Two claim quorums share at least f + 1 replicas.
-        assert!(2 * q >= r + usize::from(f) + 1, "R = {r}");
+        // Two claim quorums share at least f + 1 replicas: 2q − R ≥ f + 1.
+        assert!(2 * q - r > usize::from(f), "R = {r}");
     }
     let fx = Fixture::new(5, ShareOptions::default());
     assert_eq!(fx.sender.genesis().header().fault_tolerance, 1);
