@@ -189,11 +189,16 @@ fn bounded<const N: usize>(
     .transpose()
 }
 
-/// Picks the node: `--node`, else a random node of `--cluster`, else the default.
-fn node_addr(cli: &Cli) -> Result<Multiaddr, ClientError> {
+/// The most other nodes of a cluster file a client keeps as alternate entries.
+const ALTERNATES: usize = 3;
+
+/// Picks the node: `--node`, else a random node of `--cluster`, else the default; with
+/// the alternates (other nodes of the cluster file, from the one after the pick on).
+fn node_addr(cli: &Cli) -> Result<(Multiaddr, Vec<Multiaddr>), ClientError> {
     if let Some(node) = &cli.node {
         return node
             .parse()
+            .map(|a| (a, Vec::new()))
             .map_err(|e| ClientError::Usage(format!("--node {node}: {e}")));
     }
     if let Some(file) = &cli.cluster {
@@ -219,13 +224,21 @@ fn node_addr(cli: &Cli) -> Result<Multiaddr, ClientError> {
         let mut pick = [0u8; 8];
         rand_core::Rng::fill_bytes(&mut rand_core::UnwrapErr(getrandom::SysRng), &mut pick);
         let i = usize::try_from(u64::from_le_bytes(pick) % addrs.len() as u64).unwrap_or(0);
-        let addr = addrs.get(i).copied().unwrap_or_default();
-        return addr
-            .parse()
-            .map_err(|e| ClientError::Usage(format!("{}: {addr}: {e}", file.display())));
+        let parse = |addr: &str| {
+            addr.parse::<Multiaddr>()
+                .map_err(|e| ClientError::Usage(format!("{}: {addr}: {e}", file.display())))
+        };
+        let addr = parse(addrs.get(i).copied().unwrap_or_default())?;
+        let alternates = (1..addrs.len())
+            .map(|k| (i + k) % addrs.len())
+            .take(ALTERNATES)
+            .filter_map(|k| addrs.get(k).and_then(|a| parse(a).ok()))
+            .collect();
+        return Ok((addr, alternates));
     }
     DEFAULT_NODE
         .parse()
+        .map(|a| (a, Vec::new()))
         .map_err(|e| ClientError::Usage(format!("{DEFAULT_NODE}: {e}")))
 }
 
@@ -259,7 +272,7 @@ fn print_line(line: &str) -> Result<(), ClientError> {
 
 async fn execute(cli: Cli) -> Result<(), ClientError> {
     let state = StateDir::open(cli.state.clone().unwrap_or_else(StateDir::default_path))?;
-    let addr = node_addr(&cli)?;
+    let (addr, alternates) = node_addr(&cli)?;
     let json = cli.json;
     let parse_url = |u: &str| ShareUrl::parse(u).map_err(ClientError::from);
     // Parse what can be parsed before connecting.
@@ -273,7 +286,9 @@ async fn execute(cli: Cli) -> Result<(), ClientError> {
     {
         parse_url(url)?;
     }
-    let client = Client::connect(&addr, state).await?;
+    let client = Client::connect(&addr, state)
+        .await?
+        .with_alternates(alternates);
     match cli.command {
         Command::Share {
             payload,

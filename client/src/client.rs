@@ -9,11 +9,14 @@ use rand_core::UnwrapErr;
 use tigress_protocol::crypto::PublicKey;
 use tigress_protocol::flow;
 use tigress_protocol::mailbox::{Limits, MailboxStatus, PublicStatus};
+use tigress_protocol::placement;
+use tigress_protocol::record::MAX_REPLICAS;
 use tigress_protocol::record::{Genesis, Message, ReadScope, Record};
 use tigress_protocol::rpc::{ClientRequest, ClientResponse, MailboxView, NodeInfo};
 use tigress_protocol::session::{
     Delivered, DeviceKeys, RecipientSession, SenderSession, ShareIdentity, ShareOptions,
 };
+use tigress_protocol::wire::BoundedVec;
 use tigress_protocol::{Address, ErrorCode, MailboxId, ShareUrl};
 
 use crate::connection::Connection;
@@ -61,9 +64,13 @@ pub struct Received {
 }
 
 /// A client of the tigress network, bound to one entry node and one state directory.
+/// Other known nodes (alternates) give it a second path: it confirms the replica set an
+/// entry names with another entry, and retries a write whose acknowledgements do not
+/// prove it was stored through another entry.
 #[derive(Debug, Clone)]
 pub struct Client {
     conn: Connection,
+    alternates: Vec<Multiaddr>,
     state: StateDir,
     limits: Limits,
 }
@@ -73,9 +80,64 @@ impl Client {
     pub async fn connect(addr: &Multiaddr, state: StateDir) -> Result<Self, ClientError> {
         Ok(Self {
             conn: Connection::connect(addr).await?,
+            alternates: Vec::new(),
             state,
             limits: Limits::default(),
         })
+    }
+
+    /// Other nodes this client may use as a second entry (tried in order).
+    pub fn with_alternates(mut self, alternates: Vec<Multiaddr>) -> Self {
+        self.alternates = alternates;
+        self
+    }
+
+    /// Connections to the alternates that answer, in order.
+    async fn alternate_connections(&self) -> Vec<Connection> {
+        let mut out = Vec::new();
+        for addr in &self.alternates {
+            match Connection::connect(addr).await {
+                Ok(c) if c.peer_id() != self.conn.peer_id() => out.push(c),
+                Ok(_) => {}
+                Err(e) => tracing::debug!(%addr, error = %e, "an alternate entry is unreachable"),
+            }
+        }
+        out
+    }
+
+    /// Checks the replica set an entry named for `address` against a second entry's:
+    /// the `r` nearest of both answers are used, and a set naming a node that is not
+    /// among them is refused (a lying entry cannot place a mailbox on its own nodes).
+    async fn confirm_locate(
+        &self,
+        address: &Address,
+        located: ClientResponse,
+        r: usize,
+    ) -> ClientResponse {
+        let ClientResponse::Located { replicas: first } = &located else {
+            return located;
+        };
+        for alt in self.alternate_connections().await {
+            let Ok(ClientResponse::Located { replicas: second }) = alt
+                .request(ClientRequest::Locate { address: *address })
+                .await
+            else {
+                continue;
+            };
+            let r = r.max(first.len()).max(second.len()).min(MAX_REPLICAS);
+            return match placement::confirm(first, &second, address, r) {
+                Ok(_) => located,
+                Err(best) => {
+                    tracing::warn!(
+                        "the entry node named replicas that are not the nearest to the address; using the nearest both entries know"
+                    );
+                    ClientResponse::Located {
+                        replicas: BoundedVec::truncated(best),
+                    }
+                }
+            };
+        }
+        located
     }
 
     /// The connection.
@@ -128,18 +190,30 @@ impl Client {
     }
 
     /// Sends a write and checks the acknowledgements of the answer: a majority of the
-    /// mailbox's replicas must have signed that they stored `record`.
+    /// mailbox's replicas must have signed that they stored `record`. An entry whose
+    /// answer does not prove it is caught, and the write goes through an alternate.
     async fn stored(
         &self,
         request: ClientRequest,
         genesis: &Genesis,
         record: [u8; 32],
     ) -> Result<bool, ClientError> {
-        Ok(flow::stored(
-            self.conn.request(request).await?,
-            genesis,
-            &record,
-        )?)
+        let first = flow::stored(self.conn.request(request.clone()).await?, genesis, &record);
+        let err = match first {
+            Ok(duplicate) => return Ok(duplicate),
+            Err(flow::FlowError::Protocol(e @ tigress_protocol::Error::Unacknowledged { .. })) => e,
+            Err(e) => return Err(e.into()),
+        };
+        tracing::warn!(error = %err, "the entry node's answer does not prove the write; retrying through another entry");
+        for alt in self.alternate_connections().await {
+            let Ok(answer) = alt.request(request.clone()).await else {
+                continue;
+            };
+            if let Ok(duplicate) = flow::stored(answer, genesis, &record) {
+                return Ok(duplicate);
+            }
+        }
+        Err(flow::FlowError::Protocol(err).into())
     }
 
     /// Creates a share of `payload`; the invitation's base is `base_url` or the entry
@@ -154,6 +228,9 @@ impl Client {
         let mut rng = rng();
         let identity = ShareIdentity::random(&mut rng);
         let located = self.conn.request(flow::locate(&identity)).await?;
+        let located = self
+            .confirm_locate(&identity.address(), located, usize::from(info.replication))
+            .await;
         let base = base_url.unwrap_or(info.public_url.as_str());
         let device = DeviceKeys::generate(options.hpke, &mut rng);
         let (session, url, create) = flow::create(

@@ -582,3 +582,30 @@ fn request_address(request: &ClientRequest) -> Option<Address> {
         ClientRequest::Report { proof } => Some(proof.first.body.address),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tigress_protocol::crypto::SigningKey;
+
+    /// The client's and the simulator's placement rule is the DHT's own.
+    #[test]
+    fn the_protocol_placement_rule_is_kademlias() {
+        let keys: Vec<SigningKey> = (0..40u8).map(|i| SigningKey::from_seed(&[i; 32])).collect();
+        let peers: Vec<PeerId> = keys
+            .iter()
+            .filter_map(|k| crate::identity::peer_of(&k.public_key()))
+            .collect();
+        assert_eq!(peers.len(), keys.len());
+        for a in 0..20u8 {
+            let address = Address([a; 32]);
+            let ours = nearest(peers.clone(), &address, 7);
+            let protocol = tigress_protocol::placement::nearest(
+                keys.iter().map(SigningKey::public_key),
+                &address,
+                7,
+            );
+            assert_eq!(ours, protocol);
+        }
+    }
+}

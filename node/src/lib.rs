@@ -305,9 +305,14 @@ impl Node {
         // The roles, and the dispatcher that hands them inbound requests.
         let metrics = Arc::new(Metrics::default());
         let (stopping, stop_rx) = watch::channel(false);
-        let replica = store
-            .clone()
-            .map(|s| Replica::new(s, metrics.clone(), filter.clone(), stop_rx.clone()));
+        let replica = store.clone().map(|s| {
+            Replica::new(s, metrics.clone(), filter.clone(), stop_rx.clone()).with_placement(
+                replica::Placement {
+                    me: identity.public_key(),
+                    net: net.clone(),
+                },
+            )
+        });
         let (nudge_tx, nudge_rx) = tokio::sync::mpsc::channel(256);
         let entry = Arc::new(Entry::new(
             identity.public_key(),

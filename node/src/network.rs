@@ -229,6 +229,9 @@ impl Network {
                 kad_config
                     .set_query_timeout(Duration::from_secs(30))
                     .set_record_filtering(kad::StoreInserts::FilterBoth)
+                    // Lookups follow disjoint paths, so one lying peer on a path cannot
+                    // steer where a lookup ends.
+                    .disjoint_query_paths(true)
                     .set_replication_interval(None)
                     .set_publication_interval(None)
                     .set_periodic_bootstrap_interval(Some(Duration::from_secs(
@@ -414,11 +417,25 @@ impl Network {
                 () = tokio::time::sleep_until(deadline) => break,
             }
         }
+        // An answer counted as sent may still sit in the connection's buffers: the
+        // connections stay up a little longer, until their peers close them (a client
+        // does once it has its answer) or the linger ends.
+        let linger = deadline.min(tokio::time::Instant::now() + RESPONSE_LINGER);
+        while swarm.connected_peers().next().is_some() {
+            tokio::select! {
+                event = swarm.select_next_some() => state.event(&mut swarm, event, &ctx),
+                () = tokio::time::sleep_until(linger) => break,
+            }
+        }
     }
 }
 
 /// How long a stopping node keeps its connections to write answers already given.
 const RESPONSE_DRAIN: Duration = Duration::from_secs(2);
+
+/// How long a stopping node keeps its connections after the last answer went out, for
+/// the bytes to leave and the peers to close.
+const RESPONSE_LINGER: Duration = Duration::from_millis(500);
 
 /// An inbound request, handed by the event loop to the dispatcher with the channel its
 /// answer goes back on.

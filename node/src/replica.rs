@@ -7,11 +7,15 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tigress_protocol::crypto::PublicKey;
-use tigress_protocol::rpc::{MAX_WAIT_MS, ReplicaRequest, ReplicaResponse};
+use tigress_protocol::placement;
+use tigress_protocol::rpc::{MAX_WAIT_MS, RemoteError, ReplicaRequest, ReplicaResponse};
+use tigress_protocol::{Address, ErrorCode};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::watch;
 
+use crate::identity::key_of;
 use crate::metrics::Metrics;
+use crate::network::NetworkHandle;
 use crate::store::Store;
 
 /// A seam for test doubles: sees every replica answer before it leaves the node and may
@@ -29,6 +33,16 @@ pub struct Replica {
     metrics: Arc<Metrics>,
     filter: Option<Arc<dyn ResponseFilter>>,
     stopping: watch::Receiver<bool>,
+    placement: Option<Placement>,
+}
+
+/// What a replica checks a new genesis against: the nodes its routing table knows.
+#[derive(Clone)]
+pub struct Placement {
+    /// This node's key.
+    pub me: PublicKey,
+    /// The network, for the routing table.
+    pub net: NetworkHandle,
 }
 
 impl Replica {
@@ -44,7 +58,31 @@ impl Replica {
             metrics,
             filter,
             stopping,
+            placement: None,
         }
+    }
+
+    /// Checks every new genesis against the routing table: a genesis is refused unless
+    /// this node is among the 2R nodes it knows nearest to the address (a lying entry
+    /// cannot place a mailbox on nodes far from it).
+    pub fn with_placement(mut self, placement: Placement) -> Self {
+        self.placement = Some(placement);
+        self
+    }
+
+    /// Whether this node may hold a mailbox at `address` with `r` replicas.
+    async fn near(&self, address: &Address, r: usize) -> bool {
+        let Some(p) = &self.placement else {
+            return true;
+        };
+        let known: Vec<PublicKey> = p
+            .net
+            .closest_local(address.as_bytes().to_vec(), 2 * r)
+            .await
+            .iter()
+            .filter_map(key_of)
+            .collect();
+        placement::nearer_than(&p.me, &known, address) < 2 * r
     }
 
     /// The store.
@@ -68,6 +106,15 @@ impl Replica {
     }
 
     async fn answer(&self, request: ReplicaRequest, from: Option<PublicKey>) -> ReplicaResponse {
+        if let ReplicaRequest::StoreGenesis { genesis } = &request {
+            let h = genesis.header();
+            if !self.near(&h.address, h.replicas.len()).await {
+                return ReplicaResponse::Error(RemoteError::new(
+                    ErrorCode::Unauthorized,
+                    "this node is not among the nodes nearest to the mailbox's address that it knows",
+                ));
+            }
+        }
         let ReplicaRequest::Fetch {
             request: read,
             cursor,

@@ -61,6 +61,7 @@ pub mod flow;
 pub mod id;
 pub mod invitation;
 pub mod mailbox;
+pub mod placement;
 pub mod quorum;
 pub mod reconcile;
 pub mod record;
