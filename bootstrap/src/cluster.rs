@@ -2,11 +2,8 @@
 
 use std::time::Duration;
 
-use std::sync::Arc;
-
 use libp2p::Multiaddr;
-use tigress_node::replica::ResponseFilter;
-use tigress_node::{Config, Node};
+use tigress_node::{Config, Doubles, Node, NodeIdentity};
 
 use crate::ready;
 
@@ -26,14 +23,15 @@ impl Cluster {
     /// directory, free loopback ports, no HTTP); `tweak` adjusts each node's config.
     /// Returns once the cluster is ready (every node's lookups agree; see [`crate::ready`]).
     pub async fn start(n: usize, tweak: impl Fn(usize, &mut Config)) -> anyhow::Result<Self> {
-        Self::start_with(n, tweak, |_| None).await
+        Self::start_with(n, tweak, |_, _| Doubles::default()).await
     }
 
-    /// Like [`Cluster::start`], with a replica answer filter per node (test doubles).
+    /// Like [`Cluster::start`], with test doubles per node, made from the node's index
+    /// and identity (created before the node starts).
     pub async fn start_with(
         n: usize,
         tweak: impl Fn(usize, &mut Config),
-        filter: impl Fn(usize) -> Option<Arc<dyn ResponseFilter>>,
+        doubles: impl Fn(usize, &NodeIdentity) -> Doubles,
     ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let mut nodes: Vec<Option<Node>> = Vec::with_capacity(n);
@@ -53,7 +51,8 @@ impl Cluster {
                 config.bootstrap = vec![seed.to_string()];
             }
             tweak(i, &mut config);
-            let node = Node::start_with(config.clone(), filter(i)).await?;
+            let identity = NodeIdentity::load_or_create(&config.data_dir())?;
+            let node = Node::start_with(config.clone(), doubles(i, &identity)).await?;
             if seed.is_none() {
                 seed = node.dial_addr();
             }

@@ -22,6 +22,7 @@
 
 pub mod bench;
 pub mod cluster;
+pub mod liar;
 pub mod process;
 pub mod ready;
 

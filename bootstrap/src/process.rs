@@ -13,6 +13,7 @@ use tigress_protocol::rpc::{ClientRequest, ClientResponse};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 
+use crate::liar::Behaviour;
 use crate::ready;
 
 /// One node of `cluster.json`.
@@ -28,6 +29,36 @@ pub struct NodeEntry {
     pub pid: u32,
     /// The data directory.
     pub data_dir: PathBuf,
+    /// `"honest"`, or how the node lies (`tigress-liar`): tests route through liars by it.
+    #[serde(default = "honest")]
+    pub behaviour: String,
+}
+
+fn honest() -> String {
+    Behaviour::Honest.name().to_owned()
+}
+
+/// The lying nodes of a cluster: the last `count` nodes (never node 0, the seed) run
+/// `bin` (`tigress-liar`) with `behaviour`.
+#[derive(Debug, Clone)]
+pub struct Liars {
+    /// How many.
+    pub count: usize,
+    /// How they lie.
+    pub behaviour: Behaviour,
+    /// The `tigress-liar` binary.
+    pub bin: PathBuf,
+    /// For Sybils: the address (hex) their peer IDs are ground near.
+    pub near: Option<String>,
+}
+
+/// The `tigress-liar` binary beside the running executable, else on PATH.
+pub fn default_liar_bin() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|d| d.join("tigress-liar")))
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from("tigress-liar"))
 }
 
 /// `cluster.json`.
@@ -61,6 +92,8 @@ pub struct UpOptions {
     pub node_bin: PathBuf,
     /// Extra flags for every node.
     pub extra_args: Vec<String>,
+    /// Lying nodes, if any.
+    pub liars: Option<Liars>,
 }
 
 /// The `tigress-node` binary beside the running executable, else `tigress-node` on PATH.
@@ -115,9 +148,36 @@ impl ProcessCluster {
         let dir = std::path::absolute(&opts.dir)?;
         let mut children = Vec::new();
         let mut entries: Vec<NodeEntry> = Vec::new();
+        let liar_count = opts.liars.as_ref().map_or(0, |l| l.count);
+        if liar_count >= opts.nodes && liar_count > 0 {
+            anyhow::bail!(
+                "--byzantine must leave node 0 honest: at most {}",
+                opts.nodes.saturating_sub(1)
+            );
+        }
+        let first_liar = opts.nodes - liar_count;
+        // The liars' identities first, so each knows its fellows (a lying locate names
+        // them); a Sybil's is ground near its target address.
+        let mut liar_ids: Vec<libp2p::PeerId> = Vec::new();
+        if let Some(liars) = &opts.liars {
+            for i in first_liar..opts.nodes {
+                let node_dir = dir.join(format!("node-{i}"));
+                tokio::fs::create_dir_all(&node_dir).await?;
+                if liars.behaviour == Behaviour::Sybil {
+                    let hex = liars.near.as_deref().ok_or_else(|| {
+                        anyhow::anyhow!("--behaviour sybil needs --near ADDRESS (64 hex digits)")
+                    })?;
+                    let address = crate::liar::parse_address(hex)?;
+                    let seed = crate::liar::ground_within(&address, crate::liar::SYBIL_BITS);
+                    std::fs::write(node_dir.join(tigress_node::identity::IDENTITY_FILE), seed)?;
+                }
+                liar_ids.push(tigress_node::NodeIdentity::load_or_create(&node_dir)?.peer_id());
+            }
+        }
         for i in 0..opts.nodes {
             let node_dir = dir.join(format!("node-{i}"));
             tokio::fs::create_dir_all(&node_dir).await?;
+            let lying = opts.liars.as_ref().filter(|_| i >= first_liar);
             let offset = u16::try_from(i)?;
             let (p2p, http) = match opts.base_port {
                 Some(p) => (
@@ -140,16 +200,36 @@ impl ProcessCluster {
             )
             .await?;
             let log = std::fs::File::create(node_dir.join("node.log"))?;
-            let mut child = Command::new(&opts.node_bin)
-                .arg("run")
-                .arg("--config")
-                .arg(&config)
-                .args(&opts.extra_args)
+            let mut command = match lying {
+                None => {
+                    let mut c = Command::new(&opts.node_bin);
+                    c.arg("run")
+                        .arg("--config")
+                        .arg(&config)
+                        .args(&opts.extra_args);
+                    c
+                }
+                Some(liars) => {
+                    let mut c = Command::new(&liars.bin);
+                    c.arg("run")
+                        .arg("--config")
+                        .arg(&config)
+                        .arg("--behaviour")
+                        .arg(liars.behaviour.name());
+                    let me = liar_ids.get(i - first_liar).copied();
+                    for fellow in liar_ids.iter().filter(|f| Some(**f) != me) {
+                        c.arg("--fellow").arg(fellow.to_string());
+                    }
+                    c
+                }
+            };
+            let bin = lying.map_or(&opts.node_bin, |l| &l.bin);
+            let mut child = command
                 .stdout(Stdio::piped())
                 .stderr(Stdio::from(log))
                 .kill_on_drop(true)
                 .spawn()
-                .map_err(|e| anyhow::anyhow!("starting {}: {e}", opts.node_bin.display()))?;
+                .map_err(|e| anyhow::anyhow!("starting {}: {e}", bin.display()))?;
             let stdout = child
                 .stdout
                 .take()
@@ -200,6 +280,10 @@ impl ProcessCluster {
                 http: http_bound,
                 pid: child.id().unwrap_or(0),
                 data_dir: node_dir,
+                behaviour: lying
+                    .map_or(Behaviour::Honest, |l| l.behaviour)
+                    .name()
+                    .to_owned(),
             });
             children.push(Some(child));
         }
@@ -242,12 +326,22 @@ impl ProcessCluster {
             let addr: libp2p::Multiaddr = node.multiaddr.parse()?;
             connections.push(tigress_client::Connection::connect(&addr).await?);
         }
+        let honest: Vec<bool> = self
+            .file
+            .nodes
+            .iter()
+            .map(|n| n.behaviour == Behaviour::Honest.name())
+            .collect();
         ready::wait(
             connections.len(),
             &peers,
             |_| r,
             limit,
+            // A lying node's own answer says nothing about the cluster: it is not asked.
             async |i, address, _| match connections.get(i) {
+                Some(_) if !honest.get(i).copied().unwrap_or(true) => {
+                    ready::closest(&peers, &address, r)
+                }
                 Some(conn) => match conn.request(ClientRequest::Locate { address }).await {
                     Ok(ClientResponse::Located { replicas }) => replicas.into_vec(),
                     _ => Vec::new(),

@@ -59,6 +59,14 @@ pub struct EntryConfig {
     pub clock: Clock,
 }
 
+/// A seam for test doubles of the entry role: sees every client request first and may
+/// answer it instead (a lying entry node in a test or a development build). Honest nodes
+/// have none.
+pub trait ClientFilter: Send + Sync {
+    /// The answer to give instead of carrying `request` out, if any.
+    fn intercept(&self, request: &ClientRequest) -> Option<ClientResponse>;
+}
+
 /// The entry role of a node.
 pub struct Entry {
     me: PublicKey,
@@ -68,6 +76,7 @@ pub struct Entry {
     config: EntryConfig,
     genesis_cache: Mutex<LruCache<Address, Genesis>>,
     liars: Mutex<LruCache<PublicKey, ()>>,
+    filter: Option<Arc<dyn ClientFilter>>,
     metrics: Arc<Metrics>,
     stopping: watch::Receiver<bool>,
 }
@@ -95,9 +104,16 @@ impl Entry {
             config,
             genesis_cache: Mutex::new(LruCache::new(GENESIS_CACHE)),
             liars: Mutex::new(LruCache::new(LIARS)),
+            filter: None,
             metrics,
             stopping,
         }
+    }
+
+    /// Answers client requests through `filter` first (a test-double seam).
+    pub fn with_filter(mut self, filter: Option<Arc<dyn ClientFilter>>) -> Self {
+        self.filter = filter;
+        self
     }
 
     /// The node's clock.
@@ -110,6 +126,10 @@ impl Entry {
         let op = client_op(&request);
         let address = request_address(&request);
         let span = tracing::debug_span!("client", op, mailbox = address.map(|a| a.short()));
+        if let Some(lie) = self.filter.as_ref().and_then(|f| f.intercept(&request)) {
+            self.metrics.record_client(op, &lie);
+            return lie;
+        }
         let response = match self.dispatch(request).instrument(span).await {
             Ok(r) => r,
             Err(e) => ClientResponse::Error(e),

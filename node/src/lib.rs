@@ -247,19 +247,31 @@ fn public_url_of(config: &Config, http_addr: Option<SocketAddr>) -> String {
         })
 }
 
+/// Test doubles a test or a development build plugs into a node to make it lie: a filter
+/// of its replica answers and one of its entry answers. The shipped `tigress-node` has
+/// none.
+#[derive(Clone, Default)]
+pub struct Doubles {
+    /// Sees every replica answer before it leaves.
+    pub replica: Option<Arc<dyn replica::ResponseFilter>>,
+    /// Sees every client request before the entry carries it out.
+    pub entry: Option<Arc<dyn entry::ClientFilter>>,
+}
+
 impl Node {
     /// Starts a node: identity, database, swarm, HTTP, background sweeps.
     pub async fn start(config: Config) -> Result<Self, NodeError> {
-        Self::start_with(config, None).await
+        Self::start_with(config, Doubles::default()).await
     }
 
-    /// Starts a node whose replica answers pass through `filter` (a test-double seam).
-    /// The steps, in order: take the data directory, open the store, bind the network
-    /// and HTTP, start the roles and the dispatcher, start the background tasks.
-    pub async fn start_with(
-        config: Config,
-        filter: Option<Arc<dyn replica::ResponseFilter>>,
-    ) -> Result<Self, NodeError> {
+    /// Starts a node whose answers pass through the test doubles `doubles` (honest nodes
+    /// have none). The steps, in order: take the data directory, open the store, bind the
+    /// network and HTTP, start the roles and the dispatcher, start the background tasks.
+    pub async fn start_with(config: Config, doubles: Doubles) -> Result<Self, NodeError> {
+        let Doubles {
+            replica: filter,
+            entry: client_filter,
+        } = doubles;
         config.validate()?;
         let clock = clock::Clock::system();
         let limits = limits_of(&config);
@@ -314,21 +326,24 @@ impl Node {
             )
         });
         let (nudge_tx, nudge_rx) = tokio::sync::mpsc::channel(256);
-        let entry = Arc::new(Entry::new(
-            identity.public_key(),
-            replica.clone(),
-            store.as_ref().map(|_| nudge_tx),
-            net.clone(),
-            EntryConfig {
-                replication: config.replication,
-                replica_timeout: Duration::from_millis(config.replica_timeout_ms),
-                public_url: public_url.clone(),
-                limits,
-                clock: clock.clone(),
-            },
-            metrics.clone(),
-            stop_rx,
-        ));
+        let entry = Arc::new(
+            Entry::new(
+                identity.public_key(),
+                replica.clone(),
+                store.as_ref().map(|_| nudge_tx),
+                net.clone(),
+                EntryConfig {
+                    replication: config.replication,
+                    replica_timeout: Duration::from_millis(config.replica_timeout_ms),
+                    public_url: public_url.clone(),
+                    limits,
+                    clock: clock.clone(),
+                },
+                metrics.clone(),
+                stop_rx,
+            )
+            .with_filter(client_filter),
+        );
         let inflight = Arc::new(Semaphore::new(config.max_inflight_requests));
         let accepting = Arc::new(AtomicBool::new(true));
         let (inbound_tx, inbound_rx) = tokio::sync::mpsc::channel(dispatch::INBOUND_QUEUE);

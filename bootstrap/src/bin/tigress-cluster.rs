@@ -7,7 +7,10 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 use libp2p::Multiaddr;
 use tigress_bootstrap::bench::{self, BenchOptions};
-use tigress_bootstrap::process::{ClusterFile, ProcessCluster, UpOptions, default_node_bin};
+use tigress_bootstrap::liar::Behaviour;
+use tigress_bootstrap::process::{
+    ClusterFile, Liars, ProcessCluster, UpOptions, default_liar_bin, default_node_bin,
+};
 
 /// Local tigress clusters and benchmarks.
 #[derive(Debug, Parser)]
@@ -36,6 +39,19 @@ enum Command {
         /// The tigress-node binary (default: beside this one, else on PATH).
         #[arg(long)]
         node_bin: Option<PathBuf>,
+        /// Start the last K nodes (never node 0) lying, with `tigress-liar`.
+        #[arg(long, default_value_t = 0)]
+        byzantine: usize,
+        /// How the lying nodes lie.
+        #[arg(long, value_enum, default_value_t = Behaviour::Equivocate)]
+        behaviour: Behaviour,
+        /// For `--behaviour sybil`: the mailbox address (64 hex digits) whose replicas the
+        /// Sybils' ground peer IDs are nearer to.
+        #[arg(long)]
+        near: Option<String>,
+        /// The tigress-liar binary (default: beside this one, else on PATH).
+        #[arg(long)]
+        liar_bin: Option<PathBuf>,
     },
     /// Run complete transfers and report throughput and latency.
     Bench {
@@ -167,6 +183,10 @@ async fn main() -> anyhow::Result<()> {
             base_port,
             replication,
             node_bin,
+            byzantine,
+            behaviour,
+            near,
+            liar_bin,
         } => {
             let opts = UpOptions {
                 nodes,
@@ -175,6 +195,12 @@ async fn main() -> anyhow::Result<()> {
                 replication,
                 node_bin: node_bin.unwrap_or_else(default_node_bin),
                 extra_args: Vec::new(),
+                liars: (byzantine > 0).then(|| Liars {
+                    count: byzantine,
+                    behaviour,
+                    bin: liar_bin.unwrap_or_else(default_liar_bin),
+                    near,
+                }),
             };
             let mut cluster = ProcessCluster::up(&opts).await?;
             let file = cluster.write_file()?;
@@ -238,6 +264,7 @@ async fn main() -> anyhow::Result<()> {
                     replication,
                     node_bin: node_bin.unwrap_or_else(default_node_bin),
                     extra_args: Vec::new(),
+                    liars: None,
                 })
                 .await?;
                 let addrs = up

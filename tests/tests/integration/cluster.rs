@@ -353,7 +353,10 @@ async fn a_malicious_replica_cannot_disturb_a_transfer() {
     let cluster = Cluster::start_with(
         5,
         |_, _| {},
-        |i| (i == 2).then(|| Arc::new(Malicious) as Arc<dyn ResponseFilter>),
+        |i, _| tigress_node::Doubles {
+            replica: (i == 2).then(|| Arc::new(Malicious) as Arc<dyn ResponseFilter>),
+            entry: None,
+        },
     )
     .await
     .unwrap();

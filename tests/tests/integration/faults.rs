@@ -51,6 +51,7 @@ async fn replicas_killed_restarted_and_a_lost_majority() {
         replication: 5,
         node_bin: node_bin.clone(),
         extra_args: EXTRA.iter().map(|s| (*s).to_owned()).collect(),
+        liars: None,
     })
     .await
     .unwrap();
