@@ -150,6 +150,35 @@ impl Cluster {
         Ok(())
     }
 
+    /// Starts one more node, seeded by node 0, with the identity made from `seed` (e.g. a
+    /// Sybil's ground key) and the test doubles `doubles` makes for it; returns its index.
+    pub async fn add(
+        &mut self,
+        seed: [u8; 32],
+        doubles: impl FnOnce(&NodeIdentity) -> Doubles,
+    ) -> anyhow::Result<usize> {
+        let i = self.nodes.len();
+        let data_dir = self.dir.path().join(format!("node-{i}"));
+        std::fs::create_dir_all(&data_dir)?;
+        std::fs::write(data_dir.join(tigress_node::identity::IDENTITY_FILE), seed)?;
+        let mut config = self
+            .configs
+            .first()
+            .cloned()
+            .ok_or_else(|| anyhow::anyhow!("the cluster has no node 0"))?;
+        config.data_dir = Some(data_dir.clone());
+        config.listen = vec!["/ip4/127.0.0.1/tcp/0".into()];
+        config.bootstrap = self.addr(0).iter().map(ToString::to_string).collect();
+        let identity = NodeIdentity::load_or_create(&data_dir)?;
+        let node = Node::start_with(config.clone(), doubles(&identity)).await?;
+        if let Some(addr) = node.listen_addrs().first() {
+            config.listen = vec![addr.to_string()];
+        }
+        self.configs.push(config);
+        self.nodes.push(Some(node));
+        Ok(i)
+    }
+
     /// Stops every node gracefully.
     pub async fn shutdown(mut self) {
         for slot in &mut self.nodes {

@@ -25,7 +25,9 @@ pub struct Cli {
     /// The entry node's multiaddr (with or without /p2p/<peer-id>).
     #[arg(long, global = true, env = "TIGRESS_NODE")]
     node: Option<String>,
-    /// A cluster file (cluster.json of `tigress-cluster up`): a random node of it is used.
+    /// A cluster file (cluster.json of `tigress-cluster up`): a random node of it is the
+    /// entry (unless `--node` names one), and up to three others are second entries, to
+    /// check the replicas an entry names and to retry a write it did not prove stored.
     #[arg(long, global = true, env = "TIGRESS_CLUSTER")]
     cluster: Option<PathBuf>,
     /// The state directory (default: the platform data directory, `tigress`).
@@ -193,14 +195,9 @@ fn bounded<const N: usize>(
 const ALTERNATES: usize = 3;
 
 /// Picks the node: `--node`, else a random node of `--cluster`, else the default; with
-/// the alternates (other nodes of the cluster file, from the one after the pick on).
+/// the alternates: other nodes of the cluster file (from the one after the pick on).
 fn node_addr(cli: &Cli) -> Result<(Multiaddr, Vec<Multiaddr>), ClientError> {
-    if let Some(node) = &cli.node {
-        return node
-            .parse()
-            .map(|a| (a, Vec::new()))
-            .map_err(|e| ClientError::Usage(format!("--node {node}: {e}")));
-    }
+    let mut listed: Vec<Multiaddr> = Vec::new();
     if let Some(file) = &cli.cluster {
         let text = std::fs::read_to_string(file).map_err(|e| ClientError::Io {
             context: format!("reading {}", file.display()),
@@ -218,23 +215,38 @@ fn node_addr(cli: &Cli) -> Result<(Multiaddr, Vec<Multiaddr>), ClientError> {
                     .collect()
             })
             .unwrap_or_default();
-        if addrs.is_empty() {
+        for addr in addrs {
+            listed.push(
+                addr.parse()
+                    .map_err(|e| ClientError::Usage(format!("{}: {addr}: {e}", file.display())))?,
+            );
+        }
+        if listed.is_empty() {
             return Err(ClientError::Usage(format!("{}: no nodes", file.display())));
         }
+    }
+    let alternates_after = |pick: usize, listed: &[Multiaddr]| -> Vec<Multiaddr> {
+        (1..listed.len())
+            .map(|k| (pick + k) % listed.len())
+            .filter_map(|k| listed.get(k).cloned())
+            .take(ALTERNATES)
+            .collect()
+    };
+    if let Some(node) = &cli.node {
+        let addr: Multiaddr = node
+            .parse()
+            .map_err(|e| ClientError::Usage(format!("--node {node}: {e}")))?;
+        let others: Vec<Multiaddr> = listed.into_iter().filter(|a| *a != addr).collect();
+        let alternates = others.iter().take(ALTERNATES).cloned().collect();
+        return Ok((addr, alternates));
+    }
+    if !listed.is_empty() {
         let mut pick = [0u8; 8];
         rand_core::Rng::fill_bytes(&mut rand_core::UnwrapErr(getrandom::SysRng), &mut pick);
-        let i = usize::try_from(u64::from_le_bytes(pick) % addrs.len() as u64).unwrap_or(0);
-        let parse = |addr: &str| {
-            addr.parse::<Multiaddr>()
-                .map_err(|e| ClientError::Usage(format!("{}: {addr}: {e}", file.display())))
-        };
-        let addr = parse(addrs.get(i).copied().unwrap_or_default())?;
-        let alternates = (1..addrs.len())
-            .map(|k| (i + k) % addrs.len())
-            .take(ALTERNATES)
-            .filter_map(|k| addrs.get(k).and_then(|a| parse(a).ok()))
-            .collect();
-        return Ok((addr, alternates));
+        let i = usize::try_from(u64::from_le_bytes(pick) % listed.len() as u64).unwrap_or(0);
+        if let Some(addr) = listed.get(i).cloned() {
+            return Ok((addr, alternates_after(i, &listed)));
+        }
     }
     DEFAULT_NODE
         .parse()

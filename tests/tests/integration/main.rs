@@ -7,6 +7,7 @@
     clippy::panic
 )]
 
+mod byzantine;
 mod cluster;
 mod faults;
 mod gateway;

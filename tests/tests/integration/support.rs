@@ -14,7 +14,8 @@ pub(crate) fn bins() -> &'static (PathBuf, PathBuf) {
     BINS.get_or_init(|| {
         let dir = target_dir();
         let bins = (dir.join("tigress-node"), dir.join("tigress"));
-        if !(bins.0.exists() && bins.1.exists()) {
+        let all = ["tigress-node", "tigress", "tigress-cluster", "tigress-liar"];
+        if !all.iter().all(|b| dir.join(b).exists()) {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             let status = Command::new(cargo)
                 .args(["build", "--workspace", "--bins"])
@@ -25,6 +26,12 @@ pub(crate) fn bins() -> &'static (PathBuf, PathBuf) {
         }
         bins
     })
+}
+
+/// The path of the workspace binary `name` (built with the others by [`bins`]).
+pub(crate) fn bin(name: &str) -> PathBuf {
+    bins();
+    target_dir().join(name)
 }
 
 fn workspace_root() -> PathBuf {

@@ -1,0 +1,570 @@
+//! Lying nodes, one behaviour at a time, in 5-node clusters (R = 5, f = 1, claim quorum
+//! 4): racing claimants never get more certificates than allowed, every honest transfer
+//! completes or is refused with a clear error, and nothing acknowledged is lost.
+
+use std::time::{Duration, Instant};
+
+use libp2p::Multiaddr;
+use tigress_bootstrap::Cluster;
+use tigress_bootstrap::liar::{Behaviour, ground_near};
+use tigress_client::{Client, ClientError, Party};
+use tigress_node::Doubles;
+use tigress_protocol::crypto::PublicKey;
+use tigress_protocol::record::{Equivocation, Policy, Receipt, ReceiptBody};
+use tigress_protocol::rpc::{
+    Access, ClientRequest, ClientResponse, ReplicaRequest, ReplicaResponse,
+};
+use tigress_protocol::session::ShareOptions;
+use tigress_protocol::wire::FORMAT_VERSION;
+use tigress_protocol::{Address, ErrorCode, ShareUrl};
+
+/// A cluster of `n` whose node `liar` lies with `behaviour` (naming `fellows` as its
+/// fellow liars).
+async fn with_liar(n: usize, liar: usize, behaviour: Behaviour, fellows: &[usize]) -> Cluster {
+    let keys: Vec<usize> = fellows.to_vec();
+    let fellows_of = move |cluster_keys: &[PublicKey]| -> Vec<PublicKey> {
+        keys.iter()
+            .filter_map(|i| cluster_keys.get(*i).copied())
+            .collect()
+    };
+    // Fellows' keys are known once their identities exist: the liar is started last.
+    let identities = std::sync::Mutex::new(Vec::<PublicKey>::new());
+    Cluster::start_with(
+        n,
+        |_, _| {},
+        |i, identity| {
+            let mut ids = identities.lock().unwrap();
+            ids.push(identity.public_key());
+            if i == liar {
+                behaviour.doubles(identity, &fellows_of(&ids))
+            } else {
+                Doubles::default()
+            }
+        },
+    )
+    .await
+    .unwrap()
+}
+
+async fn client(cluster: &Cluster, i: usize, state: &std::path::Path) -> Client {
+    let addr: Multiaddr = cluster.addr(i % cluster.len()).unwrap();
+    crate::support::client(&addr, state).await
+}
+
+/// A client entering at node `i` with the other nodes as its second entries.
+async fn checked_client(cluster: &Cluster, i: usize, state: &std::path::Path) -> Client {
+    let alternates = (1..cluster.len())
+        .filter_map(|k| cluster.addr((i + k) % cluster.len()))
+        .collect();
+    client(cluster, i, state).await.with_alternates(alternates)
+}
+
+/// A share by alice through entry `a`, accepted by bob through entry `b`, then one
+/// message each way through entries `c` and `d`.
+async fn transfer(cluster: &Cluster, entries: [usize; 4], dir: &std::path::Path) {
+    let (alice_dir, bob_dir) = (dir.join("alice"), dir.join("bob"));
+    let alice = checked_client(cluster, entries[0], &alice_dir).await;
+    let shared = alice
+        .share(b"car key", &ShareOptions::default(), None)
+        .await
+        .unwrap();
+    let url = ShareUrl::parse(&shared.url.expose_url()).unwrap();
+    let bob = checked_client(cluster, entries[1], &bob_dir).await;
+    assert_eq!(bob.accept(&url).await.unwrap(), b"car key");
+    let id = url.mailbox_id();
+    for (k, (from, to, from_dir, to_dir)) in [
+        (entries[2], entries[3], &alice_dir, &bob_dir),
+        (entries[3], entries[2], &bob_dir, &alice_dir),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let payload = format!("round {k}");
+        checked_client(cluster, from, from_dir)
+            .await
+            .send(&id, payload.as_bytes(), None)
+            .await
+            .unwrap();
+        let got = checked_client(cluster, to, to_dir)
+            .await
+            .recv(&id, Duration::from_secs(20))
+            .await
+            .unwrap();
+        assert_eq!(got.messages.len(), 1, "round {k}");
+        assert_eq!(got.messages[0].plaintext, payload.as_bytes());
+    }
+}
+
+/// Races three claimants for one slot; returns how many were certified.
+async fn race(cluster: &Cluster, dir: &std::path::Path) -> usize {
+    let options = ShareOptions {
+        policy: Policy {
+            max_recipients: 1,
+            ..Policy::default()
+        },
+        ..ShareOptions::default()
+    };
+    let alice = client(cluster, 0, &dir.join("alice")).await;
+    let shared = alice.share(b"key", &options, None).await.unwrap();
+    let url = ShareUrl::parse(&shared.url.expose_url()).unwrap();
+    let mut racers = Vec::new();
+    for i in 0..3 {
+        let c = client(cluster, i + 1, &dir.join(format!("claimant-{i}"))).await;
+        let url = url.clone();
+        racers.push(tokio::spawn(async move { c.accept(&url).await }));
+    }
+    let mut certified = 0;
+    for r in racers {
+        match r.await.unwrap() {
+            Ok(_) => certified += 1,
+            Err(ClientError::Remote(e)) => assert_eq!(e.code, ErrorCode::Conflict, "{e}"),
+            Err(e) => panic!("unexpected claim failure: {e}"),
+        }
+    }
+    // The sender never sees more recipients than the policy allows.
+    let status = alice
+        .party_status(&url.mailbox_id())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.recipients.len() <= 1, "{status:?}");
+    assert_eq!(status.recipients.len(), certified);
+    certified
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_equivocating_replica_never_lets_racers_outnumber_the_slots() {
+    let cluster = with_liar(5, 4, Behaviour::Equivocate, &[]).await;
+    let tmp = tempfile::tempdir().unwrap();
+    for round in 0..6 {
+        let certified = race(&cluster, &tmp.path().join(format!("race-{round}"))).await;
+        assert!(certified <= 1, "round {round}: {certified} certificates");
+    }
+    transfer(&cluster, [4, 3, 4, 1], &tmp.path().join("transfer")).await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_genesis_steers_no_entry() {
+    let cluster = with_liar(5, 4, Behaviour::ForgeGenesis, &[]).await;
+    let tmp = tempfile::tempdir().unwrap();
+    // Every step through the forger and through honest entries.
+    transfer(&cluster, [4, 4, 4, 4], &tmp.path().join("through-liar")).await;
+    transfer(&cluster, [0, 2, 1, 3], &tmp.path().join("honest")).await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_withholding_replica_cannot_hide_messages() {
+    let cluster = with_liar(5, 4, Behaviour::Withhold, &[]).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("alice"), tmp.path().join("bob"));
+    let alice = client(&cluster, 4, &a).await;
+    let shared = alice
+        .share(b"k", &ShareOptions::default(), None)
+        .await
+        .unwrap();
+    let url = ShareUrl::parse(&shared.url.expose_url()).unwrap();
+    let id = url.mailbox_id();
+    client(&cluster, 1, &b).await.accept(&url).await.unwrap();
+    for k in 0..5u8 {
+        client(&cluster, usize::from(k), &b)
+            .await
+            .send(&id, &[k], None)
+            .await
+            .unwrap();
+        let got = client(&cluster, 4, &a)
+            .await
+            .recv(&id, Duration::from_secs(20))
+            .await
+            .unwrap();
+        let seen: Vec<Vec<u8>> = got.messages.iter().map(|m| m.plaintext.clone()).collect();
+        assert_eq!(seen, vec![vec![k]], "message {k} arrives, in order");
+    }
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_that_drops_writes_is_caught_and_bypassed() {
+    let cluster = with_liar(5, 4, Behaviour::DropWrites, &[]).await;
+    let tmp = tempfile::tempdir().unwrap();
+    // With no second entry, the client refuses the unproven write.
+    let alone = client(&cluster, 4, &tmp.path().join("alone")).await;
+    let err = alone
+        .share(b"k", &ShareOptions::default(), None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::Unauthorized), "{err}");
+    assert!(err.to_string().contains("acknowledged"), "{err}");
+    // With one, every write goes through it and arrives.
+    transfer(&cluster, [4, 1, 4, 2], &tmp.path().join("checked")).await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lying_locate_is_refused_for_the_nearest_nodes_a_second_entry_knows() {
+    // Eight nodes, R = 3: the liar names itself and node 6, wherever the address is.
+    let cluster = Cluster::start_with(
+        8,
+        |_, c| c.replication = 3,
+        |i, identity| match i {
+            7 => Behaviour::LieLocate.doubles(identity, &[]),
+            _ => Doubles::default(),
+        },
+    )
+    .await
+    .unwrap();
+    let keys: Vec<PublicKey> = (0..8)
+        .map(|i| cluster.node(i).unwrap().identity().public_key())
+        .collect();
+    let tmp = tempfile::tempdir().unwrap();
+    for k in 0..4 {
+        let alice = checked_client(&cluster, 7, &tmp.path().join(format!("alice-{k}"))).await;
+        let shared = alice
+            .share(b"k", &ShareOptions::default(), None)
+            .await
+            .unwrap();
+        let id = shared.share_id;
+        let Party::Sender(session) = alice.state().load(&id).unwrap().party else {
+            panic!("alice is the sender");
+        };
+        let named = session.genesis().header().replicas.to_vec();
+        let nearest = tigress_protocol::placement::nearest(keys.iter().copied(), &id.address(), 3);
+        let mut a = named.clone();
+        a.sort();
+        let mut b = nearest.clone();
+        b.sort();
+        assert_eq!(
+            a, b,
+            "share {k} lives on the three nodes nearest its address"
+        );
+    }
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sybils_nearer_than_a_mailboxs_replicas_take_over_nothing() {
+    let mut cluster = Cluster::start(5, |_, _| {}).await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("alice"), tmp.path().join("bob"));
+    let alice = client(&cluster, 0, &a).await;
+    let shared = alice
+        .share(b"k", &ShareOptions::default(), None)
+        .await
+        .unwrap();
+    let url = ShareUrl::parse(&shared.url.expose_url()).unwrap();
+    let address = url.mailbox_id().address();
+    let replicas: Vec<PublicKey> = (0..5)
+        .map(|i| cluster.node(i).unwrap().identity().public_key())
+        .collect();
+    // Three Sybils whose peer IDs are nearer the address than every replica, lying every
+    // way a replica can.
+    let mut sybils = Vec::new();
+    for _ in 0..3 {
+        let seed = ground_near(&address, &replicas, 0);
+        let i = cluster
+            .add(seed, |identity| Behaviour::Sybil.doubles(identity, &[]))
+            .await
+            .unwrap();
+        sybils.push(i);
+    }
+    let sybil_keys: Vec<PublicKey> = sybils
+        .iter()
+        .map(|i| cluster.node(*i).unwrap().identity().public_key())
+        .collect();
+    // Wait until honest lookups of the address find them.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let found = cluster.node(1).unwrap().locate(&address, 5).await;
+        if sybil_keys.iter().all(|s| found.contains(s)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the Sybils never became the nearest"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Claims, reads and writes go to the replicas the genesis names, through Sybil
+    // entries too.
+    let bob = client(&cluster, sybils[0], &b).await;
+    assert_eq!(bob.accept(&url).await.unwrap(), b"k");
+    let id = url.mailbox_id();
+    client(&cluster, sybils[1], &a)
+        .await
+        .send(&id, b"to bob", None)
+        .await
+        .unwrap();
+    let got = client(&cluster, sybils[2], &b)
+        .await
+        .recv(&id, Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(got.messages[0].plaintext, b"to bob");
+    // A second claimant through a Sybil gets nothing.
+    let eve = client(&cluster, sybils[0], &tmp.path().join("eve")).await;
+    assert_eq!(
+        eve.accept(&url).await.unwrap_err().code(),
+        Some(ErrorCode::Conflict)
+    );
+    let status = alice.party_status(&id).await.unwrap().unwrap();
+    assert_eq!(status.recipients.len(), 1);
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proven_liar_is_reported_and_no_longer_asked_or_placed() {
+    let cluster = Cluster::start(5, |_, _| {}).await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let alice = client(&cluster, 0, &tmp.path().join("alice")).await;
+    let shared = alice
+        .share(b"k", &ShareOptions::default(), None)
+        .await
+        .unwrap();
+    let url = ShareUrl::parse(&shared.url.expose_url()).unwrap();
+    let address = url.mailbox_id().address();
+    // Node 4's key signs one slot to two claimants.
+    let liar = cluster.node(4).unwrap().identity();
+    let receipt = |who: u8| {
+        Receipt::sign(
+            ReceiptBody {
+                version: FORMAT_VERSION,
+                address,
+                replica: liar.public_key(),
+                recipient: tigress_protocol::crypto::SigningKey::from_seed(&[who; 32]).public_key(),
+                slot: 0,
+                epoch: 0,
+                claim_digest: [who; 32],
+                granted_at: 0,
+            },
+            &liar.signing,
+        )
+    };
+    let proof = Equivocation::of(&receipt(1), &receipt(2)).unwrap();
+    // A forged proof, or two receipts that do not conflict, are refused.
+    let mut forged = proof.clone();
+    forged.second.signature.0[0] ^= 1;
+    let mut agreeing = proof.clone();
+    agreeing.second = agreeing.first.clone();
+    let conn = alice.connection();
+    for (bad, code) in [
+        (forged, ErrorCode::Unauthorized),
+        (agreeing, ErrorCode::Malformed),
+    ] {
+        assert!(matches!(
+            conn.request(ClientRequest::Report { proof: bad }).await,
+            Err(ClientError::Remote(e)) if e.code == code
+        ));
+    }
+    assert!(cluster.node(0).unwrap().locate(&address, 5).await.len() == 5);
+    assert!(matches!(
+        conn.request(ClientRequest::Report { proof }).await.unwrap(),
+        ClientResponse::Stored {
+            duplicate: false,
+            ..
+        }
+    ));
+    let entry = cluster.node(0).unwrap();
+    let located = entry.locate(&address, 5).await;
+    assert_eq!(located.len(), 4);
+    assert!(!located.contains(&liar.public_key()));
+    // The mailbox still lives without it: four honest replicas make the claim quorum.
+    let bob = client(&cluster, 0, &tmp.path().join("bob")).await;
+    assert_eq!(bob.accept(&url).await.unwrap(), b"k");
+    cluster.shutdown().await;
+}
+
+/// The replica protocol serves records only to a party's signed request or to the
+/// mailbox's other replicas; anyone else gets a status without keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_reads_are_authorised() {
+    let cluster = Cluster::start(3, |_, c| c.replication = 3).await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let alice = client(&cluster, 0, &tmp.path().join("alice")).await;
+    let shared = alice
+        .share(b"k", &ShareOptions::default(), None)
+        .await
+        .unwrap();
+    let url = ShareUrl::parse(&shared.url.expose_url()).unwrap();
+    let address: Address = url.mailbox_id().address();
+    client(&cluster, 1, &tmp.path().join("bob"))
+        .await
+        .accept(&url)
+        .await
+        .unwrap();
+    let store = cluster.node(2).unwrap().store().unwrap();
+    let stranger = tigress_protocol::crypto::SigningKey::from_seed(&[99; 32]);
+    let refused = |r: &ReplicaResponse| matches!(r, ReplicaResponse::Error(e) if e.code == ErrorCode::Unauthorized);
+    for from in [None, Some(stranger.public_key())] {
+        let digest = store
+            .apply_from(ReplicaRequest::Digest { address }, from)
+            .await;
+        assert!(refused(&digest), "{digest:?}");
+        let summaries = store
+            .apply_from(
+                ReplicaRequest::Summaries {
+                    addresses: tigress_protocol::wire::BoundedVec::truncated(vec![address]),
+                },
+                from,
+            )
+            .await;
+        assert!(
+            matches!(&summaries, ReplicaResponse::Summaries { summaries } if summaries.iter().all(Option::is_none)),
+            "{summaries:?}"
+        );
+        let messages = store
+            .apply_from(
+                ReplicaRequest::GetMessages {
+                    address,
+                    keys: tigress_protocol::wire::BoundedVec::default(),
+                },
+                from,
+            )
+            .await;
+        assert!(refused(&messages), "{messages:?}");
+    }
+    // A read request signed by a stranger for this address gets no genesis.
+    let read = tigress_protocol::record::ReadRequest::sign(
+        address,
+        tigress_protocol::record::UNKNOWN_GENESIS,
+        &stranger,
+        tigress_client::unix_now(),
+        tigress_protocol::record::ReadScope::Open,
+    );
+    let genesis = store
+        .apply_from(
+            ReplicaRequest::GetGenesis {
+                access: Access::Read(read),
+            },
+            None,
+        )
+        .await;
+    assert!(refused(&genesis), "{genesis:?}");
+    // The public status names no key and counts no message.
+    let status = alice.status(address).await.unwrap();
+    assert_eq!(status.recipients, 1);
+    // Another replica of the set may read the digest (anti-entropy).
+    let peer = cluster.node(0).unwrap().identity().public_key();
+    let digest = store
+        .apply_from(ReplicaRequest::Digest { address }, Some(peer))
+        .await;
+    assert!(matches!(digest, ReplicaResponse::Digest(_)), "{digest:?}");
+    cluster.shutdown().await;
+}
+
+/// `tigress-cluster up --byzantine 1 --behaviour drop-writes` starts node 4 as a liar and
+/// says so in cluster.json; a CLI entering at the liar with the cluster file as its second
+/// path gets its share stored, one without it is refused (exit 5).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_gets_past_a_lying_entry_of_a_process_cluster() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cluster");
+    let mut up = std::process::Command::new(crate::support::bin("tigress-cluster"))
+        .args([
+            "up",
+            "--nodes",
+            "5",
+            "--byzantine",
+            "1",
+            "--behaviour",
+            "drop-writes",
+        ])
+        .arg("--dir")
+        .arg(&dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // `up` prints one line once the cluster is ready.
+    let stdout = up.stdout.take().unwrap();
+    let line = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).map(|_| line)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(
+        line.starts_with("tigress-cluster ready nodes=5"),
+        "{line:?}"
+    );
+    let file = dir.join("cluster.json");
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let behaviours: Vec<&str> = doc["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["behaviour"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        behaviours,
+        ["honest", "honest", "honest", "honest", "drop-writes"]
+    );
+    let liar = doc["nodes"][4]["multiaddr"].as_str().unwrap().to_owned();
+    let payload = crate::support::file(tmp.path(), "key", b"door");
+    let cli = |state: &str, args: &[&str]| {
+        std::process::Command::new(crate::support::bin("tigress"))
+            .arg("--state")
+            .arg(tmp.path().join(state))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let alone = cli(
+        "alone",
+        &[
+            "--node",
+            &liar,
+            "share",
+            "--payload",
+            payload.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(
+        alone.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&alone.stderr)
+    );
+    let cluster = file.to_str().unwrap();
+    let shared = cli(
+        "alice",
+        &[
+            "--node",
+            &liar,
+            "--cluster",
+            cluster,
+            "share",
+            "--payload",
+            payload.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        shared.status.success(),
+        "{}",
+        String::from_utf8_lossy(&shared.stderr)
+    );
+    let url = String::from_utf8(shared.stdout)
+        .unwrap()
+        .split_whitespace()
+        .find(|w| w.starts_with("http"))
+        .unwrap()
+        .to_owned();
+    let accepted = cli("bob", &["--cluster", cluster, "accept", &url]);
+    assert!(
+        accepted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&accepted.stderr)
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(up.id()).unwrap()),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = tokio::task::spawn_blocking(move || up.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+}
