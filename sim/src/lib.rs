@@ -51,6 +51,10 @@ pub struct Config {
     pub exchanges: u64,
     /// Lying replicas in every replica set.
     pub liars: usize,
+    /// Instead of `liars` per set: this fraction of the `nodes` lies, and each mailbox
+    /// lives on the R nodes nearest its address (the DHT's placement rule), so a set may
+    /// hold any number of liars.
+    pub liar_fraction: f64,
     /// The seed of everything random.
     pub seed: u64,
     /// The faults injected.
@@ -73,6 +77,7 @@ impl Default for Config {
             claim_races: 100,
             exchanges: 100,
             liars: 0,
+            liar_fraction: 0.0,
             seed: 1,
             faults: Faults::default(),
             rules: Rules::default(),
@@ -238,6 +243,17 @@ pub struct Report {
     pub seed: u64,
     /// Virtual time the run took, in milliseconds.
     pub virtual_ms: u64,
+    /// Mailboxes created.
+    pub mailboxes: u64,
+    /// Mailboxes whose replica set held more liars than its genesis tolerates (f).
+    pub sets_over_f: u64,
+    /// Mailboxes that got more certified recipients than their policy allows.
+    pub over_certified: u64,
+    /// Of those, the ones whose set held at most f liars (the claim rule's promise: 0).
+    pub over_certified_within_f: u64,
+    /// Mailboxes with an acknowledged record on no honest replica although their set held
+    /// at most f liars (0).
+    pub lost_within_f: u64,
     /// Simulation steps (events) processed.
     pub steps: u64,
 }
@@ -262,6 +278,20 @@ impl Report {
             self.violations,
             self.seed,
             seconds
+        )
+    }
+
+    /// The line of a run with a liar fraction: how many replica sets held more than f
+    /// liars, and how many mailboxes got more certificates than allowed (within f and in
+    /// all).
+    pub fn byzantine_line(&self, fraction: f64) -> String {
+        format!(
+            "byzantine liar_fraction={fraction} mailboxes={} sets_over_f={} over_certified={} over_certified_within_f={} lost_within_f={}",
+            self.mailboxes,
+            self.sets_over_f,
+            self.over_certified,
+            self.over_certified_within_f,
+            self.lost_within_f
         )
     }
 }

@@ -222,6 +222,11 @@ pub(crate) struct World {
     steps: u64,
     violations: BTreeMap<Invariant, u64>,
     first: Option<Violation>,
+    mailboxes: u64,
+    sets_over_f: u64,
+    over_certified: u64,
+    over_certified_within_f: u64,
+    lost_within_f: BTreeSet<Address>,
 }
 
 impl World {
@@ -231,14 +236,23 @@ impl World {
         let mut nodes = Vec::new();
         let mut by_key = BTreeMap::new();
         // The liars are extra nodes beyond `nodes`; every replica set takes `liars` of them.
-        for i in 0..config.nodes.max(config.replication) + liars {
+        // With a liar fraction instead, the last of the `nodes` lie (their keys are as
+        // random as the others').
+        let total = config.nodes.max(config.replication) + liars;
+        let first_liar = if config.liar_fraction > 0.0 {
+            let lying = (config.liar_fraction * total as f64).round() as usize;
+            total - lying.min(total)
+        } else {
+            config.nodes.max(config.replication)
+        };
+        for i in 0..total {
             let key = SigningKey::generate(&mut rng);
             let public = key.public_key();
             by_key.insert(public, i);
             nodes.push(Node {
                 key,
                 public,
-                liar: i >= config.nodes.max(config.replication),
+                liar: i >= first_liar,
                 up: true,
                 epoch: 0,
                 disk: Disk::default(),
@@ -276,6 +290,11 @@ impl World {
             steps: 0,
             violations: BTreeMap::new(),
             first: None,
+            mailboxes: 0,
+            sets_over_f: 0,
+            over_certified: 0,
+            over_certified_within_f: 0,
+            lost_within_f: BTreeSet::new(),
         }
     }
 
@@ -364,6 +383,11 @@ impl World {
             first_violation: self.first,
             seed: self.config.seed,
             virtual_ms: self.now,
+            mailboxes: self.mailboxes,
+            sets_over_f: self.sets_over_f,
+            over_certified: self.over_certified,
+            over_certified_within_f: self.over_certified_within_f,
+            lost_within_f: self.lost_within_f.len() as u64,
             steps: self.steps,
         }
     }
@@ -898,12 +922,22 @@ impl World {
     /// what was flushed, so a lost record is a record acknowledged before it was durable).
     fn check_durability(&mut self) {
         let mut lost = Vec::new();
+        let f = self.config.rules.fault_tolerance.unwrap_or_else(|| {
+            tigress_protocol::record::max_fault_tolerance(self.config.replication)
+        });
         for (address, replicas, record) in &self.acked {
             let held = replicas.iter().any(|r| {
                 self.by_key
                     .get(r)
                     .is_some_and(|&n| !self.nodes[n].liar && self.holds(n, address, record))
             });
+            let liars = replicas
+                .iter()
+                .filter(|r| self.by_key.get(r).is_some_and(|&n| self.nodes[n].liar))
+                .count();
+            if !held && liars <= usize::from(f) {
+                self.lost_within_f.insert(*address);
+            }
             if !held {
                 lost.push(format!(
                     "mailbox {}: an acknowledged {} is on no honest replica",
@@ -1015,6 +1049,13 @@ impl World {
     /// closest to the address.
     fn place(&self, address: &Address) -> Vec<PublicKey> {
         let r = self.config.replication;
+        if self.config.liar_fraction > 0.0 {
+            return tigress_protocol::placement::nearest(
+                self.nodes.iter().map(|n| n.public),
+                address,
+                r,
+            );
+        }
         let liars = self.config.liars.min(r);
         let mut honest: Vec<&Node> = self.nodes.iter().filter(|n| !n.liar).collect();
         honest.sort_by_key(|n| {
@@ -1072,7 +1113,13 @@ impl World {
             now,
             &mut self.rng,
         ) {
-            Ok((s, url)) => (s, url, replicas),
+            Ok((s, url)) => {
+                self.mailboxes += 1;
+                if self.liars_in(s.genesis()) > usize::from(s.genesis().header().fault_tolerance) {
+                    self.sets_over_f += 1;
+                }
+                (s, url, replicas)
+            }
             Err(e) => unreachable_share(e),
         }
     }
@@ -1161,9 +1208,15 @@ impl World {
         let address = genesis.header().address;
         let max = usize::from(genesis.header().policy.max_recipients);
         let set = self.certified.entry(address).or_default();
-        set.insert(who);
+        let fresh = set.insert(who);
         if set.len() > max {
             let n = set.len();
+            if fresh && n == max + 1 {
+                self.over_certified += 1;
+                if self.liars_in(genesis) <= usize::from(genesis.header().fault_tolerance) {
+                    self.over_certified_within_f += 1;
+                }
+            }
             self.violate(
                 Invariant::ClaimSafety,
                 format!(
@@ -1182,6 +1235,16 @@ impl World {
             OpKind::Write(Quorum::new(replicas, WriteGather::new(address, record), 0)),
             request,
         )
+    }
+
+    /// How many replicas of the set `genesis` names lie.
+    fn liars_in(&self, genesis: &Genesis) -> usize {
+        genesis
+            .header()
+            .replicas
+            .iter()
+            .filter(|k| self.by_key.get(k).is_some_and(|&n| self.nodes[n].liar))
+            .count()
     }
 
     /// A replica proven to lie must be one of the liars: an honest replica is never

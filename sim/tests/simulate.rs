@@ -178,3 +178,22 @@ fn canary_a_stale_cursor_accepted_delivers_twice() {
         Some(Invariant::FetchWindow)
     );
 }
+
+/// A tenth of 100 nodes equivocate and withhold, and mailboxes live on the nodes nearest
+/// their address: some replica sets hold more liars than f, but no mailbox whose set holds
+/// at most f gets more certificates than allowed or loses an acknowledged record.
+#[test]
+fn a_liar_fraction_breaks_nothing_within_f() {
+    let report = run(&Config {
+        nodes: 100,
+        claim_races: 1_500,
+        exchanges: 0,
+        liar_fraction: 0.1,
+        seed: 7,
+        ..Config::default()
+    });
+    assert_eq!(report.mailboxes, 1_500);
+    assert!(report.sets_over_f > 0, "the run had no set beyond f");
+    assert_eq!(report.over_certified_within_f, 0);
+    assert_eq!(report.lost_within_f, 0);
+}

@@ -105,6 +105,12 @@ enum Command {
         /// Lying replicas in every replica set.
         #[arg(long, default_value_t = 0)]
         liars: usize,
+        /// Instead: this fraction of the nodes lies (equivocates, withholds) and mailboxes
+        /// live on the nodes nearest their address; prints a second line with how many
+        /// replica sets held more than f liars and how many mailboxes got more
+        /// certificates than allowed.
+        #[arg(long)]
+        liar_fraction: Option<f64>,
         /// The seed; the same seed replays the same run.
         #[arg(long, default_value_t = 1)]
         seed: u64,
@@ -134,10 +140,16 @@ async fn main() -> anyhow::Result<()> {
             claim_races,
             exchanges,
             liars,
+            liar_fraction,
             seed,
             ed25519,
             fault_tolerance,
         } => {
+            if liar_fraction.is_some_and(|p| !(0.0..1.0).contains(&p))
+                || (liar_fraction.is_some() && liars > 0)
+            {
+                anyhow::bail!("--liar-fraction is in [0, 1) and excludes --liars");
+            }
             if replication == 0 || nodes == 0 || liars > replication {
                 anyhow::bail!(
                     "--nodes and --replication must be at least 1, and --liars at most --replication"
@@ -153,6 +165,7 @@ async fn main() -> anyhow::Result<()> {
                 claim_races,
                 exchanges,
                 liars,
+                liar_fraction: liar_fraction.unwrap_or(0.0),
                 seed,
                 signatures: if ed25519 {
                     tigress_sim::Signatures::Ed25519
@@ -169,6 +182,9 @@ async fn main() -> anyhow::Result<()> {
             let report = tokio::task::spawn_blocking(move || tigress_sim::run(&config)).await?;
             let seconds = started.elapsed().as_secs_f64();
             writeln!(std::io::stdout().lock(), "{}", report.line(seconds))?;
+            if let Some(p) = liar_fraction {
+                writeln!(std::io::stdout().lock(), "{}", report.byzantine_line(p))?;
+            }
             if let Some(first) = &report.first_violation {
                 eprintln!("first violation (seed {seed}): {first}");
                 for (invariant, n) in &report.by_invariant {
