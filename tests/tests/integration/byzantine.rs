@@ -568,3 +568,50 @@ async fn the_cli_gets_past_a_lying_entry_of_a_process_cluster() {
         .unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+/// A recipient that relinquishes does not jam the sender: the sender's recipients are
+/// rebuilt from its next view, a message it had sealed to the recipient who left is
+/// dropped with a warning, and later sends reach the new recipient.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relinquish_does_not_jam_the_sender() {
+    let cluster = Cluster::start(3, |_, c| c.replication = 3).await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let alice = client(&cluster, 0, &tmp.path().join("alice")).await;
+    let shared = alice
+        .share(b"k", &ShareOptions::default(), None)
+        .await
+        .unwrap();
+    let url = ShareUrl::parse(&shared.url.expose_url()).unwrap();
+    let id = url.mailbox_id();
+    let bob = client(&cluster, 1, &tmp.path().join("bob")).await;
+    bob.accept(&url).await.unwrap();
+    // Alice learns bob, and seals a message to him that is still in her outbox when he
+    // leaves (as if the network had been down when she sent it).
+    alice.recv(&id, Duration::ZERO).await.unwrap();
+    let mut state = alice.state().load(&id).unwrap();
+    let Party::Sender(session) = &mut state.party else {
+        panic!("alice is the sender");
+    };
+    let to = session.recipients()[0].key;
+    let stale = session
+        .seal(
+            &to,
+            b"for bob",
+            [1; 16],
+            tigress_client::unix_now(),
+            &mut <rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::from_seed([5; 32]),
+        )
+        .unwrap();
+    state.outbox.push(stale);
+    alice.state().save(&state).unwrap();
+    bob.relinquish(&id).await.unwrap();
+    let carol = client(&cluster, 2, &tmp.path().join("carol")).await;
+    assert_eq!(carol.accept(&url).await.unwrap(), b"k");
+    let sent = alice.send(&id, b"for carol", None).await.unwrap();
+    assert_eq!(sent.len(), 1);
+    let got = carol.recv(&id, Duration::from_secs(20)).await.unwrap();
+    assert_eq!(got.messages.len(), 1);
+    assert_eq!(got.messages[0].plaintext, b"for carol");
+    assert!(alice.state().load(&id).unwrap().outbox.is_empty());
+    cluster.shutdown().await;
+}
