@@ -45,6 +45,9 @@ impl Cluster {
                 bootstrap_interval_secs: 2,
                 anti_entropy_interval_secs: 1,
                 replica_timeout_ms: 3_000,
+                // Every node shares 127.0.0.1: no network-prefix limits.
+                max_peers_per_prefix: 0,
+                max_peers_per_prefix_per_bucket: 0,
                 ..Config::default()
             };
             if let Some(seed) = &seed {
@@ -151,10 +154,12 @@ impl Cluster {
     }
 
     /// Starts one more node, seeded by node 0, with the identity made from `seed` (e.g. a
-    /// Sybil's ground key) and the test doubles `doubles` makes for it; returns its index.
+    /// Sybil's ground key), its config adjusted by `tweak`, and the test doubles `doubles`
+    /// makes for it; returns its index.
     pub async fn add(
         &mut self,
         seed: [u8; 32],
+        tweak: impl FnOnce(&mut Config),
         doubles: impl FnOnce(&NodeIdentity) -> Doubles,
     ) -> anyhow::Result<usize> {
         let i = self.nodes.len();
@@ -169,6 +174,7 @@ impl Cluster {
         config.data_dir = Some(data_dir.clone());
         config.listen = vec!["/ip4/127.0.0.1/tcp/0".into()];
         config.bootstrap = self.addr(0).iter().map(ToString::to_string).collect();
+        tweak(&mut config);
         let identity = NodeIdentity::load_or_create(&data_dir)?;
         let node = Node::start_with(config.clone(), doubles(&identity)).await?;
         if let Some(addr) = node.listen_addrs().first() {

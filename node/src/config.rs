@@ -62,6 +62,11 @@ pub struct Config {
     pub bootstrap_interval_secs: u64,
     /// Seconds between anti-entropy rounds.
     pub anti_entropy_interval_secs: u64,
+    /// The most routing-table entries from one network prefix (IPv4 /24, IPv6 /48) in
+    /// all (0: no limit; local clusters, whose nodes share 127.0.0.1, use 0).
+    pub max_peers_per_prefix: usize,
+    /// The most routing-table entries from one prefix in one Kademlia bucket (0: none).
+    pub max_peers_per_prefix_per_bucket: usize,
     /// The HTTP gateway's secret (64 hex digits), shared by an operator's nodes so any of
     /// them serves the same draft devices; default: `gateway.key` in the data directory.
     pub gateway_secret: Option<String>,
@@ -94,6 +99,8 @@ impl Default for Config {
             idle_timeout_secs: 300,
             bootstrap_interval_secs: 300,
             anti_entropy_interval_secs: 30,
+            max_peers_per_prefix: 8,
+            max_peers_per_prefix_per_bucket: 2,
             gateway_secret: None,
         }
     }

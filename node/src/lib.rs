@@ -32,6 +32,7 @@ pub mod http;
 pub mod identity;
 pub mod metrics;
 pub mod network;
+pub mod prefix;
 pub mod replica;
 pub mod store;
 pub mod sync;

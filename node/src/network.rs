@@ -30,6 +30,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::config::{Config, NodeRole};
 use crate::metrics::Metrics;
+use crate::prefix;
 
 /// The Kademlia protocol of the tigress network (never the IPFS one).
 pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/tigress/kad/1.0.0");
@@ -183,6 +184,7 @@ pub struct Network {
     swarm: Swarm<NodeBehaviour>,
     commands: mpsc::Receiver<Command>,
     handle: NetworkHandle,
+    prefix_limits: prefix::Limits,
     /// The addresses the node listens on.
     pub listen_addrs: Vec<Multiaddr>,
 }
@@ -232,6 +234,9 @@ impl Network {
                     // Lookups follow disjoint paths, so one lying peer on a path cannot
                     // steer where a lookup ends.
                     .disjoint_query_paths(true)
+                    // Peers enter the routing table only through `LoopState::admit`, which
+                    // limits how many one network prefix may hold.
+                    .set_kbucket_inserts(kad::BucketInserts::Manual)
                     .set_replication_interval(None)
                     .set_publication_interval(None)
                     .set_periodic_bootstrap_interval(Some(Duration::from_secs(
@@ -350,6 +355,10 @@ impl Network {
             commands,
             handle,
             listen_addrs,
+            prefix_limits: prefix::Limits {
+                total: config.max_peers_per_prefix,
+                per_bucket: config.max_peers_per_prefix_per_bucket,
+            },
         })
     }
 
@@ -388,6 +397,7 @@ impl Network {
         let Network {
             mut swarm,
             mut commands,
+            prefix_limits,
             ..
         } = self;
         let mut state = LoopState {
@@ -395,6 +405,9 @@ impl Network {
             pending_closest: HashMap::new(),
             routing_only: HashSet::new(),
             responding: 0,
+            remote: HashMap::new(),
+            prefixes: prefix::PrefixTable::default(),
+            prefix_limits,
         };
         loop {
             tokio::select! {
@@ -475,9 +488,37 @@ struct LoopState {
     routing_only: HashSet<PeerId>,
     /// Answers handed to the swarm and not yet written (or failed).
     responding: usize,
+    /// The address each connected peer's connection comes from.
+    remote: HashMap<PeerId, Multiaddr>,
+    /// The prefixes of the routing-table entries this node inserted.
+    prefixes: prefix::PrefixTable,
+    prefix_limits: prefix::Limits,
 }
 
 impl LoopState {
+    /// Whether `peer` may enter the routing table: its connection's prefix has room, in
+    /// all and in the bucket it would go to.
+    fn admit(&mut self, swarm: &mut Swarm<NodeBehaviour>, peer: &PeerId) -> bool {
+        let Some(prefix) = self.remote.get(peer).and_then(prefix::Prefix::of_addr) else {
+            return true;
+        };
+        let local = kad::KBucketKey::from(*swarm.local_peer_id());
+        let bucket = local
+            .distance(&kad::KBucketKey::from(*peer))
+            .ilog2()
+            .unwrap_or(0);
+        if self
+            .prefixes
+            .admits(self.prefix_limits, peer, prefix, bucket)
+        {
+            self.prefixes.insert(*peer, prefix, bucket);
+            true
+        } else {
+            tracing::debug!(%peer, ?prefix, "routing table: the peer's network prefix is full");
+            false
+        }
+    }
+
     fn command(&mut self, swarm: &mut Swarm<NodeBehaviour>, command: Command) {
         match command {
             Command::Replica {
@@ -619,7 +660,7 @@ impl LoopState {
                 info,
                 ..
             })) => {
-                if info.protocols.contains(&KAD_PROTOCOL) {
+                if info.protocols.contains(&KAD_PROTOCOL) && self.admit(swarm, &peer_id) {
                     for addr in info.listen_addrs {
                         swarm.behaviour_mut().kad.add_address(&peer_id, addr);
                     }
@@ -657,8 +698,12 @@ impl LoopState {
                 }
             }
             SwarmEvent::Behaviour(NodeBehaviourEvent::Kad(kad::Event::RoutingUpdated {
+                old_peer,
                 ..
             })) => {
+                if let Some(evicted) = old_peer {
+                    self.prefixes.remove(&evicted);
+                }
                 let n: usize = swarm
                     .behaviour_mut()
                     .kad
@@ -667,7 +712,23 @@ impl LoopState {
                     .sum();
                 ctx.metrics.routing_table.store(n as u64, Ordering::Relaxed);
             }
-            SwarmEvent::ConnectionEstablished { .. } | SwarmEvent::ConnectionClosed { .. } => {
+            SwarmEvent::ConnectionEstablished {
+                peer_id, endpoint, ..
+            } => {
+                self.remote
+                    .insert(peer_id, endpoint.get_remote_address().clone());
+                ctx.metrics
+                    .peers
+                    .store(swarm.connected_peers().count() as u64, Ordering::Relaxed);
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established,
+                ..
+            } => {
+                if num_established == 0 {
+                    self.remote.remove(&peer_id);
+                }
                 ctx.metrics
                     .peers
                     .store(swarm.connected_peers().count() as u64, Ordering::Relaxed);

@@ -263,7 +263,11 @@ async fn sybils_nearer_than_a_mailboxs_replicas_take_over_nothing() {
     for _ in 0..3 {
         let seed = ground_near(&address, &replicas, 0);
         let i = cluster
-            .add(seed, |identity| Behaviour::Sybil.doubles(identity, &[]))
+            .add(
+                seed,
+                |_| {},
+                |identity| Behaviour::Sybil.doubles(identity, &[]),
+            )
             .await
             .unwrap();
         sybils.push(i);
@@ -613,5 +617,59 @@ async fn a_relinquish_does_not_jam_the_sender() {
     assert_eq!(got.messages.len(), 1);
     assert_eq!(got.messages[0].plaintext, b"for carol");
     assert!(alice.state().load(&id).unwrap().outbox.is_empty());
+    cluster.shutdown().await;
+}
+
+/// Ten nodes of one network (127.0.2.0/24, each bound to its own address) cannot fill
+/// the routing table of a node that allows two entries per prefix, while a node without
+/// limits takes them all. On loopback an inbound connection comes from 127.0.0.1
+/// whatever the peer listens on, so a crowd node may also enter through that prefix: at
+/// most two of the crowd per prefix seen, four in all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_network_prefix_cannot_fill_a_routing_table() {
+    const CROWD: usize = 10;
+    let ip = |i: usize| match i {
+        0 => "127.0.1.1".to_owned(),
+        i if i <= CROWD => format!("127.0.2.{i}"),
+        _ => format!("127.0.{}.1", i + 10),
+    };
+    let mut cluster = Cluster::start(CROWD + 2, |i, c| {
+        c.listen = vec![format!("/ip4/{}/tcp/0", ip(i))];
+    })
+    .await
+    .unwrap();
+    let limited = cluster
+        .add(
+            [42; 32],
+            |c| {
+                c.listen = vec!["/ip4/127.0.30.1/tcp/0".into()];
+                c.max_peers_per_prefix = 2;
+                c.max_peers_per_prefix_per_bucket = 2;
+            },
+            |_| Doubles::default(),
+        )
+        .await
+        .unwrap();
+    let peer = |i: usize| cluster.node(i).unwrap().peer_id();
+    let crowd_in =
+        |table: &[libp2p::PeerId]| (1..=CROWD).filter(|i| table.contains(&peer(*i))).count();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let table = cluster.node(limited).unwrap().routing_table().await;
+        let open = cluster.node(CROWD + 1).unwrap().routing_table().await;
+        let crowd = crowd_in(&table);
+        assert!(
+            crowd <= 4,
+            "{crowd} of the crowd in a table that allows 2 per prefix"
+        );
+        if crowd >= 2 && crowd_in(&open) == CROWD && table.contains(&peer(0)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never settled: {crowd} of the crowd, table {table:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     cluster.shutdown().await;
 }
