@@ -81,7 +81,8 @@ fuzz_target!(|data: &[u8]| {
         }
         _ => {
             if let Ok(r) = ReadRequest::from_bytes(rest) {
-                let _ = state.authorize_read(&r, &limits, now);
+                let _ = state.authorize_read(&r, r.body.scope, &limits, now);
+                let _ = state.authorize_open(&r, &limits, now);
             }
             if let Ok(r) = Receipt::from_bytes(rest) {
                 let _ = state.mark_contested(&[r], now);
