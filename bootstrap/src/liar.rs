@@ -107,7 +107,6 @@ impl std::fmt::Display for Behaviour {
 /// A node key whose peer ID lies nearer to `address` than `rank` of `others` (ground by
 /// drawing keys until one is): a Sybil's identity.
 pub fn ground_near(address: &Address, others: &[PublicKey], rank: usize) -> [u8; 32] {
-    let mut rng = UnwrapErr(getrandom::SysRng);
     let mut ranked: Vec<[u8; 32]> = others
         .iter()
         .map(|k| tigress_protocol::placement::distance(k, address))
@@ -117,14 +116,7 @@ pub fn ground_near(address: &Address, others: &[PublicKey], rank: usize) -> [u8;
         .get(rank.min(ranked.len().saturating_sub(1)))
         .copied()
         .unwrap_or([0xff; 32]);
-    loop {
-        let mut seed = [0u8; 32];
-        rand_core::Rng::fill_bytes(&mut rng, &mut seed);
-        let key = SigningKey::from_seed(&seed).public_key();
-        if tigress_protocol::placement::distance(&key, address) < bar {
-            return seed;
-        }
-    }
+    grind(address, |d| *d < bar)
 }
 
 /// A replica's lies.
@@ -275,32 +267,25 @@ impl ClientFilter for EntryLies {
 /// in 4 096 is that near: nearer than every node of a network of a few thousand).
 pub const SYBIL_BITS: u32 = 12;
 
-/// Parses an address written as 64 hex digits.
-pub fn parse_address(hex: &str) -> anyhow::Result<Address> {
-    let bytes: Vec<u8> = (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(hex.get(i..i + 2).unwrap_or(""), 16))
-        .collect::<Result<_, _>>()
-        .map_err(|_| anyhow::anyhow!("an address is 64 hex digits"))?;
-    let arr: [u8; 32] = bytes
-        .try_into()
-        .map_err(|_| anyhow::anyhow!("an address is 64 hex digits"))?;
-    Ok(Address(arr))
-}
-
 /// A node key whose peer ID shares at least `bits` leading bits with `address` in the
 /// DHT's key space (XOR distance below 2^(256 − bits)).
 pub fn ground_within(address: &Address, bits: u32) -> [u8; 32] {
+    grind(address, |d| {
+        let zeros = d.iter().position(|b| *b != 0).map_or(256, |i| {
+            u32::try_from(i).unwrap_or(0) * 8 + d.get(i).map_or(0, |b| b.leading_zeros())
+        });
+        zeros >= bits
+    })
+}
+
+/// Draws node keys until one's XOR distance to `address` satisfies `near`.
+fn grind(address: &Address, near: impl Fn(&[u8; 32]) -> bool) -> [u8; 32] {
     let mut rng = UnwrapErr(getrandom::SysRng);
     loop {
         let mut seed = [0u8; 32];
         rand_core::Rng::fill_bytes(&mut rng, &mut seed);
         let key = SigningKey::from_seed(&seed).public_key();
-        let d = tigress_protocol::placement::distance(&key, address);
-        let zeros = d.iter().position(|b| *b != 0).map_or(256, |i| {
-            u32::try_from(i).unwrap_or(0) * 8 + d.get(i).map_or(0, |b| b.leading_zeros())
-        });
-        if zeros >= bits {
+        if near(&tigress_protocol::placement::distance(&key, address)) {
             return seed;
         }
     }

@@ -169,7 +169,9 @@ impl ProcessCluster {
                     let hex = liars.near.as_deref().ok_or_else(|| {
                         anyhow::anyhow!("--behaviour sybil needs --near ADDRESS (64 hex digits)")
                     })?;
-                    let address = crate::liar::parse_address(hex)?;
+                    let address: tigress_protocol::Address = hex
+                        .parse()
+                        .map_err(|_| anyhow::anyhow!("--near must be an address: 64 hex digits"))?;
                     let seed = crate::liar::ground_within(&address, crate::liar::SYBIL_BITS);
                     std::fs::write(node_dir.join(tigress_node::identity::IDENTITY_FILE), seed)?;
                 }

@@ -92,17 +92,17 @@ impl Client {
         self
     }
 
-    /// Connections to the alternates that answer, in order.
-    async fn alternate_connections(&self) -> Vec<Connection> {
-        let mut out = Vec::new();
-        for addr in &self.alternates {
-            match Connection::connect(addr).await {
-                Ok(c) if c.peer_id() != self.conn.peer_id() => out.push(c),
-                Ok(_) => {}
-                Err(e) => tracing::debug!(%addr, error = %e, "an alternate entry is unreachable"),
+    /// A connection to alternate `i`, if it answers and is not the entry itself.
+    async fn alternate(&self, i: usize) -> Option<Connection> {
+        let addr = self.alternates.get(i)?;
+        match Connection::connect(addr).await {
+            Ok(c) if c.peer_id() != self.conn.peer_id() => Some(c),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::debug!(%addr, error = %e, "an alternate entry is unreachable");
+                None
             }
         }
-        out
     }
 
     /// Checks the replica set an entry named for `address` against a second entry's:
@@ -117,7 +117,10 @@ impl Client {
         let ClientResponse::Located { replicas: first } = &located else {
             return located;
         };
-        for alt in self.alternate_connections().await {
+        for i in 0..self.alternates.len() {
+            let Some(alt) = self.alternate(i).await else {
+                continue;
+            };
             let Ok(ClientResponse::Located { replicas: second }) = alt
                 .request(ClientRequest::Locate { address: *address })
                 .await
@@ -205,7 +208,10 @@ impl Client {
             Err(e) => return Err(e.into()),
         };
         tracing::warn!(error = %err, "the entry node's answer does not prove the write; retrying through another entry");
-        for alt in self.alternate_connections().await {
+        for i in 0..self.alternates.len() {
+            let Some(alt) = self.alternate(i).await else {
+                continue;
+            };
             let Ok(answer) = alt.request(request.clone()).await else {
                 continue;
             };

@@ -12,7 +12,6 @@ use hashlink::LruCache;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use libp2p::PeerId;
-use libp2p::kad::KBucketKey;
 use tigress_protocol::crypto::PublicKey;
 use tigress_protocol::mailbox::{self, Limits};
 use tigress_protocol::quorum::{
@@ -259,6 +258,19 @@ impl Entry {
             }
             ClientRequest::Report { proof } => {
                 proof.verify().map_err(|e| RemoteError::from(&e))?;
+                // Keys cost nothing: only a node this one routes to is worth a place in
+                // the bounded memory of liars (a flood of self-made proofs cannot push
+                // real liars out).
+                let known = match peer_of(&proof.liar()) {
+                    Some(peer) => self.net.routing_table().await.contains(&peer),
+                    None => false,
+                };
+                if !known {
+                    return Err(remote(
+                        ErrorCode::NotFound,
+                        "the proven liar is not a node this node knows",
+                    ));
+                }
                 let fresh = self.prove_liar(&proof);
                 Ok(ClientResponse::Stored {
                     duplicate: !fresh,
@@ -563,11 +575,8 @@ impl Entry {
 
 /// At most `r` of `peers` (duplicates once), nearest to `address` first by the DHT's XOR
 /// distance: where a mailbox at `address` lives.
-pub fn nearest(mut peers: Vec<PeerId>, address: &Address, r: usize) -> Vec<PublicKey> {
-    let target = KBucketKey::new(address.as_bytes().to_vec());
-    peers.sort_by_key(|p| KBucketKey::from(*p).distance(&target));
-    peers.dedup();
-    peers.iter().filter_map(key_of).take(r).collect()
+pub fn nearest(peers: Vec<PeerId>, address: &Address, r: usize) -> Vec<PublicKey> {
+    tigress_protocol::placement::nearest(peers.iter().filter_map(key_of), address, r)
 }
 
 /// The answer to a client's write, with the acknowledgements that prove it.
@@ -606,26 +615,25 @@ fn request_address(request: &ClientRequest) -> Option<Address> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use libp2p::kad::KBucketKey;
     use tigress_protocol::crypto::SigningKey;
 
-    /// The client's and the simulator's placement rule is the DHT's own.
+    /// The placement rule (`protocol::placement`) orders nodes exactly as the DHT's
+    /// own XOR metric does.
     #[test]
     fn the_protocol_placement_rule_is_kademlias() {
         let keys: Vec<SigningKey> = (0..40u8).map(|i| SigningKey::from_seed(&[i; 32])).collect();
-        let peers: Vec<PeerId> = keys
-            .iter()
-            .filter_map(|k| crate::identity::peer_of(&k.public_key()))
-            .collect();
-        assert_eq!(peers.len(), keys.len());
         for a in 0..20u8 {
             let address = Address([a; 32]);
-            let ours = nearest(peers.clone(), &address, 7);
-            let protocol = tigress_protocol::placement::nearest(
-                keys.iter().map(SigningKey::public_key),
-                &address,
-                7,
-            );
-            assert_eq!(ours, protocol);
+            let target = KBucketKey::new(address.as_bytes().to_vec());
+            let mut peers: Vec<PeerId> = keys
+                .iter()
+                .filter_map(|k| crate::identity::peer_of(&k.public_key()))
+                .collect();
+            peers.sort_by_key(|p| KBucketKey::from(*p).distance(&target));
+            let kademlia: Vec<PublicKey> = peers.iter().filter_map(key_of).take(7).collect();
+            assert_eq!(kademlia.len(), 7);
+            assert_eq!(nearest(peers, &address, 7), kademlia);
         }
     }
 }

@@ -502,6 +502,15 @@ impl LoopState {
         let Some(prefix) = self.remote.get(peer).and_then(prefix::Prefix::of_addr) else {
             return true;
         };
+        // Count against the table as it is (Kademlia drops entries on its own, and an
+        // insert may stay pending).
+        let mut table = HashSet::new();
+        for bucket in swarm.behaviour_mut().kad.kbuckets() {
+            for entry in bucket.iter() {
+                table.insert(*entry.node.key.preimage());
+            }
+        }
+        self.prefixes.retain(|p| table.contains(p));
         let local = kad::KBucketKey::from(*swarm.local_peer_id());
         let bucket = local
             .distance(&kad::KBucketKey::from(*peer))
@@ -698,12 +707,8 @@ impl LoopState {
                 }
             }
             SwarmEvent::Behaviour(NodeBehaviourEvent::Kad(kad::Event::RoutingUpdated {
-                old_peer,
                 ..
             })) => {
-                if let Some(evicted) = old_peer {
-                    self.prefixes.remove(&evicted);
-                }
                 let n: usize = swarm
                     .behaviour_mut()
                     .kad

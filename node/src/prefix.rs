@@ -56,7 +56,9 @@ pub struct Limits {
     pub per_bucket: usize,
 }
 
-/// The routing-table entries this node inserted, with their prefix and bucket.
+/// The prefix and bucket of each routing-table entry this node inserted. Kademlia's table
+/// stays the truth: entries it dropped are forgotten with [`PrefixTable::retain`] before
+/// each count.
 #[derive(Debug, Default)]
 pub struct PrefixTable {
     entries: HashMap<PeerId, (Prefix, u32)>,
@@ -81,9 +83,9 @@ impl PrefixTable {
         self.entries.insert(peer, (prefix, bucket));
     }
 
-    /// Records that `peer` left the table.
-    pub fn remove(&mut self, peer: &PeerId) {
-        self.entries.remove(peer);
+    /// Forgets every entry that is no longer in the table.
+    pub fn retain(&mut self, in_table: impl Fn(&PeerId) -> bool) {
+        self.entries.retain(|p, _| in_table(p));
     }
 }
 
@@ -145,11 +147,11 @@ mod tests {
         // Another prefix is not held back, and a peer already in stays.
         let other = peer();
         assert!(table.admits(limits, &other, honest, 255));
-        // Leaving frees a place.
+        // An entry Kademlia dropped stops counting.
         let p = peer();
         table.insert(p, sybil, 254);
         assert!(!table.admits(limits, &peer(), sybil, 253));
-        table.remove(&p);
+        table.retain(|x| *x != p);
         assert!(table.admits(limits, &peer(), sybil, 253));
         // No limits.
         let none = Limits {

@@ -56,20 +56,10 @@ pub enum StoreError {
 }
 
 enum Op {
-    Replica(Box<(ReplicaRequest, From)>),
+    Replica(Box<(ReplicaRequest, Option<PublicKey>)>),
     Sweep,
     List,
     Flush,
-}
-
-/// Who a replica request comes from.
-enum From {
-    /// This node (its entry role or anti-entropy).
-    Me,
-    /// Another node.
-    Node(PublicKey),
-    /// A peer whose identity is not a node key.
-    Stranger,
 }
 
 struct Job {
@@ -87,6 +77,8 @@ enum Reply {
 /// A handle on the storage actor.
 #[derive(Clone)]
 pub struct Store {
+    /// This node's key: requests from the node itself come from it.
+    me: PublicKey,
     jobs: mpsc::Sender<Job>,
     arrivals: broadcast::Sender<Arrival>,
     stats: Arc<StoreStats>,
@@ -145,6 +137,7 @@ impl Store {
                 source,
             })
         };
+        let me = node_key.public_key();
         let actor = Actor {
             mailboxes: open("mailboxes")?,
             messages: open("messages")?,
@@ -168,6 +161,7 @@ impl Store {
                 source: sled::Error::Io(e),
             })?;
         Ok(Self {
+            me,
             jobs,
             arrivals,
             stats,
@@ -217,8 +211,7 @@ impl Store {
     /// Applies one replica request from this node itself (a fetch here never waits; see
     /// `replica`).
     pub async fn apply(&self, request: ReplicaRequest) -> ReplicaResponse {
-        self.submit_replica(Op::Replica(Box::new((request, From::Me))))
-            .await
+        self.apply_from(request, Some(self.me)).await
     }
 
     /// Applies one replica request from the node `from` (`None`: not a known node).
@@ -227,7 +220,6 @@ impl Store {
         request: ReplicaRequest,
         from: Option<PublicKey>,
     ) -> ReplicaResponse {
-        let from = from.map_or(From::Stranger, From::Node);
         self.submit_replica(Op::Replica(Box::new((request, from))))
             .await
     }
@@ -365,14 +357,9 @@ impl Actor {
             .collect()
     }
 
-    fn apply(&mut self, req: ReplicaRequest, from: From, now: u64) -> Applied {
+    fn apply(&mut self, req: ReplicaRequest, from: Option<PublicKey>, now: u64) -> Applied {
         let key = self.node_key.clone();
         let limits = self.limits;
-        let from = match from {
-            From::Me => Some(key.public_key()),
-            From::Node(k) => Some(k),
-            From::Stranger => None,
-        };
         replica::apply(self, &key, &limits, from.as_ref(), req, now)
     }
 

@@ -1038,6 +1038,22 @@ impl MailboxState {
     }
 }
 
+/// Whether `rel` is a relinquish of the mailbox of `genesis` (whose digest is `digest`),
+/// signed by the key it names. Whether that key held a slot is for the state to judge.
+pub fn relinquish_of(genesis: &Genesis, digest: &[u8; 32], rel: &Relinquish) -> bool {
+    rel.body.address == genesis.header().address
+        && rel.body.genesis == *digest
+        && rel.verify_signature().is_ok()
+}
+
+/// Whether `resolve` is the sender's resolve of the mailbox of `genesis` (whose digest is
+/// `digest`).
+pub fn resolve_of(genesis: &Genesis, digest: &[u8; 32], resolve: &Resolve) -> bool {
+    resolve.body.address == genesis.header().address
+        && resolve.body.genesis == *digest
+        && resolve.verify_signature(&genesis.header().sender).is_ok()
+}
+
 /// Equivocations among `receipts`: every pair that proves a replica gave one slot in one
 /// epoch to two claimants (one proof per replica).
 pub fn equivocations(receipts: &[Receipt]) -> Vec<Equivocation> {

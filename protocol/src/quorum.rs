@@ -456,11 +456,7 @@ pub fn merge_views(
     merged.resolve = None;
     for v in &views {
         for r in v.relinquished.iter() {
-            if !relinquished.contains(r)
-                && r.body.address == genesis.header().address
-                && r.body.genesis == digest
-                && r.verify_signature().is_ok()
-            {
+            if !relinquished.contains(r) && mailbox::relinquish_of(genesis, &digest, r) {
                 relinquished.push(r.clone());
             }
         }
@@ -477,9 +473,7 @@ pub fn merge_views(
         }
         if merged.resolve.is_none()
             && let Some(r) = &v.resolve
-            && r.body.address == genesis.header().address
-            && r.body.genesis == digest
-            && r.verify_signature(&genesis.header().sender).is_ok()
+            && mailbox::resolve_of(genesis, &digest, r)
         {
             merged.resolve = Some(r.clone());
         }

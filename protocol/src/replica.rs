@@ -116,15 +116,12 @@ fn authorize(
     now: u64,
 ) -> Result<(), crate::Error> {
     use crate::Error;
-    let genesis = state.genesis();
-    let digest = state.genesis_digest();
-    let named = |d: [u8; 32]| {
-        if d == digest {
-            Ok(())
-        } else {
-            Err(Error::WrongGenesis)
-        }
-    };
+    if access
+        .named_genesis()
+        .is_some_and(|d| d != state.genesis_digest())
+    {
+        return Err(Error::WrongGenesis);
+    }
     let party = |k: &PublicKey| state.role_of(k).map(|_| ()).ok_or(Error::NotAParty);
     match access {
         // An open is an invitee's (claim key, no genesis named yet) or a party's.
@@ -134,29 +131,23 @@ fn authorize(
         Access::Read(r) => state
             .authorize_read(r, r.body.scope, limits, now)
             .map(|_| ()),
-        Access::Claim(c) => mailbox::validate_claim(genesis, c, limits, now),
+        Access::Claim(c) => mailbox::validate_claim(state.genesis(), c, limits, now),
         Access::Message(m) => {
-            named(m.header().genesis)?;
             party(&m.header().from)?;
             m.verify_signature()
         }
         Access::Delete(d) => {
-            named(d.body.genesis)?;
             party(&d.body.by)?;
             d.verify_signature()
         }
         Access::Relinquish(r) => {
-            named(r.body.genesis)?;
             let granted = state.grants().iter().any(|g| g.body.recipient == r.body.by);
             if !granted {
                 party(&r.body.by)?;
             }
             r.verify_signature()
         }
-        Access::Resolve(r) => {
-            named(r.body.genesis)?;
-            r.verify_signature(&genesis.header().sender)
-        }
+        Access::Resolve(r) => r.verify_signature(&state.genesis().header().sender),
     }
 }
 

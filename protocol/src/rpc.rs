@@ -138,18 +138,11 @@ impl Access {
         }
     }
 
-    /// Whether `genesis` is the one the record is for: the digest it names, or for an
-    /// invitee's open (which names none), the claim key it is signed with. A genesis is
-    /// co-signed by its claim key, so no node can forge one that fits another's request.
-    pub fn fits(&self, genesis: &Genesis) -> bool {
-        use crate::record::{Record, UNKNOWN_GENESIS};
+    /// The digest of the genesis the record names; `None` for an invitee's open, which
+    /// names none (it is signed by the claim key instead).
+    pub fn named_genesis(&self) -> Option<[u8; 32]> {
+        use crate::record::UNKNOWN_GENESIS;
         let named = match self {
-            Access::Read(r) if r.body.genesis == UNKNOWN_GENESIS => {
-                return r.body.by == genesis.header().claim_key
-                    && r.body.address == genesis.header().address
-                    && genesis.check_shape().is_ok()
-                    && genesis.verify_signature().is_ok();
-            }
             Access::Read(r) => r.body.genesis,
             Access::Claim(c) => c.body.genesis,
             Access::Message(m) => m.header().genesis,
@@ -157,7 +150,26 @@ impl Access {
             Access::Relinquish(r) => r.body.genesis,
             Access::Resolve(r) => r.body.genesis,
         };
-        self.address() == genesis.header().address && named == genesis.digest()
+        (named != UNKNOWN_GENESIS).then_some(named)
+    }
+
+    /// Whether `genesis` is the one the record is for: the digest it names, or for an
+    /// invitee's open (which names none), the claim key it is signed with. A genesis is
+    /// co-signed by its claim key, so no node can forge one that fits another's request.
+    pub fn fits(&self, genesis: &Genesis) -> bool {
+        use crate::record::Record;
+        if self.address() != genesis.header().address {
+            return false;
+        }
+        match (self.named_genesis(), self) {
+            (Some(named), _) => named == genesis.digest(),
+            (None, Access::Read(r)) => {
+                r.body.by == genesis.header().claim_key
+                    && genesis.check_shape().is_ok()
+                    && genesis.verify_signature().is_ok()
+            }
+            (None, _) => false,
+        }
     }
 }
 

@@ -287,6 +287,14 @@ impl Channel {
         })
     }
 
+    fn delete(&self, now: u64) -> Delete {
+        Delete::sign(self.address, self.genesis, &self.signing, now)
+    }
+
+    fn read_request(&self, now: u64, scope: ReadScope) -> ReadRequest {
+        ReadRequest::sign(self.address, self.genesis, &self.signing, now, scope)
+    }
+
     fn cursor(&self, authors: &[PublicKey]) -> Vec<(PublicKey, u64)> {
         authors
             .iter()
@@ -512,18 +520,13 @@ impl SenderSession {
         let gone: Vec<PublicKey> = view
             .relinquished
             .iter()
-            .filter(|r| {
-                r.body.address == self.address()
-                    && r.body.genesis == self.channel.genesis
-                    && r.verify_signature().is_ok()
-            })
+            .filter(|r| mailbox::relinquish_of(&self.genesis, &self.channel.genesis, r))
             .map(|r| r.body.by)
             .collect();
-        let resolve = view.resolve.as_ref().filter(|r| {
-            r.body.address == self.address()
-                && r.body.genesis == self.channel.genesis
-                && r.verify_signature(&self.genesis.header().sender).is_ok()
-        });
+        let resolve = view
+            .resolve
+            .as_ref()
+            .filter(|r| mailbox::resolve_of(&self.genesis, &self.channel.genesis, r));
         let mut found: Vec<Recipient> = Vec::new();
         let mut add = |r: Recipient| {
             if !gone.contains(&r.key) && !found.contains(&r) {
@@ -634,23 +637,12 @@ impl SenderSession {
 
     /// A signed delete.
     pub fn delete(&self, now: u64) -> Delete {
-        Delete::sign(
-            self.address(),
-            self.channel.genesis,
-            &self.channel.signing,
-            now,
-        )
+        self.channel.delete(now)
     }
 
     /// A signed read request for the operation `scope`.
     pub fn read_request(&self, now: u64, scope: ReadScope) -> ReadRequest {
-        ReadRequest::sign(
-            self.address(),
-            self.channel.genesis,
-            &self.channel.signing,
-            now,
-            scope,
-        )
+        self.channel.read_request(now, scope)
     }
 
     /// Local persistence (contains secrets).
@@ -892,23 +884,12 @@ impl RecipientSession {
 
     /// A signed delete (effective only with the delete right).
     pub fn delete(&self, now: u64) -> Delete {
-        Delete::sign(
-            self.address(),
-            self.channel.genesis,
-            &self.channel.signing,
-            now,
-        )
+        self.channel.delete(now)
     }
 
     /// A signed read request for the operation `scope`.
     pub fn read_request(&self, now: u64, scope: ReadScope) -> ReadRequest {
-        ReadRequest::sign(
-            self.address(),
-            self.channel.genesis,
-            &self.channel.signing,
-            now,
-            scope,
-        )
+        self.channel.read_request(now, scope)
     }
 
     /// Local persistence (contains secrets).

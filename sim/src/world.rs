@@ -1057,16 +1057,6 @@ impl World {
             );
         }
         let liars = self.config.liars.min(r);
-        let mut honest: Vec<&Node> = self.nodes.iter().filter(|n| !n.liar).collect();
-        honest.sort_by_key(|n| {
-            let mut d = [0u8; 32];
-            let h = tigress_protocol::crypto::sha256(&[n.public.as_bytes()]);
-            for (i, b) in d.iter_mut().enumerate() {
-                *b = h.get(i).copied().unwrap_or(0)
-                    ^ address.as_bytes().get(i).copied().unwrap_or(0);
-            }
-            d
-        });
         let mut set: Vec<PublicKey> = self
             .nodes
             .iter()
@@ -1074,7 +1064,11 @@ impl World {
             .take(liars)
             .map(|n| n.public)
             .collect();
-        set.extend(honest.iter().take(r - liars).map(|n| n.public));
+        set.extend(tigress_protocol::placement::nearest(
+            self.nodes.iter().filter(|n| !n.liar).map(|n| n.public),
+            address,
+            r - liars,
+        ));
         set
     }
 

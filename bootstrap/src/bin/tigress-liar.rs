@@ -61,7 +61,9 @@ async fn main() -> anyhow::Result<()> {
     if let Some(hex) = near
         && !key_file.exists()
     {
-        let address = liar::parse_address(&hex)?;
+        let address: tigress_protocol::Address = hex
+            .parse()
+            .map_err(|_| anyhow::anyhow!("--near must be an address: 64 hex digits"))?;
         let seed = liar::ground_within(&address, liar::SYBIL_BITS);
         std::fs::write(&key_file, seed)?;
     }
