@@ -341,3 +341,91 @@ fn records_naming_another_genesis_are_refused() {
     // The genesis's own digest is what every record names.
     assert_eq!(r.relinquish(NOW).body.genesis, fx.sender.genesis().digest());
 }
+
+/// A replica that missed a contest learns it from anti-entropy before the resolve, which
+/// it would refuse without one.
+#[test]
+fn anti_entropy_copies_a_contest_before_its_resolve() {
+    use tigress_protocol::reconcile;
+    use tigress_protocol::replica::digest_of;
+    use tigress_protocol::rpc::ReplicaRequest;
+    let mut fx = Fixture::new(5, ShareOptions::default());
+    let a = fx.recipient();
+    let b = fx.recipient();
+    let mut evidence = fx.grant_on(&a, &[0, 1, 4]);
+    evidence.extend(fx.grant_on(&b, &[2, 3]));
+    fx.states[0].mark_contested(&evidence, NOW).unwrap();
+    let resolve = fx
+        .sender
+        .resolve(vec![a.claim().clone()], &fx.limits, NOW)
+        .unwrap();
+    fx.states[0].resolve(&resolve, &fx.limits, NOW).unwrap();
+    // Replica 1 never saw the contest: the resolve alone is refused.
+    assert_eq!(
+        fx.states[1].clone().resolve(&resolve, &fx.limits, NOW),
+        Err(Error::NotContested)
+    );
+    let have = digest_of(&fx.states[1]);
+    let lacking = reconcile::lacking(Some(&have), &digest_of(&fx.states[0]));
+    let (before, _) = lacking.requests();
+    let order: Vec<&str> = before
+        .iter()
+        .map(|r| match r {
+            ReplicaRequest::MarkContested { .. } => "contest",
+            ReplicaRequest::Resolve { .. } => "resolve",
+            _ => "other",
+        })
+        .collect();
+    assert_eq!(order, ["contest", "resolve"]);
+    for request in before {
+        match request {
+            ReplicaRequest::MarkContested { evidence, .. } => {
+                fx.states[1].mark_contested(&evidence, NOW).unwrap();
+            }
+            ReplicaRequest::Resolve { resolve } => {
+                fx.states[1].resolve(&resolve, &fx.limits, NOW).unwrap();
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(fx.states[1].recipients()[0].key, a.public_key());
+}
+
+/// An entry collecting a claim's receipts keeps the proof when a replica's refusal shows
+/// it gave the same slot to another claimant.
+#[test]
+fn a_claim_gather_keeps_the_proof_of_an_equivocation() {
+    use tigress_protocol::quorum::{ClaimGather, Quorum};
+    use tigress_protocol::rpc::ReplicaResponse;
+    let mut fx = Fixture::new(5, ShareOptions::default());
+    let a = fx.recipient();
+    let b = fx.recipient();
+    let g = fx.sender.genesis().clone();
+    let liar = 4;
+    let lie = |c: &RecipientSession| {
+        let mut fresh = MailboxState::create(g.clone(), &fx.limits, NOW).unwrap();
+        fresh
+            .grant(c.claim(), &fx.replicas[liar], &fx.limits, NOW)
+            .unwrap()
+            .0
+    };
+    let (to_a, to_b) = (lie(&a), lie(&b));
+    let keys: Vec<_> = fx.replicas.iter().map(SigningKey::public_key).collect();
+    let mut q = Quorum::new(&keys, ClaimGather::new(g.clone(), a.claim().clone()), 0);
+    q.handle_answer(keys[liar], Ok(ReplicaResponse::Granted(to_a)), 0);
+    // A refusal carries receipts; every valid one counts, here the liar's to b.
+    q.handle_answer(
+        keys[0],
+        Ok(ReplicaResponse::Refused {
+            error: tigress_protocol::rpc::RemoteError::new(ErrorCode::Conflict, "taken"),
+            grants: BoundedVec::truncated(vec![to_b]),
+        }),
+        0,
+    );
+    for k in &keys[1..4] {
+        q.handle_answer(*k, Err(tigress_protocol::quorum::CallError::Timeout), 0);
+    }
+    let (_, proofs) = q.finish();
+    assert_eq!(proofs.len(), 1);
+    assert_eq!(proofs[0].liar(), keys[liar]);
+}

@@ -10,7 +10,7 @@ use tigress_bootstrap::liar::{Behaviour, ground_near};
 use tigress_client::{Client, ClientError, Party};
 use tigress_node::Doubles;
 use tigress_protocol::crypto::PublicKey;
-use tigress_protocol::record::{Equivocation, Policy, Receipt, ReceiptBody};
+use tigress_protocol::record::{Equivocation, Policy, Receipt, ReceiptBody, Record};
 use tigress_protocol::rpc::{
     Access, ClientRequest, ClientResponse, ReplicaRequest, ReplicaResponse,
 };
@@ -44,6 +44,17 @@ async fn with_liar(n: usize, liar: usize, behaviour: Behaviour, fellows: &[usize
     )
     .await
     .unwrap()
+}
+
+/// Alice, entering at node `i` with her state in `dir`, shares the payload `k`.
+async fn share(cluster: &Cluster, i: usize, dir: &std::path::Path) -> (Client, ShareUrl) {
+    let alice = client(cluster, i, dir).await;
+    let shared = alice
+        .share(b"k", &ShareOptions::default(), None)
+        .await
+        .unwrap();
+    let url = ShareUrl::parse(&shared.url.expose_url()).unwrap();
+    (alice, url)
 }
 
 async fn client(cluster: &Cluster, i: usize, state: &std::path::Path) -> Client {
@@ -159,12 +170,7 @@ async fn a_withholding_replica_cannot_hide_messages() {
     let cluster = with_liar(5, 4, Behaviour::Withhold, &[]).await;
     let tmp = tempfile::tempdir().unwrap();
     let (a, b) = (tmp.path().join("alice"), tmp.path().join("bob"));
-    let alice = client(&cluster, 4, &a).await;
-    let shared = alice
-        .share(b"k", &ShareOptions::default(), None)
-        .await
-        .unwrap();
-    let url = ShareUrl::parse(&shared.url.expose_url()).unwrap();
+    let (_, url) = share(&cluster, 4, &a).await;
     let id = url.mailbox_id();
     client(&cluster, 1, &b).await.accept(&url).await.unwrap();
     for k in 0..5u8 {
@@ -247,12 +253,7 @@ async fn sybils_nearer_than_a_mailboxs_replicas_take_over_nothing() {
     let mut cluster = Cluster::start(5, |_, _| {}).await.unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let (a, b) = (tmp.path().join("alice"), tmp.path().join("bob"));
-    let alice = client(&cluster, 0, &a).await;
-    let shared = alice
-        .share(b"k", &ShareOptions::default(), None)
-        .await
-        .unwrap();
-    let url = ShareUrl::parse(&shared.url.expose_url()).unwrap();
+    let (alice, url) = share(&cluster, 0, &a).await;
     let address = url.mailbox_id().address();
     let replicas: Vec<PublicKey> = (0..5)
         .map(|i| cluster.node(i).unwrap().identity().public_key())
@@ -320,12 +321,7 @@ async fn sybils_nearer_than_a_mailboxs_replicas_take_over_nothing() {
 async fn a_proven_liar_is_reported_and_no_longer_asked_or_placed() {
     let cluster = Cluster::start(5, |_, _| {}).await.unwrap();
     let tmp = tempfile::tempdir().unwrap();
-    let alice = client(&cluster, 0, &tmp.path().join("alice")).await;
-    let shared = alice
-        .share(b"k", &ShareOptions::default(), None)
-        .await
-        .unwrap();
-    let url = ShareUrl::parse(&shared.url.expose_url()).unwrap();
+    let (alice, url) = share(&cluster, 0, &tmp.path().join("alice")).await;
     let address = url.mailbox_id().address();
     // Node 4's key signs one slot to two claimants.
     let liar = cluster.node(4).unwrap().identity();
@@ -345,6 +341,19 @@ async fn a_proven_liar_is_reported_and_no_longer_asked_or_placed() {
         )
     };
     let proof = Equivocation::of(&receipt(1), &receipt(2)).unwrap();
+    // A valid proof against a key that is no node of the network takes no place in the
+    // node's memory of liars.
+    let stranger = tigress_protocol::crypto::SigningKey::from_seed(&[77; 32]);
+    let mut self_made = proof.clone();
+    for r in [&mut self_made.first, &mut self_made.second] {
+        r.body.replica = stranger.public_key();
+        *r = Receipt::sign(r.body.clone(), &stranger);
+    }
+    self_made.verify().unwrap();
+    assert!(matches!(
+        alice.connection().request(ClientRequest::Report { proof: self_made }).await,
+        Err(ClientError::Remote(e)) if e.code == ErrorCode::NotFound
+    ));
     // A forged proof, or two receipts that do not conflict, are refused.
     let mut forged = proof.clone();
     forged.second.signature.0[0] ^= 1;
@@ -384,12 +393,7 @@ async fn a_proven_liar_is_reported_and_no_longer_asked_or_placed() {
 async fn replica_reads_are_authorised() {
     let cluster = Cluster::start(3, |_, c| c.replication = 3).await.unwrap();
     let tmp = tempfile::tempdir().unwrap();
-    let alice = client(&cluster, 0, &tmp.path().join("alice")).await;
-    let shared = alice
-        .share(b"k", &ShareOptions::default(), None)
-        .await
-        .unwrap();
-    let url = ShareUrl::parse(&shared.url.expose_url()).unwrap();
+    let (alice, url) = share(&cluster, 0, &tmp.path().join("alice")).await;
     let address: Address = url.mailbox_id().address();
     client(&cluster, 1, &tmp.path().join("bob"))
         .await
@@ -580,12 +584,7 @@ async fn the_cli_gets_past_a_lying_entry_of_a_process_cluster() {
 async fn a_relinquish_does_not_jam_the_sender() {
     let cluster = Cluster::start(3, |_, c| c.replication = 3).await.unwrap();
     let tmp = tempfile::tempdir().unwrap();
-    let alice = client(&cluster, 0, &tmp.path().join("alice")).await;
-    let shared = alice
-        .share(b"k", &ShareOptions::default(), None)
-        .await
-        .unwrap();
-    let url = ShareUrl::parse(&shared.url.expose_url()).unwrap();
+    let (alice, url) = share(&cluster, 0, &tmp.path().join("alice")).await;
     let id = url.mailbox_id();
     let bob = client(&cluster, 1, &tmp.path().join("bob")).await;
     bob.accept(&url).await.unwrap();
@@ -671,5 +670,58 @@ async fn one_network_prefix_cannot_fill_a_routing_table() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    cluster.shutdown().await;
+}
+
+/// A genesis that names nodes far from its address (as a lying entry would, to place a
+/// mailbox on its own nodes) is refused by them: each replica checks it is among the 2R
+/// nodes it knows nearest the address. The nearest nodes take the same share.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_refuse_a_genesis_far_from_its_address() {
+    use tigress_protocol::session::{SenderSession, ShareIdentity};
+    let cluster = Cluster::start(8, |_, c| c.replication = 3).await.unwrap();
+    let keys: Vec<PublicKey> = (0..8)
+        .map(|i| cluster.node(i).unwrap().identity().public_key())
+        .collect();
+    let conn = client(&cluster, 0, tempfile::tempdir().unwrap().path())
+        .await
+        .connection()
+        .clone();
+    let mut rng = <rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::from_seed([8; 32]);
+    let identity = ShareIdentity::random(&mut rng);
+    let address = identity.address();
+    let by_distance = tigress_protocol::placement::nearest(keys.iter().copied(), &address, 8);
+    let share = |replicas: Vec<PublicKey>, rng: &mut rand_chacha::ChaCha20Rng| {
+        SenderSession::create(
+            identity.clone(),
+            "https://relay.example",
+            replicas,
+            b"k",
+            &ShareOptions::default(),
+            tigress_client::unix_now(),
+            rng,
+        )
+        .unwrap()
+        .0
+    };
+    // The three farthest: two of them have six (2R) nearer nodes.
+    let far = share(by_distance[5..].to_vec(), &mut rng);
+    let refused = conn
+        .request(ClientRequest::Create {
+            genesis: far.genesis().clone(),
+        })
+        .await;
+    assert!(
+        matches!(&refused, Err(ClientError::Remote(e)) if e.code == ErrorCode::Unauthorized),
+        "{refused:?}"
+    );
+    let near = share(by_distance[..3].to_vec(), &mut rng);
+    let stored = conn
+        .request(ClientRequest::Create {
+            genesis: near.genesis().clone(),
+        })
+        .await
+        .unwrap();
+    tigress_protocol::flow::stored(stored, near.genesis(), &near.genesis().digest()).unwrap();
     cluster.shutdown().await;
 }
