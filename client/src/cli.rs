@@ -441,8 +441,9 @@ async fn execute(cli: Cli) -> Result<(), ClientError> {
             let url = parse_url(&url)?;
             let st = client.status(url.mailbox_id().address()).await?;
             // A party sees the recipients' keys and the message count; anyone else only
-            // the public status.
-            let party = client.party_status(&url.mailbox_id()).await.unwrap_or(None);
+            // the public status. A sender whose view shows more recipients than allowed
+            // gets that error (the liar is reported), not a quiet public status.
+            let party = client.party_status(&url.mailbox_id()).await?;
             let recipients = party
                 .as_ref()
                 .map(|p| p.recipients.clone())
