@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use libp2p::Multiaddr;
-use tigress_node::{Config, Doubles, Node, NodeIdentity};
+use tigress_node::{Config, Doubles, Node, NodeIdentity, Reachability};
 
 use crate::ready;
 
@@ -45,6 +45,8 @@ impl Cluster {
                 bootstrap_interval_secs: 2,
                 anti_entropy_interval_secs: 1,
                 replica_timeout_ms: 3_000,
+                // Loopback is reachable: no AutoNAT probes to wait for.
+                reachability: Reachability::Public,
                 // Every node shares 127.0.0.1: no network-prefix limits.
                 max_peers_per_prefix: 0,
                 max_peers_per_prefix_per_bucket: 0,

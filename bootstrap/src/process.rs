@@ -134,6 +134,8 @@ async fn write_config(
     text.push_str(&format!("listen = [{}]\n", toml_string(listen)));
     text.push_str(&format!("http = {}\n", toml_string(http)));
     text.push_str(&format!("replication = {replication}\n"));
+    // Loopback is reachable: no AutoNAT probes to wait for.
+    text.push_str("reachability = \"public\"\n");
     // Every node of a local cluster shares 127.0.0.1: no network-prefix limits.
     text.push_str("max_peers_per_prefix = 0\nmax_peers_per_prefix_per_bucket = 0\n");
     if let Some(seed) = seed {

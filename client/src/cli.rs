@@ -457,9 +457,24 @@ async fn execute(cli: Cli) -> Result<(), ClientError> {
                 .claimants(&url.mailbox_id())
                 .await
                 .unwrap_or_default();
+            // Where the mailbox lives: its holders' peer IDs in the genesis's order.
+            let replicas: Vec<String> = st
+                .replicas
+                .iter()
+                .map(|k| {
+                    libp2p::identity::ed25519::PublicKey::try_from_bytes(k.as_bytes())
+                        .map(|ed| {
+                            libp2p::identity::PublicKey::from(ed)
+                                .to_peer_id()
+                                .to_string()
+                        })
+                        .unwrap_or_else(|_| k.to_string())
+                })
+                .collect();
             if json {
                 let doc = serde_json::json!({
                     "share_id": url.mailbox_id().to_string(),
+                    "replicas": replicas,
                     "expires_at": st.expires_at,
                     "expires": rfc3339(st.expires_at),
                     "expired": st.expired,
@@ -498,6 +513,7 @@ async fn execute(cli: Cli) -> Result<(), ClientError> {
                 if let Some(n) = messages {
                     print_line(&format!("messages: {n}"))?;
                 }
+                print_line(&format!("replicas: {}", replicas.join(" ")))?;
             }
         }
         Command::Delete { url } => {

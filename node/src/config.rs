@@ -17,6 +17,34 @@ pub enum NodeRole {
     Bootstrap,
 }
 
+/// Whether other nodes can dial this one, and so whether it may serve in routing tables
+/// and hold mailboxes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Reachability {
+    /// AutoNAT decides: the node starts private and turns public once another node has
+    /// dialed one of its addresses back (the default).
+    #[default]
+    Auto,
+    /// The operator vouches that the listen addresses are reachable: the node serves at once.
+    Public,
+    /// Behind NAT or a firewall: the node is only a client of the network (Kademlia client
+    /// mode); it is never in a routing table and never a replica of another node's
+    /// mailbox.
+    Private,
+}
+
+impl Reachability {
+    /// The setting's name, as in the configuration file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Public => "public",
+            Self::Private => "private",
+        }
+    }
+}
+
 /// The node's configuration.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -37,6 +65,8 @@ pub struct Config {
     pub seeds_file: Option<PathBuf>,
     /// Relay or bootstrap.
     pub role: NodeRole,
+    /// `auto` (AutoNAT decides), `public` or `private`.
+    pub reachability: Reachability,
     /// How many replicas a new mailbox gets (the network's replication factor).
     pub replication: u8,
     /// The longest mailbox lifetime accepted, in seconds.
@@ -87,6 +117,7 @@ impl Default for Config {
             bootstrap: Vec::new(),
             seeds_file: None,
             role: NodeRole::Relay,
+            reachability: Reachability::Auto,
             replication: 5,
             max_ttl_secs: 7 * 24 * 3600,
             quota_bytes: 1 << 30,

@@ -309,10 +309,11 @@ impl Entry {
             .unwrap_or(false)
     }
 
-    /// The R closest relay nodes to `address` (this node included when it is a relay).
+    /// The R closest relay nodes to `address`. This node is among them when it is a relay
+    /// that others can reach, or when it knows no other node (a network of one).
     pub async fn locate(&self, address: &Address, r: usize) -> Vec<PublicKey> {
         let mut peers = self.net.closest_peers(address.as_bytes().to_vec()).await;
-        if self.replica.is_some() {
+        if self.replica.is_some() && (self.net.is_public() || peers.is_empty()) {
             peers.push(self.net.local_peer_id());
         }
         peers.retain(|p| key_of(p).is_none_or(|k| !self.is_liar(&k)));

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use axum::Router;
 use axum::extract::State;
@@ -10,6 +11,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use tokio::net::TcpListener;
 
+use crate::config::Reachability;
 use crate::gateway::Gateway;
 use crate::metrics::Metrics;
 use crate::store::Store;
@@ -19,12 +21,25 @@ struct HttpState {
     metrics: Arc<Metrics>,
     store: Option<Store>,
     peer_id: String,
+    reachability: Reachability,
 }
 
+/// `{"status":"ok","peer_id":…,"reachability":"public"|"private","reachability_setting":…}`:
+/// `reachability` is the mode the node is in now (`public`: it serves in routing tables
+/// and as a replica), the setting is what the operator chose (`auto` lets AutoNAT decide).
 async fn health(State(s): State<HttpState>) -> impl IntoResponse {
+    let mode = if s.metrics.reachable.load(Ordering::Relaxed) {
+        "public"
+    } else {
+        "private"
+    };
     (
         [(header::CONTENT_TYPE, "application/json")],
-        format!("{{\"status\":\"ok\",\"peer_id\":\"{}\"}}", s.peer_id),
+        format!(
+            "{{\"status\":\"ok\",\"peer_id\":\"{}\",\"reachability\":\"{mode}\",\"reachability_setting\":\"{}\"}}",
+            s.peer_id,
+            s.reachability.as_str()
+        ),
     )
 }
 
@@ -48,6 +63,7 @@ pub async fn serve(
     metrics: Arc<Metrics>,
     store: Option<Store>,
     peer_id: String,
+    reachability: Reachability,
     gateway: Option<Arc<Gateway>>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
@@ -58,6 +74,7 @@ pub async fn serve(
             metrics,
             store,
             peer_id,
+            reachability,
         });
     if let Some(gateway) = gateway {
         app = app.merge(crate::gateway::router(gateway));

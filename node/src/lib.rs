@@ -48,7 +48,7 @@ use tigress_protocol::mailbox::Limits;
 use tokio::sync::{Semaphore, oneshot, watch};
 use tokio::task::JoinHandle;
 
-pub use config::{Config, ConfigError, NodeRole};
+pub use config::{Config, ConfigError, NodeRole, Reachability};
 pub use identity::NodeIdentity;
 
 use crate::entry::{Entry, EntryConfig};
@@ -382,6 +382,7 @@ impl Node {
                     metrics.clone(),
                     store.clone(),
                     identity.peer_id().to_string(),
+                    config.reachability,
                     Some(gateway),
                     async move {
                         let _ = stop_rx.await;

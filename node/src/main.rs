@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use tigress_node::{Config, Node, NodeIdentity, NodeRole};
+use tigress_node::{Config, Node, NodeIdentity, NodeRole, Reachability};
 
 /// A relay node of the tigress credential-sharing network.
 #[derive(Debug, Parser)]
@@ -57,6 +57,10 @@ struct RunArgs {
     /// relay (stores mailboxes) or bootstrap (routes only).
     #[arg(long, value_enum)]
     role: Option<NodeRole>,
+    /// Whether other nodes can dial this one: auto (AutoNAT decides), public, or private
+    /// (behind NAT: a client of the network, never a replica).
+    #[arg(long, value_enum)]
+    reachability: Option<Reachability>,
     /// The network's replication factor.
     #[arg(long)]
     replication: Option<u8>,
@@ -102,6 +106,9 @@ fn config_of(args: RunArgs) -> anyhow::Result<Config> {
     }
     if let Some(role) = args.role {
         config.role = role;
+    }
+    if let Some(r) = args.reachability {
+        config.reachability = r;
     }
     if let Some(r) = args.replication {
         config.replication = r;

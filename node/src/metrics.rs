@@ -19,6 +19,8 @@ pub struct Metrics {
     pub peers: AtomicU64,
     /// Long-polls waiting for a message right now.
     pub long_polls: AtomicU64,
+    /// Whether other nodes can dial this one (it serves in routing tables and as a replica).
+    pub reachable: std::sync::atomic::AtomicBool,
     /// Peers in the Kademlia routing table.
     pub routing_table: AtomicU64,
     /// Anti-entropy rounds completed.
@@ -129,6 +131,13 @@ impl Metrics {
             "Connected peers.",
             "gauge",
             self.peers.load(Ordering::Relaxed),
+        );
+        gauge(
+            &mut out,
+            "tigress_reachable",
+            "1 when other nodes can dial this one (it serves as a replica), else 0.",
+            "gauge",
+            u64::from(self.reachable.load(Ordering::Relaxed)),
         );
         gauge(
             &mut out,

@@ -6,7 +6,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
@@ -14,9 +14,12 @@ use libp2p::core::transport::ListenerId;
 use libp2p::kad::{self, QueryId, QueryResult};
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
-use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent};
 use libp2p::{
-    Multiaddr, PeerId, StreamProtocol, Swarm, connection_limits, identify, noise, ping, tcp, yamux,
+    Multiaddr, PeerId, StreamProtocol, Swarm, autonat, connection_limits, identify, noise, ping,
+    tcp, yamux,
 };
 use tigress_protocol::ErrorCode;
 use tigress_protocol::quorum::CallError;
@@ -28,7 +31,7 @@ use tigress_transport::{
 };
 use tokio::sync::{mpsc, oneshot};
 
-use crate::config::{Config, NodeRole};
+use crate::config::{Config, NodeRole, Reachability};
 use crate::metrics::Metrics;
 use crate::prefix;
 
@@ -40,6 +43,10 @@ pub(crate) struct NodeBehaviour {
     limits: connection_limits::Behaviour,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
+    /// Asks other nodes to dial this one's candidate addresses back (`auto` reachability).
+    autonat_client: Toggle<autonat::v2::client::Behaviour>,
+    /// Dials other nodes' candidate addresses back for them (every serving relay).
+    autonat_server: Toggle<autonat::v2::server::Behaviour>,
     kad: kad::Behaviour<kad::store::MemoryStore>,
     client: request_response::Behaviour<ClientCodec>,
     replica: request_response::Behaviour<ReplicaCodec>,
@@ -81,9 +88,17 @@ enum Command {
 pub struct NetworkHandle {
     commands: mpsc::Sender<Command>,
     local: PeerId,
+    public: Arc<AtomicBool>,
 }
 
 impl NetworkHandle {
+    /// Whether other nodes can dial this one: set for `public`, found by AutoNAT for
+    /// `auto`, never for `private`. Only then does the node serve in routing tables and
+    /// hold other nodes' mailboxes.
+    pub fn is_public(&self) -> bool {
+        self.public.load(Ordering::Relaxed)
+    }
+
     /// This node's peer ID.
     pub fn local_peer_id(&self) -> PeerId {
         self.local
@@ -212,6 +227,8 @@ impl Network {
         config: &Config,
     ) -> Result<Self, NetworkError> {
         let relay = config.role == NodeRole::Relay;
+        let reachability = config.reachability;
+        let serves = reachability != Reachability::Private;
         let max_connections = config.max_connections;
         let builder = libp2p::SwarmBuilder::with_existing_identity(keypair)
             .with_tokio()
@@ -248,7 +265,14 @@ impl Network {
                     kad::store::MemoryStore::new(peer),
                     kad_config,
                 );
-                kad.set_mode(Some(kad::Mode::Server));
+                // Kademlia's client mode neither answers queries nor announces the protocol,
+                // so other nodes never put this node in their routing tables. `auto` starts
+                // there and turns server when AutoNAT confirms an address.
+                kad.set_mode(match reachability {
+                    Reachability::Public => Some(kad::Mode::Server),
+                    Reachability::Private => Some(kad::Mode::Client),
+                    Reachability::Auto => None,
+                });
                 NodeBehaviour {
                     limits: connection_limits::Behaviour::new(
                         connection_limits::ConnectionLimits::default()
@@ -264,6 +288,10 @@ impl Network {
                             )),
                     ),
                     ping: ping::Behaviour::new(ping::Config::new()),
+                    autonat_client: (reachability == Reachability::Auto)
+                        .then(autonat::v2::client::Behaviour::default)
+                        .into(),
+                    autonat_server: serves.then(autonat::v2::server::Behaviour::default).into(),
                     kad,
                     client: request_response::Behaviour::with_codec(
                         ClientCodec::default(),
@@ -276,7 +304,7 @@ impl Network {
                         ReplicaCodec::default(),
                         [(
                             REPLICA_STREAM,
-                            if relay {
+                            if relay && serves {
                                 ProtocolSupport::Full
                             } else {
                                 ProtocolSupport::Outbound
@@ -349,7 +377,17 @@ impl Network {
         let handle = NetworkHandle {
             commands: tx,
             local: *swarm.local_peer_id(),
+            public: Arc::new(AtomicBool::new(reachability == Reachability::Public)),
         };
+        tracing::info!(
+            setting = reachability.as_str(),
+            "reachability: {}",
+            match reachability {
+                Reachability::Public => "public (serving in routing tables and as a replica)",
+                Reachability::Private => "private (a client of the network, never a replica)",
+                Reachability::Auto => "private until AutoNAT confirms an address",
+            }
+        );
         Ok(Self {
             swarm,
             commands,
@@ -398,6 +436,7 @@ impl Network {
             mut swarm,
             mut commands,
             prefix_limits,
+            handle,
             ..
         } = self;
         let mut state = LoopState {
@@ -408,7 +447,13 @@ impl Network {
             remote: HashMap::new(),
             prefixes: prefix::PrefixTable::default(),
             prefix_limits,
+            dialed: HashMap::new(),
+            verifying: HashMap::new(),
+            public: handle.public.clone(),
         };
+        ctx.metrics
+            .reachable
+            .store(state.public.load(Ordering::Relaxed), Ordering::Relaxed);
         loop {
             tokio::select! {
                 command = commands.recv() => match command {
@@ -493,9 +538,79 @@ struct LoopState {
     /// The prefixes of the routing-table entries this node inserted.
     prefixes: prefix::PrefixTable,
     prefix_limits: prefix::Limits,
+    /// The addresses this node reached each connected peer at by dialing: the only ones it
+    /// puts in its routing table.
+    dialed: HashMap<PeerId, Vec<Multiaddr>>,
+    /// Dials checking an address a peer announced before it enters the routing table.
+    verifying: HashMap<ConnectionId, (PeerId, Multiaddr)>,
+    /// Whether this node is reachable (see [`NetworkHandle::is_public`]).
+    public: Arc<AtomicBool>,
+}
+
+/// The most addresses of one peer that are checked and put in the routing table.
+const MAX_ADDRS_PER_PEER: usize = 8;
+
+/// The most address checks in flight at once.
+const MAX_VERIFYING: usize = 256;
+
+/// `addr` without its trailing `/p2p/<id>`.
+fn without_peer(addr: &Multiaddr) -> Multiaddr {
+    addr.iter()
+        .filter(|p| !matches!(p, Protocol::P2p(_)))
+        .collect()
 }
 
 impl LoopState {
+    /// Puts `peer`'s announced addresses in the routing table, each only once this node has
+    /// reached the peer there itself: an address it dialed already counts, any other is
+    /// dialed first. An address nobody can dial (behind NAT, private, someone else's)
+    /// never enters the table.
+    fn add_verified(
+        &mut self,
+        swarm: &mut Swarm<NodeBehaviour>,
+        peer: PeerId,
+        announced: Vec<Multiaddr>,
+    ) {
+        for addr in announced.iter().take(MAX_ADDRS_PER_PEER) {
+            let addr = without_peer(addr);
+            if self.dialed.get(&peer).is_some_and(|d| d.contains(&addr)) {
+                swarm.behaviour_mut().kad.add_address(&peer, addr);
+                continue;
+            }
+            if self.verifying.len() >= MAX_VERIFYING
+                || self
+                    .verifying
+                    .values()
+                    .any(|(p, a)| *p == peer && *a == addr)
+            {
+                continue;
+            }
+            let opts = DialOpts::peer_id(peer)
+                .addresses(vec![addr.clone()])
+                .condition(PeerCondition::Always)
+                .build();
+            let id = opts.connection_id();
+            if swarm.dial(opts).is_ok() {
+                self.verifying.insert(id, (peer, addr));
+            }
+        }
+    }
+
+    /// Records this node's reachability as Kademlia's mode reports it.
+    fn set_public(&self, public: bool, ctx: &LoopContext) {
+        if self.public.swap(public, Ordering::Relaxed) != public {
+            tracing::info!(
+                "reachability: {}",
+                if public {
+                    "public (an address was dialed back; serving in routing tables and as a replica)"
+                } else {
+                    "private (a client of the network, never a replica)"
+                }
+            );
+        }
+        ctx.metrics.reachable.store(public, Ordering::Relaxed);
+    }
+
     /// Whether `peer` may enter the routing table: its connection's prefix has room, in
     /// all and in the bucket it would go to.
     fn admit(&mut self, swarm: &mut Swarm<NodeBehaviour>, peer: &PeerId) -> bool {
@@ -670,9 +785,7 @@ impl LoopState {
                 ..
             })) => {
                 if info.protocols.contains(&KAD_PROTOCOL) && self.admit(swarm, &peer_id) {
-                    for addr in info.listen_addrs {
-                        swarm.behaviour_mut().kad.add_address(&peer_id, addr);
-                    }
+                    self.add_verified(swarm, peer_id, info.listen_addrs);
                 }
                 if info.protocols.contains(&REPLICA_STREAM) {
                     self.routing_only.remove(&peer_id);
@@ -717,11 +830,32 @@ impl LoopState {
                     .sum();
                 ctx.metrics.routing_table.store(n as u64, Ordering::Relaxed);
             }
+            SwarmEvent::Behaviour(NodeBehaviourEvent::Kad(kad::Event::ModeChanged {
+                new_mode,
+            })) => {
+                self.set_public(new_mode == kad::Mode::Server, ctx);
+            }
             SwarmEvent::ConnectionEstablished {
-                peer_id, endpoint, ..
+                peer_id,
+                endpoint,
+                connection_id,
+                ..
             } => {
                 self.remote
                     .insert(peer_id, endpoint.get_remote_address().clone());
+                if endpoint.is_dialer() {
+                    let dialed = self.dialed.entry(peer_id).or_default();
+                    let addr = without_peer(endpoint.get_remote_address());
+                    if dialed.len() < MAX_ADDRS_PER_PEER && !dialed.contains(&addr) {
+                        dialed.push(addr);
+                    }
+                }
+                if let Some((peer, addr)) = self.verifying.remove(&connection_id)
+                    && peer == peer_id
+                {
+                    tracing::debug!(%peer, %addr, "address reached; into the routing table");
+                    swarm.behaviour_mut().kad.add_address(&peer, addr);
+                }
                 ctx.metrics
                     .peers
                     .store(swarm.connected_peers().count() as u64, Ordering::Relaxed);
@@ -733,10 +867,20 @@ impl LoopState {
             } => {
                 if num_established == 0 {
                     self.remote.remove(&peer_id);
+                    self.dialed.remove(&peer_id);
                 }
                 ctx.metrics
                     .peers
                     .store(swarm.connected_peers().count() as u64, Ordering::Relaxed);
+            }
+            SwarmEvent::OutgoingConnectionError {
+                connection_id,
+                error,
+                ..
+            } => {
+                if let Some((peer, addr)) = self.verifying.remove(&connection_id) {
+                    tracing::debug!(%peer, %addr, %error, "announced address not reachable; not routed");
+                }
             }
             SwarmEvent::IncomingConnectionError { error, .. } => {
                 tracing::debug!(%error, "incoming connection failed");

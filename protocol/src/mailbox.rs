@@ -18,8 +18,8 @@ use crate::crypto::{CryptoProvider, HpkePublicKey, PublicKey, SigningKey};
 use crate::error::Role;
 use crate::id::Address;
 use crate::record::{
-    Claim, ClaimCertificate, Delete, Equivocation, Genesis, Message, ReadRequest, ReadScope,
-    Receipt, ReceiptBody, Record, Relinquish, Resolve, Rights, UNKNOWN_GENESIS,
+    Claim, ClaimCertificate, Delete, Equivocation, Genesis, MAX_REPLICAS, Message, ReadRequest,
+    ReadScope, Receipt, ReceiptBody, Record, Relinquish, Resolve, Rights, UNKNOWN_GENESIS,
 };
 use crate::wire::{BoundedVec, FORMAT_VERSION};
 
@@ -135,6 +135,8 @@ pub struct PublicStatus {
     pub max_recipients: u8,
     /// The display information the sender made public, if any.
     pub display: Option<crate::record::DisplayInfo>,
+    /// The nodes holding the mailbox, in the genesis's order.
+    pub replicas: BoundedVec<PublicKey, MAX_REPLICAS>,
 }
 
 /// What a replica knows about one mailbox.
@@ -551,6 +553,7 @@ impl MailboxState {
             recipients: u8::try_from(self.recipients.len()).unwrap_or(u8::MAX),
             max_recipients: h.policy.max_recipients,
             display: h.display.clone(),
+            replicas: h.replicas.clone(),
         }
     }
 

@@ -12,5 +12,6 @@ mod cluster;
 mod faults;
 mod gateway;
 mod hostile;
+mod nat;
 mod single_node;
 mod support;

@@ -76,8 +76,21 @@ impl NodeProc {
 
     /// Starts `tigress-node run <args>`.
     pub(crate) fn spawn(args: &[String]) -> Self {
+        Self::spawn_in(None, args)
+    }
+
+    /// Starts `tigress-node run <args>`, in the network namespace `netns` if given.
+    pub(crate) fn spawn_in(netns: Option<&str>, args: &[String]) -> Self {
         let (node, _) = bins();
-        let mut child = Command::new(node)
+        let mut command = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(node);
+                c
+            }
+            None => Command::new(node),
+        };
+        let mut child = command
             .arg("run")
             .args(args)
             .env("RUST_LOG", "warn,libp2p_kad=error")
@@ -162,6 +175,8 @@ impl Drop for NodeProc {
 pub(crate) struct Cli {
     pub(crate) state: PathBuf,
     pub(crate) node: String,
+    /// The network namespace the CLI runs in, if not the test's own.
+    pub(crate) netns: Option<String>,
 }
 
 impl Cli {
@@ -169,13 +184,28 @@ impl Cli {
         Self {
             state: state.to_path_buf(),
             node: node.to_owned(),
+            netns: None,
         }
+    }
+
+    /// The same CLI run inside the network namespace `ns`.
+    pub(crate) fn in_netns(mut self, ns: &str) -> Self {
+        self.netns = Some(ns.to_owned());
+        self
     }
 
     /// Runs `tigress <args>`.
     pub(crate) fn run(&self, args: &[&str]) -> Output {
         let (_, cli) = bins();
-        Command::new(cli)
+        let mut command = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(cli);
+                c
+            }
+            None => Command::new(cli),
+        };
+        command
             .args(args)
             .arg("--state")
             .arg(&self.state)
