@@ -170,6 +170,12 @@ fn signatures() -> Value {
     let read = r.read_request(now, tigress_protocol::record::ReadScope::View);
     let ack = tigress_protocol::record::Ack::sign(g.header().address, msg.digest(), &replica);
     let claim_key = g.header().claim_key;
+    let departed = SigningKey::generate(&mut rng).public_key();
+    let lineup =
+        tigress_protocol::takeover::Lineup::new(&[replica.public_key(), departed], &[], 0).unwrap();
+    let handover = tigress_protocol::takeover::Seat::new()
+        .hand_over(&lineup, &replica, &departed, g.header().address, g.digest())
+        .unwrap();
     Value::Array(vec![
         sig_entry(
             SignatureKind::Genesis,
@@ -236,6 +242,12 @@ fn signatures() -> Value {
             &ack.body.replica,
             &encode(&ack.body),
             &ack.signature,
+        ),
+        sig_entry(
+            SignatureKind::Handover,
+            &handover.body.signer,
+            &encode(&handover.body),
+            &handover.signature,
         ),
     ])
 }

@@ -68,6 +68,7 @@ pub mod record;
 pub mod replica;
 pub mod rpc;
 pub mod session;
+pub mod takeover;
 pub mod wire;
 
 pub use error::{Error, ErrorCode};

@@ -68,11 +68,15 @@ fn version(v: u8) -> Result<(), Error> {
     }
 }
 
-fn sign_body<B: Serialize>(key: &SigningKey, kind: SignatureKind, body: &B) -> Signature {
+pub(crate) fn sign_body<B: Serialize>(
+    key: &SigningKey,
+    kind: SignatureKind,
+    body: &B,
+) -> Signature {
     key.sign(kind, &wire::encode(body))
 }
 
-fn verify_body<B: Serialize>(
+pub(crate) fn verify_body<B: Serialize>(
     key: &PublicKey,
     kind: SignatureKind,
     body: &B,

@@ -37,11 +37,13 @@ pub enum SignatureKind {
     /// A genesis, co-signed by the invitation's claim key (only invitation holders can
     /// make one that an invitee's requests fit).
     GenesisClaim,
+    /// A holder's handover of a departed holder's place, by the holder's node key.
+    Handover,
 }
 
 impl SignatureKind {
     /// Every kind, in a fixed order.
-    pub const ALL: [SignatureKind; 10] = [
+    pub const ALL: [SignatureKind; 11] = [
         SignatureKind::Genesis,
         SignatureKind::Claim,
         SignatureKind::Receipt,
@@ -52,6 +54,7 @@ impl SignatureKind {
         SignatureKind::Read,
         SignatureKind::Ack,
         SignatureKind::GenesisClaim,
+        SignatureKind::Handover,
     ];
 
     /// The kind's name inside the signed context.
@@ -67,6 +70,7 @@ impl SignatureKind {
             SignatureKind::Read => "read",
             SignatureKind::Ack => "ack",
             SignatureKind::GenesisClaim => "genesis-claim",
+            SignatureKind::Handover => "handover",
         }
     }
 }
