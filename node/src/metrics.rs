@@ -67,6 +67,10 @@ pub fn replica_op(request: &ReplicaRequest) -> &'static str {
         ReplicaRequest::Digest { .. } => "digest",
         ReplicaRequest::GetMessages { .. } => "get_messages",
         ReplicaRequest::Summaries { .. } => "summaries",
+        ReplicaRequest::Handover { .. } => "handover",
+        ReplicaRequest::Takeover { .. } => "takeover",
+        ReplicaRequest::Takeovers { .. } => "takeovers",
+        ReplicaRequest::SignHandover { .. } => "sign_handover",
     }
 }
 

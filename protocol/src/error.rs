@@ -221,6 +221,10 @@ pub enum Error {
         need: usize,
     },
 
+    /// A handover or takeover that does not check against the mailbox's lineup.
+    #[error("takeover refused: {0}")]
+    Takeover(#[from] crate::takeover::TakeoverError),
+
     // --- Conflict --------------------------------------------------------------------
     /// A different genesis already exists at this address.
     #[error("a different genesis exists for this mailbox")]
@@ -307,6 +311,12 @@ impl Error {
             | WrongGenesis
             | Equivocation { .. }
             | Unacknowledged { .. } => ErrorCode::Unauthorized,
+            Takeover(
+                crate::takeover::TakeoverError::NotNext
+                | crate::takeover::TakeoverError::HandedOver
+                | crate::takeover::TakeoverError::Pledged,
+            ) => ErrorCode::Conflict,
+            Takeover(_) => ErrorCode::Unauthorized,
             GenesisConflict
             | AlreadyClaimed
             | Contested

@@ -21,6 +21,7 @@ use crate::record::{
     Claim, ClaimCertificate, Delete, Equivocation, Genesis, MAX_REPLICAS, Message, ReadRequest,
     ReadScope, Receipt, ReceiptBody, Record, Relinquish, Resolve, Rights, UNKNOWN_GENESIS,
 };
+use crate::takeover::{Handover, Retired, Seat, Takeover};
 use crate::wire::{BoundedVec, FORMAT_VERSION};
 
 /// Network-wide limits every replica applies.
@@ -155,6 +156,13 @@ pub struct MailboxState {
     relinquishes: Vec<Relinquish>,
     messages: BTreeMap<MessageKey, [u8; 32]>,
     deleted: Option<Delete>,
+    /// This replica's place in the lineup: retirements adopted, handed over, pledges.
+    seat: Seat,
+    /// The takeovers adopted, in chain order.
+    takeovers: Vec<Takeover>,
+    /// Handovers from the current retirements gathered towards a takeover (one per
+    /// signer).
+    handovers: Vec<Handover>,
 }
 
 /// Checks a genesis completely: shape, signature, keys, times, algorithms.
@@ -225,7 +233,8 @@ fn validate_receipt(genesis: &Genesis, receipt: &Receipt) -> Result<(), Error> {
     if receipt.body.address != genesis.header().address {
         return Err(Error::WrongAddress);
     }
-    if !genesis.header().replicas.contains(&receipt.body.replica) {
+    let lineup = genesis.header().lineup();
+    if !lineup.holds(receipt.body.retired, &receipt.body.replica) {
         return Err(Error::NotAReplica);
     }
     receipt.verify_signature()
@@ -263,11 +272,13 @@ pub fn validate_certificate(
         });
     }
     let mut replicas = BTreeSet::new();
+    let retired = cert.receipts.first().map(|r| r.body.retired);
     for receipt in cert.receipts.iter() {
         validate_receipt(genesis, receipt)?;
         if receipt.body.recipient != cert.claim.body.recipient
             || receipt.body.claim_digest != digest
             || receipt.body.slot != slot
+            || Some(receipt.body.retired) != retired
         {
             return Err(Error::InvalidField {
                 field: "receipts",
@@ -299,12 +310,13 @@ pub enum ClaimTally {
     Contested,
 }
 
-/// Which slot each replica granted to each claimant, from a set of receipts (receipts
-/// that fail validation are ignored; a replica's first receipt per claimant counts).
+/// Which slot each replica granted to each claimant, and under which retirements, from a
+/// set of receipts (receipts that fail validation are ignored; a replica's first receipt
+/// per claimant counts).
 #[derive(Default)]
 struct GrantMap {
-    /// (replica, claimant) -> slot.
-    by_pair: BTreeMap<(PublicKey, PublicKey), u8>,
+    /// (replica, claimant) -> (slot, retirements).
+    by_pair: BTreeMap<(PublicKey, PublicKey), (u8, Retired)>,
 }
 
 impl GrantMap {
@@ -321,7 +333,7 @@ impl GrantMap {
         for CheckedReceipt(r) in receipts {
             map.by_pair
                 .entry((r.body.replica, r.body.recipient))
-                .or_insert(r.body.slot);
+                .or_insert((r.body.slot, r.body.retired));
         }
         map
     }
@@ -331,23 +343,41 @@ impl GrantMap {
     }
 
     fn slot_of(&self, replica: &PublicKey, claimant: &PublicKey) -> Option<u8> {
-        self.by_pair.get(&(*replica, *claimant)).copied()
+        self.by_pair.get(&(*replica, *claimant)).map(|(s, _)| *s)
     }
 
     fn slot_taken(&self, replica: &PublicKey, slot: u8) -> bool {
         self.by_pair
             .iter()
-            .any(|((r, _), s)| r == replica && *s == slot)
+            .any(|((r, _), (s, _))| r == replica && *s == slot)
     }
 
-    /// Replicas that granted `claimant` exactly `slot`.
+    /// The retirements the receipts name, the latest (most retired) last.
+    fn retirements(&self) -> Vec<Retired> {
+        let mut all: Vec<Retired> = self.by_pair.values().map(|(_, m)| *m).collect();
+        all.sort_by_key(|m| (m.count(), *m));
+        all.dedup();
+        if all.is_empty() {
+            all.push(Retired::NONE);
+        }
+        all
+    }
+
+    /// The most holders, under any one retirements, that granted `claimant` exactly
+    /// `slot` under them.
     fn count(&self, genesis: &Genesis, claimant: &PublicKey, slot: u8) -> usize {
-        genesis
-            .header()
-            .replicas
-            .iter()
-            .filter(|r| self.slot_of(r, claimant) == Some(slot))
-            .count()
+        let lineup = genesis.header().lineup();
+        self.retirements()
+            .into_iter()
+            .map(|m| {
+                lineup
+                    .holders(m)
+                    .iter()
+                    .filter(|r| self.by_pair.get(&(**r, *claimant)) == Some(&(slot, m)))
+                    .count()
+            })
+            .max()
+            .unwrap_or(0)
     }
 
     fn is_certified(&self, genesis: &Genesis, claimant: &PublicKey) -> bool {
@@ -355,14 +385,16 @@ impl GrantMap {
             .any(|slot| self.count(genesis, claimant, slot) >= genesis.header().claim_quorum())
     }
 
-    /// Whether `claimant` can still collect a majority for some slot: replicas that granted
-    /// it that slot, plus replicas that granted it nothing and are not known to have given
-    /// that slot away (a replica not heard from counts as free).
+    /// Whether `claimant` can still collect a quorum for some slot from the holders under
+    /// the latest retirements seen: holders that granted it that slot, plus holders that
+    /// granted it nothing and are not known to have given that slot away (a holder not
+    /// heard from counts as free).
     fn can_reach(&self, genesis: &Genesis, claimant: &PublicKey) -> bool {
         let h = genesis.header();
+        let latest = self.retirements().pop().unwrap_or(Retired::NONE);
+        let holders = h.lineup().holders(latest);
         (0..h.policy.max_recipients).any(|slot| {
-            let possible = h
-                .replicas
+            let possible = holders
                 .iter()
                 .filter(|r| match self.slot_of(r, claimant) {
                     Some(s) => s == slot,
@@ -479,6 +511,9 @@ impl MailboxState {
             relinquishes: Vec::new(),
             messages: BTreeMap::new(),
             deleted: None,
+            seat: Seat::new(),
+            takeovers: Vec::new(),
+            handovers: Vec::new(),
         })
     }
 
@@ -553,8 +588,116 @@ impl MailboxState {
             recipients: u8::try_from(self.recipients.len()).unwrap_or(u8::MAX),
             max_recipients: h.policy.max_recipients,
             display: h.display.clone(),
-            replicas: h.replicas.clone(),
+            replicas: BoundedVec::truncated(h.lineup().holders(self.seat.retired())),
         }
+    }
+
+    /// The retirements this replica holds the mailbox under.
+    pub fn retired(&self) -> Retired {
+        self.seat.retired()
+    }
+
+    /// The holders under this replica's retirements, in lineup order.
+    pub fn holders(&self) -> Vec<PublicKey> {
+        self.genesis.header().lineup().holders(self.seat.retired())
+    }
+
+    /// The takeovers adopted, in chain order (what anti-entropy hands to a replica behind).
+    pub fn takeovers(&self) -> &[Takeover] {
+        &self.takeovers
+    }
+
+    /// How many handovers this replica gathered towards the next takeover.
+    pub fn handovers_len(&self) -> usize {
+        self.handovers.len()
+    }
+
+    /// Whether this replica has handed over from its retirements and awaits the takeover.
+    pub fn handed_over(&self) -> bool {
+        self.seat.handed_over()
+    }
+
+    /// Signs this replica's handover retiring `retiree` (a holder it has not reached for
+    /// the takeover time) and counts it towards the takeover; once signed, this replica
+    /// grants nothing more until the takeover is adopted.
+    pub fn hand_over(
+        &mut self,
+        key: &SigningKey,
+        retiree: &PublicKey,
+    ) -> Result<(Handover, Option<Takeover>), Error> {
+        let me = key.public_key();
+        // Signed already from these retirements: the same handover again (to resend).
+        if let Some(mine) = self.handovers.iter().find(|h| h.body.signer == me) {
+            return Ok((mine.clone(), None));
+        }
+        let lineup = self.genesis.header().lineup();
+        let handover =
+            self.seat
+                .hand_over(&lineup, key, retiree, self.address(), self.genesis_digest)?;
+        let takeover = self.add_handover(handover.clone(), &key.public_key())?;
+        Ok((handover, takeover))
+    }
+
+    /// Keeps another holder's handover from this replica's retirements (one per signer;
+    /// others are ignored). Once a claim quorum retires the same holder, the takeover is
+    /// assembled, adopted, and returned for the new holders.
+    pub fn add_handover(
+        &mut self,
+        handover: Handover,
+        me: &PublicKey,
+    ) -> Result<Option<Takeover>, Error> {
+        let lineup = self.genesis.header().lineup();
+        let b = &handover.body;
+        if b.address != self.address() || b.genesis != self.genesis_digest {
+            return Err(Error::WrongGenesis);
+        }
+        if b.from != self.seat.retired() || self.handovers.iter().any(|h| h.body.signer == b.signer)
+        {
+            return Ok(None);
+        }
+        // Check it alone first (signature, signer and retiree are holders).
+        Takeover::assemble(vec![handover.clone()])?.verify_partial(
+            &lineup,
+            &self.address(),
+            &self.genesis_digest,
+        )?;
+        let retiree = b.retiree;
+        self.handovers.push(handover);
+        let agreeing: Vec<Handover> = self
+            .handovers
+            .iter()
+            .filter(|h| h.body.retiree == retiree)
+            .cloned()
+            .collect();
+        if agreeing.len() < lineup.quorum() {
+            return Ok(None);
+        }
+        let takeover = Takeover::assemble(agreeing)?;
+        self.apply_takeover(&takeover, me)?;
+        Ok(Some(takeover))
+    }
+
+    /// Adopts a takeover that follows this replica's retirements (the standby it brings
+    /// in inherits the reported pledges). One already adopted, or older, is a duplicate.
+    pub fn apply_takeover(
+        &mut self,
+        takeover: &Takeover,
+        me: &PublicKey,
+    ) -> Result<Outcome, Error> {
+        if self.takeovers.contains(takeover) {
+            return Ok(Outcome::Duplicate);
+        }
+        let lineup = self.genesis.header().lineup();
+        let step = takeover.verify(&lineup, &self.address(), &self.genesis_digest)?;
+        let mine = self.seat.retired();
+        if step.to.count() <= mine.count() && step.to.within(mine) {
+            return Ok(Outcome::Duplicate);
+        }
+        self.seat
+            .adopt(&lineup, me, takeover, &self.address(), &self.genesis_digest)?;
+        self.takeovers.push(takeover.clone());
+        self.handovers.clear();
+        Ok(Outcome::Applied)
     }
 
     /// The resolve, if the sender settled a contest.
@@ -654,7 +797,8 @@ impl MailboxState {
         self.live(now)?;
         validate_claim(&self.genesis, claim, limits, now)?;
         let me = replica.public_key();
-        if !self.genesis.header().replicas.contains(&me) {
+        let lineup = self.genesis.header().lineup();
+        if !lineup.holds(self.seat.retired(), &me) {
             return Err(Error::NotAReplica);
         }
         let who = claim.body.recipient;
@@ -679,9 +823,19 @@ impl MailboxState {
                     .iter()
                     .any(|c| certificate_slot(c) == Ok(slot))
         };
-        let slot = (0..self.genesis.header().policy.max_recipients)
-            .find(|slot| !taken(*slot))
+        let epoch = u16::try_from(self.relinquishes.len()).unwrap_or(u16::MAX);
+        // A slot the handovers pledged to this claimant is its own; a slot pledged to
+        // another (or to two) is nobody's here.
+        let slot = self
+            .seat
+            .pledged_slot(epoch, &who)
+            .filter(|s| !taken(*s))
+            .or_else(|| {
+                (0..self.genesis.header().policy.max_recipients)
+                    .find(|slot| !taken(*slot) && self.seat.allows(*slot, epoch, &who))
+            })
             .ok_or(Error::AlreadyClaimed)?;
+        let retired = self.seat.grant(&lineup, &me, slot, epoch, who)?;
         let receipt = Receipt::sign(
             ReceiptBody {
                 version: FORMAT_VERSION,
@@ -689,7 +843,8 @@ impl MailboxState {
                 replica: me,
                 recipient: who,
                 slot,
-                epoch: u16::try_from(self.relinquishes.len()).unwrap_or(u16::MAX),
+                epoch,
+                retired,
                 claim_digest: claim.digest(),
                 granted_at: now,
             },

@@ -265,13 +265,15 @@ impl Gather for WriteGather {
 }
 
 /// Checks that `acks` prove a strict majority of `genesis`'s replicas stored the record
-/// with digest `record`: distinct replicas of the set, each signature valid.
+/// with digest `record`: distinct members of its lineup (a standby acknowledges only once
+/// it took a replica's place), each signature valid.
 pub fn check_acks(genesis: &Genesis, record: &[u8; 32], acks: &[Ack]) -> Result<(), crate::Error> {
     let h = genesis.header();
+    let lineup = h.lineup();
     let mut seen: Vec<PublicKey> = Vec::new();
     for ack in acks {
         let replica = ack.body.replica;
-        if h.replicas.contains(&replica)
+        if lineup.members().contains(&replica)
             && !seen.contains(&replica)
             && ack.verify(&h.address, record).is_ok()
         {

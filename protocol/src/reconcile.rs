@@ -41,6 +41,8 @@ pub struct Lacking {
     pub messages: Vec<MessageKey>,
     /// The delete to apply.
     pub delete: Option<crate::record::Delete>,
+    /// The other side's takeover chain, when it has adopted takeovers this side lacks.
+    pub takeovers: Option<(crate::record::Genesis, Vec<crate::takeover::Takeover>)>,
 }
 
 impl Lacking {
@@ -53,7 +55,14 @@ impl Lacking {
     /// list goes before the messages, the second (the delete) after.
     pub fn requests(&self) -> (Vec<ReplicaRequest>, Vec<ReplicaRequest>) {
         let mut before = Vec::new();
-        if let Some(genesis) = &self.genesis {
+        // A mailbox that went through takeovers reaches a new holder with its chain (a
+        // standby is not in the genesis's replica set); otherwise the genesis alone.
+        if let Some((genesis, chain)) = &self.takeovers {
+            before.push(ReplicaRequest::Takeover {
+                genesis: genesis.clone(),
+                takeovers: BoundedVec::truncated(chain.clone()),
+            });
+        } else if let Some(genesis) = &self.genesis {
             before.push(ReplicaRequest::StoreGenesis {
                 genesis: genesis.clone(),
             });
@@ -120,6 +129,7 @@ pub fn lacking(have: Option<&ReplicaDigest>, from: &ReplicaDigest) -> Lacking {
                 relinquished: BoundedVec::default(),
                 messages: BoundedVec::default(),
                 contest: BoundedVec::default(),
+                takeovers: BoundedVec::default(),
             };
             (&empty, Some(from.genesis.clone()))
         }
@@ -159,6 +169,11 @@ pub fn lacking(have: Option<&ReplicaDigest>, from: &ReplicaDigest) -> Lacking {
         },
         delete: if have.delete.is_none() {
             from.delete.clone()
+        } else {
+            None
+        },
+        takeovers: if from.takeovers.len() > have.takeovers.len() {
+            Some((from.genesis.clone(), from.takeovers.to_vec()))
         } else {
             None
         },

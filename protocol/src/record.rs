@@ -15,6 +15,7 @@ use crate::crypto::hpke::MAX_HPKE_ENC;
 use crate::crypto::pad::BUCKETS;
 use crate::crypto::{self, HpkePublicKey, PublicKey, Signature, SignatureKind, SigningKey};
 use crate::id::Address;
+use crate::takeover::{Lineup, MAX_STANDBYS, Retired};
 use crate::wire::{self, BoundedBytes, BoundedString, BoundedVec, FORMAT_VERSION, MAX_ENCODED};
 
 /// The most replicas a genesis may name.
@@ -221,8 +222,11 @@ pub struct GenesisHeader {
     pub sender_hpke: HpkePublicKey,
     /// The public half of the claim key derived from the invitation.
     pub claim_key: PublicKey,
-    /// The replica set: node keys of the replicas, fixed for the mailbox's life.
+    /// The replica set: node keys of the replicas that hold the mailbox first.
     pub replicas: BoundedVec<PublicKey, MAX_REPLICAS>,
+    /// The standbys, in order: each takes the place of a replica that left for good, by a
+    /// takeover (see [`crate::takeover`]).
+    pub standbys: BoundedVec<PublicKey, MAX_STANDBYS>,
     /// How many replicas of the set may lie (`f`): a certificate needs
     /// [`GenesisHeader::claim_quorum`] receipts, so any two certificates share `f + 1`
     /// replicas. At most [`max_fault_tolerance`] of the set's size.
@@ -241,6 +245,12 @@ impl GenesisHeader {
         let mut aad = b"tigress/v1/payload\0".to_vec();
         aad.extend_from_slice(&wire::encode(self));
         aad
+    }
+
+    /// The replicas, then the standbys (checked distinct by the genesis's shape).
+    pub fn lineup(&self) -> Lineup {
+        Lineup::new(&self.replicas, &self.standbys, self.fault_tolerance)
+            .unwrap_or_else(|_| Lineup::unchecked(&self.replicas, self.fault_tolerance))
     }
 
     /// How many acknowledgements make a strict majority of the replica set (writes).
@@ -335,12 +345,13 @@ impl Record for Genesis {
             });
         }
         let mut sorted = h.replicas.to_vec();
+        sorted.extend(h.standbys.iter().copied());
         sorted.sort();
         sorted.dedup();
-        if sorted.len() != h.replicas.len() {
+        if sorted.len() != h.replicas.len() + h.standbys.len() {
             return Err(Error::InvalidField {
                 field: "replicas",
-                reason: "replicas must be distinct",
+                reason: "replicas and standbys must be distinct",
             });
         }
         if h.fault_tolerance > max_fault_tolerance(h.replicas.len()) {
@@ -463,6 +474,9 @@ pub struct ReceiptBody {
     /// gives a slot to a second claimant only after a relinquish, so two receipts of one
     /// replica for one slot and one epoch to two claimants prove it lied.
     pub epoch: u16,
+    /// The retirements the replica held the mailbox under when it granted: a certificate
+    /// counts receipts naming the same retirements, by holders under them.
+    pub retired: Retired,
     /// SHA-256 of the exact claim granted.
     pub claim_digest: [u8; 32],
     /// Grant time (unix seconds).

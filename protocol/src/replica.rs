@@ -15,6 +15,7 @@ use crate::rpc::{
     Access, Cursor, MAX_FETCH, MailboxView, RemoteError, ReplicaDigest, ReplicaRequest,
     ReplicaResponse,
 };
+use crate::takeover::Takeover;
 use crate::wire::BoundedVec;
 
 /// The most bytes of messages in one fetch answer (well inside a frame).
@@ -89,6 +90,13 @@ pub fn acknowledged(request: &ReplicaRequest) -> Option<(Address, [u8; 32])> {
         ReplicaRequest::Delete { delete } => (delete.body.address, delete.digest()),
         ReplicaRequest::Relinquish { relinquish } => (relinquish.body.address, relinquish.digest()),
         ReplicaRequest::Resolve { resolve } => (resolve.body.address, resolve.digest()),
+        ReplicaRequest::Handover { handover } => (
+            handover.body.address,
+            crate::crypto::sha256(&[&crate::wire::encode(handover)]),
+        ),
+        ReplicaRequest::Takeover { genesis, takeovers } => {
+            (genesis.header().address, takeover_digest(takeovers))
+        }
         _ => return None,
     })
 }
@@ -153,7 +161,7 @@ fn authorize(
 
 /// Whether `peer` is one of the replicas of `state` (anti-entropy reads are theirs only).
 fn is_replica_of(state: &MailboxState, peer: Option<&PublicKey>) -> bool {
-    peer.is_some_and(|p| state.genesis().header().replicas.contains(p))
+    peer.is_some_and(|p| state.genesis().header().lineup().members().contains(p))
 }
 
 fn refusal(e: &crate::Error) -> RemoteError {
@@ -179,7 +187,13 @@ pub fn digest_of(state: &MailboxState) -> ReplicaDigest {
         relinquished: BoundedVec::truncated(state.relinquishes().to_vec()),
         messages: BoundedVec::truncated(keys),
         contest: BoundedVec::truncated(state.contest_evidence().to_vec()),
+        takeovers: BoundedVec::truncated(state.takeovers().to_vec()),
     }
+}
+
+/// The digest a takeover's acknowledgement signs.
+pub fn takeover_digest(takeovers: &[Takeover]) -> [u8; 32] {
+    crate::crypto::sha256(&[b"tigress/v1/takeover", &crate::wire::encode(&takeovers)])
 }
 
 /// Applies one request from the node `from` (`None`: not a node, e.g. a test) as the
@@ -406,6 +420,80 @@ fn try_apply(
             Ok(Applied::read(ReplicaResponse::Summaries {
                 summaries: BoundedVec::truncated(out),
             }))
+        }
+        ReplicaRequest::Handover { handover } => {
+            let mut state = existing(storage, &handover.body.address)?;
+            state.live(now).map_err(|e| refusal(&e))?;
+            let digest = crate::crypto::sha256(&[&crate::wire::encode(&handover)]);
+            let before = state.takeovers().len();
+            let handed = state.handovers_len();
+            state
+                .add_handover(handover, &key.public_key())
+                .map_err(|e| refusal(&e))?;
+            let outcome = if state.takeovers().len() != before || state.handovers_len() != handed {
+                Outcome::Applied
+            } else {
+                Outcome::Duplicate
+            };
+            save_if_applied(storage, key, &state, outcome, digest)
+        }
+        ReplicaRequest::Takeover { genesis, takeovers } => {
+            let address = genesis.header().address;
+            let me = key.public_key();
+            let digest = takeover_digest(&takeovers);
+            let (mut state, new) = match storage.load(&address)? {
+                Some(state) => {
+                    if *state.genesis() != genesis {
+                        return Err(refusal(&crate::Error::GenesisConflict));
+                    }
+                    (state, false)
+                }
+                None => {
+                    if !genesis.header().lineup().members().contains(&me) {
+                        return Err(refusal(&crate::Error::NotAReplica));
+                    }
+                    storage.check_quota(genesis.to_bytes().len())?;
+                    let state =
+                        MailboxState::create(genesis, limits, now).map_err(|e| refusal(&e))?;
+                    (state, true)
+                }
+            };
+            state.live(now).map_err(|e| refusal(&e))?;
+            let mut outcome = if new {
+                Outcome::Applied
+            } else {
+                Outcome::Duplicate
+            };
+            for t in takeovers.iter() {
+                if state.apply_takeover(t, &me).map_err(|e| refusal(&e))? == Outcome::Applied {
+                    outcome = Outcome::Applied;
+                }
+            }
+            // A standby creates the mailbox only to hold it.
+            if new && !state.holders().contains(&me) {
+                return Err(refusal(&crate::Error::NotAReplica));
+            }
+            save_if_applied(storage, key, &state, outcome, digest)
+        }
+        ReplicaRequest::SignHandover { address, retiree } => {
+            if from != Some(&key.public_key()) {
+                return Err(unauthorized("only the node itself signs its handovers"));
+            }
+            let mut state = existing(storage, &address)?;
+            state.live(now).map_err(|e| refusal(&e))?;
+            let (handover, takeover) = state.hand_over(key, &retiree).map_err(|e| refusal(&e))?;
+            storage.save(&state)?;
+            Ok(Applied {
+                response: ReplicaResponse::HandedOver { handover, takeover },
+                wrote: true,
+                arrival: None,
+            })
+        }
+        ReplicaRequest::Takeovers { address } => {
+            let state = existing(storage, &address)?;
+            Ok(Applied::read(ReplicaResponse::Takeovers(
+                BoundedVec::truncated(state.takeovers().to_vec()),
+            )))
         }
         ReplicaRequest::GetMessages { address, keys } => {
             let state = existing(storage, &address)?;

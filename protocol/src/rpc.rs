@@ -16,6 +16,7 @@ use crate::record::{
     Ack, Claim, ClaimCertificate, Delete, Equivocation, Genesis, MAX_REPLICAS, Message,
     ReadRequest, Receipt, Relinquish, Resolve,
 };
+use crate::takeover::{Handover, MAX_CHAIN, Takeover};
 use crate::wire::{self, BoundedString, BoundedVec, DecodeError};
 
 /// The client protocol name.
@@ -383,6 +384,33 @@ pub enum ReplicaRequest {
         /// The addresses.
         addresses: BoundedVec<Address, MAX_SUMMARIES>,
     },
+    /// A holder's handover retiring another holder (from the mailbox's holders only).
+    Handover {
+        /// The signed handover.
+        handover: Handover,
+    },
+    /// The takeovers of a mailbox, in chain order: a replica behind adopts the ones it
+    /// lacks, and a standby taking a place creates the mailbox from the genesis first.
+    Takeover {
+        /// The genesis (checked, and naming the receiver in its lineup).
+        genesis: Genesis,
+        /// The chain, from the genesis's own replica set.
+        takeovers: BoundedVec<Takeover, MAX_CHAIN>,
+    },
+    /// The takeovers a replica adopted for a mailbox (where it lives now).
+    Takeovers {
+        /// The address.
+        address: Address,
+    },
+    /// Signs this replica's handover retiring `retiree` (or returns the one it signed from
+    /// its current retirements). Only the node itself may ask (its anti-entropy, once the
+    /// retiree has been unreachable for the takeover time).
+    SignHandover {
+        /// The address.
+        address: Address,
+        /// The holder to retire.
+        retiree: PublicKey,
+    },
 }
 
 /// The most addresses in one summaries request.
@@ -407,6 +435,7 @@ impl ReplicaDigest {
             rels,
             keys,
             !self.contest.is_empty(),
+            self.takeovers.len(),
         );
         crate::crypto::sha256(&[b"tigress/v1/summary", &wire::encode(&parts)])
     }
@@ -429,6 +458,8 @@ pub struct ReplicaDigest {
     pub messages: BoundedVec<MessageKey, 1024>,
     /// The evidence of a contest, if the mailbox was ever contested.
     pub contest: BoundedVec<Receipt, MAX_EVIDENCE>,
+    /// The takeovers adopted, in chain order.
+    pub takeovers: BoundedVec<Takeover, MAX_CHAIN>,
 }
 
 /// A replica's answer.
@@ -465,6 +496,15 @@ pub enum ReplicaResponse {
     Status(PublicStatus),
     /// The anti-entropy digest.
     Digest(ReplicaDigest),
+    /// The takeovers adopted, in chain order.
+    Takeovers(BoundedVec<Takeover, MAX_CHAIN>),
+    /// This replica's handover, and the takeover if it completed one.
+    HandedOver {
+        /// The handover to send to the other holders.
+        handover: Handover,
+        /// The takeover, once a claim quorum of handovers retired the holder.
+        takeover: Option<Takeover>,
+    },
     /// Summaries, in the order asked; `None` where the replica holds nothing.
     Summaries {
         /// One per address asked.

@@ -49,6 +49,9 @@ pub struct ShareOptions {
     /// How many lying replicas claims must withstand (`f`); `None`: the most the replica
     /// set allows ([`crate::record::max_fault_tolerance`]).
     pub fault_tolerance: Option<u8>,
+    /// The standbys, in order (the nodes next nearest after the replicas): each can take
+    /// over from a replica that leaves for good.
+    pub standbys: Vec<PublicKey>,
 }
 
 impl Default for ShareOptions {
@@ -62,6 +65,7 @@ impl Default for ShareOptions {
             hpke: HpkeSuite::default(),
             vertical: Vertical::General,
             fault_tolerance: None,
+            standbys: Vec::new(),
         }
     }
 }
@@ -367,6 +371,18 @@ impl SenderSession {
             fault_tolerance: options
                 .fault_tolerance
                 .unwrap_or_else(|| crate::record::max_fault_tolerance(replicas.len())),
+            standbys: BoundedVec::new(
+                options
+                    .standbys
+                    .iter()
+                    .filter(|s| !replicas.contains(s))
+                    .copied()
+                    .collect(),
+            )
+            .ok_or(Error::InvalidField {
+                field: "standbys",
+                reason: "at most 8 standbys",
+            })?,
             replicas: BoundedVec::new(replicas).ok_or(Error::InvalidField {
                 field: "replicas",
                 reason: "at most 16 replicas",

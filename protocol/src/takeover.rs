@@ -26,7 +26,29 @@ use crate::wire::{BoundedVec, FORMAT_VERSION};
 pub const MAX_STANDBYS: usize = 8;
 
 /// The most pledges one handover carries (slots × relinquish epochs a holder granted).
-pub const MAX_PLEDGES: usize = 256;
+pub const MAX_PLEDGES: usize = 64;
+
+/// The most takeovers one mailbox goes through (a chain longer than this is refused).
+pub const MAX_CHAIN: usize = 12;
+
+/// Checks a chain of takeovers from the genesis's own replica set, each following the
+/// one before; returns the retirements it ends at.
+pub fn follow(
+    lineup: &Lineup,
+    address: &Address,
+    genesis: &[u8; 32],
+    chain: &[Takeover],
+) -> Result<Retired, TakeoverError> {
+    let mut retired = Retired::NONE;
+    for t in chain {
+        let step = t.verify(lineup, address, genesis)?;
+        if step.from != retired {
+            return Err(TakeoverError::NotNext);
+        }
+        retired = step.to;
+    }
+    Ok(retired)
+}
 
 /// The retired positions of a lineup, as a bit set over its indices.
 #[derive(
@@ -46,6 +68,11 @@ impl Retired {
     /// These retirements and position `i`.
     pub fn with(self, i: usize) -> Retired {
         Retired(self.0 | (1u32 << (i % 32)))
+    }
+
+    /// Whether every position retired here is retired in `other` too.
+    pub fn within(self, other: Retired) -> bool {
+        self.0 & !other.0 == 0
     }
 
     /// How many positions are retired.
@@ -134,6 +161,15 @@ impl Lineup {
             replicas: replicas.len(),
             fault_tolerance,
         })
+    }
+
+    /// A lineup of `replicas` alone, unchecked (for a genesis that failed its shape).
+    pub(crate) fn unchecked(replicas: &[PublicKey], fault_tolerance: u8) -> Self {
+        Self {
+            nodes: replicas.to_vec(),
+            replicas: replicas.len(),
+            fault_tolerance,
+        }
     }
 
     /// The receipts, and the handovers, a certificate and a takeover need.
@@ -276,6 +312,17 @@ impl Takeover {
         self.verify_with(lineup, address, genesis, lineup.quorum())
     }
 
+    /// Checks every handover as [`Takeover::verify`] does, except the quorum (a takeover
+    /// still gathering).
+    pub fn verify_partial(
+        &self,
+        lineup: &Lineup,
+        address: &Address,
+        genesis: &[u8; 32],
+    ) -> Result<(), TakeoverError> {
+        self.verify_with(lineup, address, genesis, 1).map(|_| ())
+    }
+
     fn verify_with(
         &self,
         lineup: &Lineup,
@@ -341,7 +388,7 @@ impl Takeover {
 
 /// An honest member's place in one mailbox's lineup: the retirements it has adopted,
 /// whether it has handed over from them, and what it pledged.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Seat {
     retired: Retired,
     handed_over: bool,
@@ -359,6 +406,29 @@ impl Seat {
     /// The retirements this member has adopted (what its receipts name).
     pub fn retired(&self) -> Retired {
         self.retired
+    }
+
+    /// Whether this member may give `slot` of `epoch` to `recipient` (nothing else
+    /// pledged there).
+    pub fn allows(&self, slot: u8, epoch: u16, recipient: &PublicKey) -> bool {
+        self.pledges
+            .get(&(slot, epoch))
+            .is_none_or(|c| c.iter().all(|r| r == recipient))
+    }
+
+    /// The slot of `epoch` this member is pledged to give `recipient` alone, if any (a
+    /// standby inherits such pledges).
+    pub fn pledged_slot(&self, epoch: u16, recipient: &PublicKey) -> Option<u8> {
+        self.pledges
+            .iter()
+            .find(|((_, e), c)| *e == epoch && c[..] == [*recipient])
+            .map(|((slot, _), _)| *slot)
+    }
+
+    /// Whether this member has handed over from its retirements (and grants nothing until
+    /// it adopts the takeover).
+    pub fn handed_over(&self) -> bool {
+        self.handed_over
     }
 
     /// Grants `slot` of `epoch` to `recipient` if this member may: it holds the mailbox

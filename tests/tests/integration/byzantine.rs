@@ -334,6 +334,7 @@ async fn a_proven_liar_is_reported_and_no_longer_asked_or_placed() {
                 recipient: tigress_protocol::crypto::SigningKey::from_seed(&[who; 32]).public_key(),
                 slot: 0,
                 epoch: 0,
+                retired: tigress_protocol::takeover::Retired::NONE,
                 claim_digest: [who; 32],
                 granted_at: 0,
             },
