@@ -64,14 +64,17 @@ impl Behaviour {
             Behaviour::Equivocate => Doubles {
                 replica: replica(ReplicaLies::new(key).equivocate()),
                 entry: None,
+                clock: None,
             },
             Behaviour::ForgeGenesis => Doubles {
                 replica: replica(ReplicaLies::new(key).forge_genesis()),
                 entry: None,
+                clock: None,
             },
             Behaviour::Withhold => Doubles {
                 replica: replica(ReplicaLies::new(key).withhold()),
                 entry: None,
+                clock: None,
             },
             Behaviour::Sybil => Doubles {
                 replica: replica(
@@ -81,10 +84,12 @@ impl Behaviour {
                         .withhold(),
                 ),
                 entry: None,
+                clock: None,
             },
             Behaviour::DropWrites => Doubles {
                 replica: None,
                 entry: Some(Arc::new(EntryLies::DropWrites(key))),
+                clock: None,
             },
             Behaviour::LieLocate => {
                 let mut set = vec![key.public_key()];
@@ -92,6 +97,7 @@ impl Behaviour {
                 Doubles {
                     replica: None,
                     entry: Some(Arc::new(EntryLies::LieLocate(set))),
+                    clock: None,
                 }
             }
         }
@@ -258,6 +264,7 @@ impl ClientFilter for EntryLies {
             EntryLies::LieLocate(set) => match request {
                 ClientRequest::Locate { .. } => Some(ClientResponse::Located {
                     replicas: BoundedVec::truncated(set.clone()),
+                    standbys: BoundedVec::default(),
                 }),
                 _ => None,
             },

@@ -349,7 +349,7 @@ impl ProcessCluster {
                     ready::closest(&peers, &address, r)
                 }
                 Some(conn) => match conn.request(ClientRequest::Locate { address }).await {
-                    Ok(ClientResponse::Located { replicas }) => replicas.into_vec(),
+                    Ok(ClientResponse::Located { replicas, .. }) => replicas.into_vec(),
                     _ => Vec::new(),
                 },
                 None => Vec::new(),

@@ -2,6 +2,7 @@
 //! [`StateDir`]. Every rule is the protocol crate's; this module moves records and keeps
 //! the device's state.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use libp2p::Multiaddr;
@@ -16,6 +17,7 @@ use tigress_protocol::rpc::{ClientRequest, ClientResponse, MailboxView, NodeInfo
 use tigress_protocol::session::{
     Delivered, DeviceKeys, RecipientSession, SenderSession, ShareIdentity, ShareOptions,
 };
+use tigress_protocol::takeover::MAX_STANDBYS;
 use tigress_protocol::wire::BoundedVec;
 use tigress_protocol::{Address, ErrorCode, MailboxId, ShareUrl};
 
@@ -73,6 +75,17 @@ pub struct Client {
     alternates: Vec<Multiaddr>,
     state: StateDir,
     limits: Limits,
+    clock: ClientClock,
+}
+
+/// Where a client reads the time: the system clock, or one a test moves.
+#[derive(Clone)]
+struct ClientClock(Arc<dyn Fn() -> u64 + Send + Sync>);
+
+impl std::fmt::Debug for ClientClock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClientClock")
+    }
 }
 
 impl Client {
@@ -83,7 +96,19 @@ impl Client {
             alternates: Vec::new(),
             state,
             limits: Limits::default(),
+            clock: ClientClock(Arc::new(unix_now)),
         })
+    }
+
+    /// Uses `clock` (unix seconds) instead of the system's for the times records carry (a
+    /// test runs the network on a simulated clock).
+    pub fn with_clock(mut self, clock: impl Fn() -> u64 + Send + Sync + 'static) -> Self {
+        self.clock = ClientClock(Arc::new(clock));
+        self
+    }
+
+    fn now(&self) -> u64 {
+        (self.clock.0)()
     }
 
     /// Other nodes this client may use as a second entry (tried in order).
@@ -114,28 +139,47 @@ impl Client {
         located: ClientResponse,
         r: usize,
     ) -> ClientResponse {
-        let ClientResponse::Located { replicas: first } = &located else {
+        let ClientResponse::Located {
+            replicas: first,
+            standbys: first_standbys,
+        } = &located
+        else {
             return located;
         };
+        let first_all: Vec<_> = first.iter().chain(first_standbys.iter()).copied().collect();
         for i in 0..self.alternates.len() {
             let Some(alt) = self.alternate(i).await else {
                 continue;
             };
-            let Ok(ClientResponse::Located { replicas: second }) = alt
+            let Ok(ClientResponse::Located {
+                replicas: second,
+                standbys: second_standbys,
+            }) = alt
                 .request(ClientRequest::Locate { address: *address })
                 .await
             else {
                 continue;
             };
             let r = r.max(first.len()).max(second.len()).min(MAX_REPLICAS);
-            return match placement::confirm(first, &second, address, r) {
+            let s = first_standbys
+                .len()
+                .max(second_standbys.len())
+                .min(MAX_STANDBYS);
+            let second_all: Vec<_> = second
+                .iter()
+                .chain(second_standbys.iter())
+                .copied()
+                .collect();
+            return match placement::confirm(&first_all, &second_all, address, r + s) {
                 Ok(_) => located,
-                Err(best) => {
+                Err(mut best) => {
                     tracing::warn!(
                         "the entry node named replicas that are not the nearest to the address; using the nearest both entries know"
                     );
+                    let standbys = best.split_off(r.min(best.len()));
                     ClientResponse::Located {
                         replicas: BoundedVec::truncated(best),
+                        standbys: BoundedVec::truncated(standbys),
                     }
                 }
             };
@@ -179,7 +223,7 @@ impl Client {
         let view = match &mut state.party {
             Party::Sender(session) => self.refresh_sender(session).await,
             Party::Recipient(session) if session.is_recipient() => {
-                let request = session.read_request(unix_now(), ReadScope::View);
+                let request = session.read_request(self.now(), ReadScope::View);
                 let answer = self.conn.request(ClientRequest::Read { request }).await?;
                 Ok(flow::view(answer, session.genesis())?)
             }
@@ -246,7 +290,7 @@ impl Client {
             base,
             payload,
             options,
-            unix_now(),
+            self.now(),
             &mut rng,
         )?;
         let expires_at = session.genesis().header().expires_at;
@@ -274,9 +318,9 @@ impl Client {
         let mut state = if self.state.contains(&id) {
             self.state.load(&id)?
         } else {
-            let genesis = flow::genesis(self.conn.request(flow::open(url, unix_now())).await?)?;
+            let genesis = flow::genesis(self.conn.request(flow::open(url, self.now())).await?)?;
             let device = DeviceKeys::generate(genesis.header().sender_hpke.suite, &mut rng());
-            let now = unix_now();
+            let now = self.now();
             let (session, _) =
                 RecipientSession::open_with_device(url, genesis, device, now, &self.limits, now)?;
             let state = ShareState {
@@ -293,11 +337,11 @@ impl Client {
         };
         if !session.is_recipient() {
             match self.conn.request(flow::claim(session)).await {
-                Ok(answer) => flow::certified(session, answer, &self.limits, unix_now())?,
+                Ok(answer) => flow::certified(session, answer, &self.limits, self.now())?,
                 // A contest the sender settled in this claimant's favour: the resolve in
                 // the mailbox makes it a recipient.
                 Err(ClientError::Remote(e)) if e.code == tigress_protocol::ErrorCode::Conflict => {
-                    let request = session.read_request(unix_now(), ReadScope::View);
+                    let request = session.read_request(self.now(), ReadScope::View);
                     let kept = match self.conn.request(ClientRequest::Read { request }).await {
                         Ok(answer) => flow::kept_by_resolve(session, answer),
                         Err(_) => false,
@@ -323,9 +367,9 @@ impl Client {
         &self,
         session: &mut SenderSession,
     ) -> Result<MailboxView, ClientError> {
-        let request = session.read_request(unix_now(), ReadScope::View);
+        let request = session.read_request(self.now(), ReadScope::View);
         let answer = self.conn.request(ClientRequest::Read { request }).await?;
-        match flow::learn(session, answer, &self.limits, unix_now()) {
+        match flow::learn(session, answer, &self.limits, self.now()) {
             Err(flow::FlowError::Contested(proofs)) => {
                 for proof in &proofs {
                     tracing::warn!(replica = %proof.liar(), "a replica is proven to have lied; reporting it");
@@ -390,7 +434,7 @@ impl Client {
             self.refresh_sender(session).await?;
         }
         self.flush_outbox(&mut state).await?;
-        let now = unix_now();
+        let now = self.now();
         let mut rng = rng();
         let mut request_id = [0u8; 16];
         rand_core::Rng::fill_bytes(&mut rng, &mut request_id);
@@ -437,7 +481,7 @@ impl Client {
     pub async fn recv(&self, id: &MailboxId, wait: Duration) -> Result<Received, ClientError> {
         let mut state = self.state.load(id)?;
         let mut contested = false;
-        let now = unix_now();
+        let now = self.now();
         let wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
         let fetch = match &mut state.party {
             Party::Sender(session) => {
@@ -479,8 +523,8 @@ impl Client {
     pub async fn delete(&self, id: &MailboxId) -> Result<(), ClientError> {
         let state = self.state.load(id)?;
         let (delete, genesis) = match &state.party {
-            Party::Sender(s) => (s.delete(unix_now()), s.genesis()),
-            Party::Recipient(r) => (r.delete(unix_now()), r.genesis()),
+            Party::Sender(s) => (s.delete(self.now()), s.genesis()),
+            Party::Recipient(r) => (r.delete(self.now()), r.genesis()),
         };
         let record = delete.digest();
         self.stored(flow::delete(delete), genesis, record)
@@ -494,7 +538,7 @@ impl Client {
         let Party::Recipient(r) = &state.party else {
             return Err(ClientError::Usage("only a recipient can relinquish".into()));
         };
-        let relinquish = r.relinquish(unix_now());
+        let relinquish = r.relinquish(self.now());
         let record = relinquish.digest();
         self.stored(
             ClientRequest::Relinquish { relinquish },
@@ -522,7 +566,7 @@ impl Client {
                     .ok_or_else(|| ClientError::Usage(format!("no claimant with key {k}")))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let resolve = session.resolve(claims, &self.limits, unix_now())?;
+        let resolve = session.resolve(claims, &self.limits, self.now())?;
         let genesis = session.genesis().clone();
         self.state.save(&state)?;
         let record = resolve.digest();

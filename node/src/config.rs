@@ -69,6 +69,9 @@ pub struct Config {
     pub reachability: Reachability,
     /// How many replicas a new mailbox gets (the network's replication factor).
     pub replication: u8,
+    /// How many standbys a new mailbox gets after its replicas (at most 8): the nodes that
+    /// take the place of replicas that leave for good.
+    pub standbys: u8,
     /// The longest mailbox lifetime accepted, in seconds.
     pub max_ttl_secs: u64,
     /// The most bytes this node stores.
@@ -92,6 +95,9 @@ pub struct Config {
     pub bootstrap_interval_secs: u64,
     /// Seconds between anti-entropy rounds.
     pub anti_entropy_interval_secs: u64,
+    /// Seconds a mailbox's holder must stay unreachable before the others hand its place
+    /// to the next standby (a takeover).
+    pub takeover_after_secs: u64,
     /// The most routing-table entries from one network prefix (IPv4 /24, IPv6 /48) in
     /// all (0: no limit; local clusters, whose nodes share 127.0.0.1, use 0).
     pub max_peers_per_prefix: usize,
@@ -119,6 +125,7 @@ impl Default for Config {
             role: NodeRole::Relay,
             reachability: Reachability::Auto,
             replication: 5,
+            standbys: 3,
             max_ttl_secs: 7 * 24 * 3600,
             quota_bytes: 1 << 30,
             sweep_interval_secs: 60,
@@ -130,6 +137,7 @@ impl Default for Config {
             idle_timeout_secs: 300,
             bootstrap_interval_secs: 300,
             anti_entropy_interval_secs: 30,
+            takeover_after_secs: 6 * 3600,
             max_peers_per_prefix: 8,
             max_peers_per_prefix_per_bucket: 2,
             gateway_secret: None,
@@ -191,6 +199,9 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if !(1..=16).contains(&self.replication) {
             return Err(ConfigError::Invalid("replication must be 1 to 16".into()));
+        }
+        if self.standbys > 8 {
+            return Err(ConfigError::Invalid("standbys must be 0 to 8".into()));
         }
         if self.max_ttl_secs == 0 || self.sweep_interval_secs == 0 {
             return Err(ConfigError::Invalid(

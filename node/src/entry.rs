@@ -15,15 +15,16 @@ use libp2p::PeerId;
 use tigress_protocol::crypto::PublicKey;
 use tigress_protocol::mailbox::{self, Limits};
 use tigress_protocol::quorum::{
-    self, Answer, CallError, ClaimGather, ClaimOutcome, FETCH_GRACE_MS, FetchGather, FirstGather,
-    Gather, Quorum, READ_GRACE_MS, ReadGather, WriteGather, Written,
+    self, Answer, CallError, ChainGather, ClaimGather, ClaimOutcome, FETCH_GRACE_MS, FetchGather,
+    FirstGather, Gather, Quorum, READ_GRACE_MS, ReadGather, WriteGather, Written,
 };
-use tigress_protocol::record::{Equivocation, Genesis, ReadRequest};
+use tigress_protocol::record::{Equivocation, Genesis, ReadRequest, Record};
 use tigress_protocol::replica;
 use tigress_protocol::rpc::{
     Access, ClientRequest, ClientResponse, Cursor, NodeInfo, RemoteError, ReplicaRequest,
     ReplicaResponse,
 };
+use tigress_protocol::takeover::{self, Takeover};
 use tigress_protocol::wire::{BoundedString, BoundedVec};
 use tigress_protocol::{Address, ErrorCode};
 use tokio::sync::{mpsc, watch};
@@ -43,11 +44,17 @@ const GENESIS_CACHE: usize = 4096;
 /// memory is bounded).
 const LIARS: usize = 4096;
 
+/// Seconds an entry trusts the takeovers it last learned for a mailbox before asking its
+/// holders again.
+const CHAIN_TTL_SECS: u64 = 10;
+
 /// Settings of the entry role.
 #[derive(Debug, Clone)]
 pub struct EntryConfig {
     /// The network's replication factor.
     pub replication: u8,
+    /// How many standbys a new mailbox gets after its replicas.
+    pub standbys: u8,
     /// How long to wait for one replica.
     pub replica_timeout: Duration,
     /// The base of share URLs.
@@ -74,6 +81,8 @@ pub struct Entry {
     net: NetworkHandle,
     config: EntryConfig,
     genesis_cache: Mutex<LruCache<Address, Genesis>>,
+    /// The takeovers each mailbox went through, as last asked (unix seconds).
+    chains: Mutex<LruCache<Address, (Vec<Takeover>, u64)>>,
     liars: Mutex<LruCache<PublicKey, ()>>,
     filter: Option<Arc<dyn ClientFilter>>,
     metrics: Arc<Metrics>,
@@ -102,6 +111,7 @@ impl Entry {
             net,
             config,
             genesis_cache: Mutex::new(LruCache::new(GENESIS_CACHE)),
+            chains: Mutex::new(LruCache::new(GENESIS_CACHE)),
             liars: Mutex::new(LruCache::new(LIARS)),
             filter: None,
             metrics,
@@ -146,8 +156,9 @@ impl Entry {
                 max_ttl_secs: self.config.limits.max_ttl_secs,
             })),
             ClientRequest::Locate { address } => {
-                let replicas = self
-                    .locate(&address, usize::from(self.config.replication))
+                let r = usize::from(self.config.replication);
+                let mut replicas = self
+                    .locate(&address, r + usize::from(self.config.standbys))
                     .await;
                 if replicas.is_empty() {
                     return Err(remote(
@@ -155,8 +166,10 @@ impl Entry {
                         "no relay nodes are known yet",
                     ));
                 }
+                let standbys = replicas.split_off(r.min(replicas.len()));
                 Ok(ClientResponse::Located {
                     replicas: BoundedVec::truncated(replicas),
+                    standbys: BoundedVec::truncated(standbys),
                 })
             }
             ClientRequest::Create { genesis } => {
@@ -173,16 +186,21 @@ impl Entry {
                     )
                     .await?;
                 self.cache(address, genesis);
+                // A new mailbox went through no takeover.
+                if let Ok(mut c) = self.chains.lock() {
+                    c.insert(address, (Vec::new(), self.config.clock.unix()));
+                }
                 Ok(stored(written))
             }
             ClientRequest::Open { request } => {
                 let access = Access::Read(request.clone());
                 let genesis = self.genesis(&access).await?;
                 let wanted = genesis.clone();
+                let holders = self.holders(&genesis).await;
                 let found = self
                     .drive(
                         Quorum::new(
-                            &genesis.header().replicas,
+                            &holders,
                             FirstGather::new(
                                 move |r| matches!(r, ReplicaResponse::Genesis(g) if *g == wanted),
                             ),
@@ -398,7 +416,46 @@ impl Entry {
     }
 
     async fn replicas_of(&self, access: &Access) -> Result<Vec<PublicKey>, RemoteError> {
-        Ok(self.genesis(access).await?.header().replicas.to_vec())
+        let genesis = self.genesis(access).await?;
+        Ok(self.holders(&genesis).await)
+    }
+
+    /// Where the mailbox of `genesis` lives now: its replicas after the takeovers its
+    /// holders report (asked again once the answer is older than [`CHAIN_TTL_SECS`]).
+    async fn holders(&self, genesis: &Genesis) -> Vec<PublicKey> {
+        let h = genesis.header();
+        let lineup = h.lineup();
+        let digest = genesis.digest();
+        let now = self.config.clock.unix();
+        let cached = self
+            .chains
+            .lock()
+            .ok()
+            .and_then(|mut c| c.get(&h.address).cloned());
+        let known = cached.as_ref().map(|(c, _)| c.clone()).unwrap_or_default();
+        let retired = takeover::follow(&lineup, &h.address, &digest, &known).unwrap_or_default();
+        if let Some((_, at)) = cached
+            && now.saturating_sub(at) < CHAIN_TTL_SECS
+        {
+            return lineup.holders(retired);
+        }
+        let asked = lineup.holders(retired);
+        let found = self
+            .drive(
+                Quorum::new(&asked, ChainGather::new(genesis), 0),
+                ReplicaRequest::Takeovers { address: h.address },
+            )
+            .await;
+        let chain = if found.len() >= known.len() {
+            found
+        } else {
+            known
+        };
+        let retired = takeover::follow(&lineup, &h.address, &digest, &chain).unwrap_or_default();
+        if let Ok(mut c) = self.chains.lock() {
+            c.insert(h.address, (chain, now));
+        }
+        lineup.holders(retired)
     }
 
     async fn call(&self, replica: PublicKey, request: ReplicaRequest) -> (PublicKey, Answer) {
@@ -476,7 +533,7 @@ impl Entry {
         claim: tigress_protocol::record::Claim,
     ) -> Result<ClientResponse, RemoteError> {
         let genesis = self.genesis(&Access::Claim(claim.clone())).await?;
-        let replicas = genesis.header().replicas.to_vec();
+        let replicas = self.holders(&genesis).await;
         let (outcome, liars) = self
             .drive(
                 Quorum::new(&replicas, ClaimGather::new(genesis, claim.clone()), 0),
@@ -521,7 +578,7 @@ impl Entry {
 
     async fn read(&self, request: ReadRequest) -> Result<ClientResponse, RemoteError> {
         let genesis = self.genesis(&Access::Read(request.clone())).await?;
-        let replicas = genesis.header().replicas.to_vec();
+        let replicas = self.holders(&genesis).await;
         let gather = ReadGather::new(genesis, self.config.limits, self.config.clock.unix());
         self.drive(
             Quorum::new(&replicas, gather, READ_GRACE_MS),

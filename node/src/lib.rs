@@ -257,6 +257,8 @@ pub struct Doubles {
     pub replica: Option<Arc<dyn replica::ResponseFilter>>,
     /// Sees every client request before the entry carries it out.
     pub entry: Option<Arc<dyn entry::ClientFilter>>,
+    /// The clock, when not the system's (a test moves it through a simulated week).
+    pub clock: Option<clock::Clock>,
 }
 
 impl Node {
@@ -272,9 +274,10 @@ impl Node {
         let Doubles {
             replica: filter,
             entry: client_filter,
+            clock,
         } = doubles;
         config.validate()?;
-        let clock = clock::Clock::system();
+        let clock = clock.unwrap_or_else(clock::Clock::system);
         let limits = limits_of(&config);
 
         // The data directory: locked, with the identity in it.
@@ -335,6 +338,7 @@ impl Node {
                 net.clone(),
                 EntryConfig {
                     replication: config.replication,
+                    standbys: config.standbys,
                     replica_timeout: Duration::from_millis(config.replica_timeout_ms),
                     public_url: public_url.clone(),
                     limits,
@@ -401,7 +405,8 @@ impl Node {
                 net.clone(),
                 Duration::from_millis(config.replica_timeout_ms),
                 metrics.clone(),
-            );
+            )
+            .with_takeovers(clock.clone(), config.takeover_after_secs);
             let every = Duration::from_secs(config.anti_entropy_interval_secs.max(1));
             background.push(tokio::spawn(task.run(every, nudge_rx)));
             let every = Duration::from_secs(config.sweep_interval_secs);

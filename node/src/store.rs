@@ -200,7 +200,7 @@ impl Store {
         }
     }
 
-    /// Every mailbox stored, with its replica set (for anti-entropy).
+    /// Every mailbox stored, with its holders now (for anti-entropy and takeovers).
     pub async fn mailboxes(&self) -> Vec<(Address, Vec<PublicKey>)> {
         match self.submit(Op::List).await {
             Reply::List(list) => list,
@@ -352,7 +352,7 @@ impl Actor {
             .filter_map(|(k, v)| {
                 let state: MailboxState = wire::decode_local(&v).ok()?;
                 let addr: [u8; 32] = k.as_ref().try_into().ok()?;
-                Some((Address(addr), state.genesis().header().replicas.to_vec()))
+                Some((Address(addr), state.holders()))
             })
             .collect()
     }

@@ -3,9 +3,14 @@
 //! holds, a replica exchanges digests with the other replicas of the genesis set, pulls
 //! what it lacks and pushes what they lack. Every record goes through the receiving
 //! store's protocol checks, so a peer can offer nothing that a client could not.
-//! The replica set is fixed in the genesis: nothing is handed to nodes outside it.
+//! Records go only to the mailbox's holders: the genesis's replicas, and the standbys that
+//! took the place of replicas that left. A holder another holder has not reached for the
+//! takeover time is handed over ([`AntiEntropy::take_over`]): this replica signs its
+//! handover and sends it to the other holders; once a claim quorum agree, the takeover
+//! is adopted and anti-entropy brings the mailbox to the standby.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -18,6 +23,7 @@ use tigress_protocol::rpc::{MAX_SUMMARIES, ReplicaDigest, ReplicaRequest, Replic
 use tigress_protocol::wire::BoundedVec;
 use tokio::sync::mpsc;
 
+use crate::clock::Clock;
 use crate::identity::peer_of;
 use crate::metrics::Metrics;
 use crate::network::NetworkHandle;
@@ -40,6 +46,10 @@ pub struct AntiEntropy {
     net: NetworkHandle,
     timeout: Duration,
     metrics: Arc<Metrics>,
+    clock: Clock,
+    takeover_after: u64,
+    /// Since when (unix seconds) each peer has failed every anti-entropy call.
+    unreachable: Mutex<HashMap<PublicKey, u64>>,
 }
 
 impl AntiEntropy {
@@ -57,6 +67,99 @@ impl AntiEntropy {
             net,
             timeout,
             metrics,
+            clock: Clock::system(),
+            takeover_after: u64::MAX,
+            unreachable: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Hands over a holder that stayed unreachable for `after_secs` on `clock`.
+    pub fn with_takeovers(mut self, clock: Clock, after_secs: u64) -> Self {
+        self.clock = clock;
+        self.takeover_after = after_secs;
+        self
+    }
+
+    /// Notes whether `peer` answered.
+    fn reached(&self, peer: PublicKey, answered: bool) {
+        if let Ok(mut u) = self.unreachable.lock() {
+            if answered {
+                u.remove(&peer);
+            } else {
+                let now = self.clock.unix();
+                u.entry(peer).or_insert(now);
+            }
+        }
+    }
+
+    /// The holders unreachable for the takeover time.
+    fn gone(&self) -> Vec<PublicKey> {
+        let now = self.clock.unix();
+        self.unreachable
+            .lock()
+            .map(|u| {
+                u.iter()
+                    .filter(|(_, since)| now.saturating_sub(**since) >= self.takeover_after)
+                    .map(|(k, _)| *k)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// For every mailbox this replica holds with a holder gone for the takeover time:
+    /// signs (or re-sends) its handover to the other holders. A holder that completes a
+    /// takeover adopts it, and anti-entropy carries it to the standby.
+    pub async fn take_over(&self) {
+        let gone = self.gone();
+        if gone.is_empty() {
+            return;
+        }
+        for (address, holders) in self.store.mailboxes().await {
+            if !holders.contains(&self.me) {
+                continue;
+            }
+            let Some(retiree) = holders.iter().find(|h| gone.contains(h)).copied() else {
+                continue;
+            };
+            let ReplicaResponse::HandedOver { handover, takeover } = self
+                .store
+                .apply(ReplicaRequest::SignHandover { address, retiree })
+                .await
+            else {
+                continue;
+            };
+            tracing::info!(
+                mailbox = %address.short(),
+                %retiree,
+                "holder unreachable for the takeover time: handed over"
+            );
+            let mut sends: FuturesUnordered<_> = holders
+                .iter()
+                .filter(|h| **h != self.me && **h != retiree)
+                .map(|h| {
+                    self.call(
+                        Side::Peer(*h),
+                        ReplicaRequest::Handover {
+                            handover: handover.clone(),
+                        },
+                    )
+                })
+                .collect();
+            while sends.next().await.is_some() {}
+            if takeover.is_some() {
+                tracing::info!(mailbox = %address.short(), "takeover adopted");
+            }
+            // Whoever completed the takeover: bring every holder (the standby first of all)
+            // up to date now rather than next round.
+            if let Some((_, now)) = self
+                .store
+                .mailboxes()
+                .await
+                .into_iter()
+                .find(|(a, _)| *a == address)
+            {
+                self.sync_mailbox(address, &now).await;
+            }
         }
     }
 
@@ -99,6 +202,7 @@ impl AntiEntropy {
             .map(|(peer, addresses)| async move { self.sync_peer(peer, addresses).await })
             .buffer_unordered(PARALLEL);
         while work.next().await.is_some() {}
+        self.take_over().await;
         self.metrics
             .anti_entropy_rounds
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -123,10 +227,10 @@ impl AntiEntropy {
 
     async fn sync_peer(&self, peer: PublicKey, addresses: Vec<Address>) {
         for chunk in addresses.chunks(MAX_SUMMARIES) {
-            let (Some(local), Some(remote)) = (
-                self.summaries(Side::Local, chunk).await,
-                self.summaries(Side::Peer(peer), chunk).await,
-            ) else {
+            let local = self.summaries(Side::Local, chunk).await;
+            let remote = self.summaries(Side::Peer(peer), chunk).await;
+            self.reached(peer, remote.is_some());
+            let (Some(local), Some(remote)) = (local, remote) else {
                 continue;
             };
             for ((address, mine), theirs) in chunk.iter().zip(local).zip(remote) {

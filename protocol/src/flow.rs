@@ -83,8 +83,10 @@ pub fn create(
     now: u64,
     rng: &mut impl CryptoRng,
 ) -> Result<(SenderSession, ShareUrl, ClientRequest), FlowError> {
-    let replicas = match located {
-        ClientResponse::Located { replicas } if !replicas.is_empty() => replicas.into_vec(),
+    let (replicas, standbys) = match located {
+        ClientResponse::Located { replicas, standbys } if !replicas.is_empty() => {
+            (replicas.into_vec(), standbys.into_vec())
+        }
         ClientResponse::Located { .. } => {
             return Err(FlowError::Refused(RemoteError::new(
                 ErrorCode::Unavailable,
@@ -93,8 +95,12 @@ pub fn create(
         }
         other => return Err(refused_or(other, "located replicas")),
     };
+    let options = ShareOptions {
+        standbys,
+        ..options.clone()
+    };
     let (session, url) = SenderSession::create_with_device(
-        identity, device, base_url, replicas, payload, options, now, rng,
+        identity, device, base_url, replicas, payload, &options, now, rng,
     )?;
     let request = ClientRequest::Create {
         genesis: session.genesis().clone(),

@@ -634,6 +634,59 @@ impl Gather for FetchGather {
     }
 }
 
+/// The takeovers of a mailbox, from its holders: the longest chain that checks against
+/// the genesis's lineup (a holder that withholds takeovers, or offers forged ones, changes
+/// nothing while another reports the real chain). Done once a majority answered.
+#[derive(Debug)]
+pub struct ChainGather {
+    lineup: crate::takeover::Lineup,
+    address: Address,
+    genesis: [u8; 32],
+    best: Vec<crate::takeover::Takeover>,
+    answered: usize,
+}
+
+impl ChainGather {
+    /// A gather for the mailbox of `genesis`.
+    pub fn new(genesis: &Genesis) -> Self {
+        Self {
+            lineup: genesis.header().lineup(),
+            address: genesis.header().address,
+            genesis: genesis.digest(),
+            best: Vec::new(),
+            answered: 0,
+        }
+    }
+}
+
+impl Gather for ChainGather {
+    type Output = Vec<crate::takeover::Takeover>;
+
+    fn add(&mut self, _: PublicKey, answer: &Answer) {
+        if let Ok(ReplicaResponse::Takeovers(chain)) = answer {
+            self.answered += 1;
+            if chain.len() > self.best.len()
+                && crate::takeover::follow(&self.lineup, &self.address, &self.genesis, chain)
+                    .is_ok()
+            {
+                self.best = chain.to_vec();
+            }
+        }
+    }
+
+    fn enough(&self, of: usize) -> bool {
+        self.answered > of / 2
+    }
+
+    fn settled(&self, of: usize) -> bool {
+        self.answered == of
+    }
+
+    fn finish(self, _: &[(PublicKey, Answer)], _: usize) -> Self::Output {
+        self.best
+    }
+}
+
 /// The first answer a predicate accepts (a genesis, a status): done at it.
 pub struct FirstGather<F> {
     accept: F,

@@ -16,7 +16,7 @@ use crate::record::{
     Ack, Claim, ClaimCertificate, Delete, Equivocation, Genesis, MAX_REPLICAS, Message,
     ReadRequest, Receipt, Relinquish, Resolve,
 };
-use crate::takeover::{Handover, MAX_CHAIN, Takeover};
+use crate::takeover::{Handover, MAX_CHAIN, MAX_STANDBYS, Takeover};
 use crate::wire::{self, BoundedString, BoundedVec, DecodeError};
 
 /// The client protocol name.
@@ -259,6 +259,8 @@ pub enum ClientResponse {
     Located {
         /// Node keys, closest first.
         replicas: BoundedVec<PublicKey, MAX_REPLICAS>,
+        /// The next nearest nodes, in order: the mailbox's standbys.
+        standbys: BoundedVec<PublicKey, MAX_STANDBYS>,
     },
     /// A write was stored by a majority.
     Stored {

@@ -356,6 +356,7 @@ async fn a_malicious_replica_cannot_disturb_a_transfer() {
         |i, _| tigress_node::Doubles {
             replica: (i == 2).then(|| Arc::new(Malicious) as Arc<dyn ResponseFilter>),
             entry: None,
+            clock: None,
         },
     )
     .await

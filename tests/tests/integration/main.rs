@@ -15,3 +15,4 @@ mod hostile;
 mod nat;
 mod single_node;
 mod support;
+mod takeover;
