@@ -464,24 +464,32 @@ pub fn tally_checked(genesis: &Genesis, claim: &Claim, receipts: &[CheckedReceip
     let map = GrantMap::of_checked(receipts);
     let digest = claim.digest();
     let who = claim.body.recipient;
-    for slot in 0..genesis.header().policy.max_recipients {
-        let mut mine: Vec<Receipt> = Vec::new();
-        for CheckedReceipt(r) in receipts {
-            let fits = r.body.recipient == who
-                && r.body.slot == slot
-                && r.body.claim_digest == digest
-                && !mine.iter().any(|m| m.body.replica == r.body.replica);
-            if fits {
-                mine.push(r.clone());
+    let lineup = genesis.header().lineup();
+    // A certificate is a quorum of receipts for one slot naming the same retirements, by
+    // holders under them.
+    for retired in map.retirements() {
+        let holders = lineup.holders(retired);
+        for slot in 0..genesis.header().policy.max_recipients {
+            let mut mine: Vec<Receipt> = Vec::new();
+            for CheckedReceipt(r) in receipts {
+                let fits = r.body.recipient == who
+                    && r.body.slot == slot
+                    && r.body.retired == retired
+                    && r.body.claim_digest == digest
+                    && holders.contains(&r.body.replica)
+                    && !mine.iter().any(|m| m.body.replica == r.body.replica);
+                if fits {
+                    mine.push(r.clone());
+                }
             }
-        }
-        if mine.len() >= genesis.header().claim_quorum()
-            && let Some(receipts) = BoundedVec::new(mine)
-        {
-            return ClaimTally::Certified(Box::new(ClaimCertificate {
-                claim: claim.clone(),
-                receipts,
-            }));
+            if mine.len() >= genesis.header().claim_quorum()
+                && let Some(receipts) = BoundedVec::new(mine)
+            {
+                return ClaimTally::Certified(Box::new(ClaimCertificate {
+                    claim: claim.clone(),
+                    receipts,
+                }));
+            }
         }
     }
     if map.can_reach(genesis, &who) {

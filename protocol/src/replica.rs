@@ -458,7 +458,7 @@ fn try_apply(
                     (state, true)
                 }
             };
-            state.live(now).map_err(|e| refusal(&e))?;
+            // A tombstone takes takeovers too: its holders must agree on where it lives.
             let mut outcome = if new {
                 Outcome::Applied
             } else {

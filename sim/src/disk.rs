@@ -54,6 +54,11 @@ impl Disk {
         self.states.get(address)
     }
 
+    /// Every mailbox held.
+    pub(crate) fn states(&self) -> impl Iterator<Item = (&Address, &MailboxState)> {
+        self.states.iter()
+    }
+
     /// Whether the message at `key` of `address` is held.
     pub(crate) fn has_message(&self, address: &Address, key: &MessageKey) -> bool {
         self.messages.contains_key(&(*address, *key))

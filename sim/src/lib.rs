@@ -67,6 +67,20 @@ pub struct Config {
     pub concurrency: usize,
     /// Stop at the first broken invariant (the canaries need no more).
     pub stop_at_first_violation: bool,
+    /// Standbys each mailbox names after its replicas.
+    pub standbys: usize,
+    /// Honest nodes that leave for good during the run (their data with them), one every
+    /// `depart_every_ms`.
+    pub departures: usize,
+    /// Virtual milliseconds between departures.
+    pub depart_every_ms: u64,
+    /// Virtual milliseconds a holder stays unreachable before the others hand it over.
+    pub takeover_after_ms: u64,
+    /// Messages per exchange flow (0: 4 to 12): long exchanges keep mailboxes live while
+    /// their holders leave.
+    pub exchange_length: u64,
+    /// Virtual milliseconds every flow must finish within (the progress invariant).
+    pub flow_deadline_ms: u64,
 }
 
 impl Default for Config {
@@ -84,6 +98,12 @@ impl Default for Config {
             signatures: Signatures::Simulated,
             concurrency: 32,
             stop_at_first_violation: false,
+            standbys: 0,
+            departures: 0,
+            depart_every_ms: 20_000,
+            takeover_after_ms: 5_000,
+            exchange_length: 0,
+            flow_deadline_ms: 120_000,
         }
     }
 }
@@ -256,6 +276,10 @@ pub struct Report {
     pub lost_within_f: u64,
     /// Simulation steps (events) processed.
     pub steps: u64,
+    /// Nodes that left for good.
+    pub departures: u64,
+    /// Takeovers adopted (the longest chain of each mailbox, summed).
+    pub takeovers: u64,
 }
 
 impl Report {

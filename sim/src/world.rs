@@ -41,8 +41,6 @@ const ANTI_ENTROPY_MS: u64 = 2_000;
 const RETRY_MS: u64 = 300;
 /// A client polls again after a fetch that did not deliver everything.
 const POLL_MS: u64 = 50;
-/// Every flow must finish within this much virtual time.
-const FLOW_DEADLINE_MS: u64 = 120_000;
 /// The most events one run processes (a bound on every loop).
 const MAX_STEPS: u64 = 200_000_000;
 
@@ -79,6 +77,8 @@ enum Event {
     },
     Partition,
     Heal,
+    /// An honest node leaves for good.
+    Depart,
     AntiEntropy {
         node: NodeId,
     },
@@ -106,6 +106,10 @@ struct Node {
     touched: BTreeSet<Address>,
     /// Mailboxes whose tombstone this node has held durably.
     tombstones: BTreeSet<Address>,
+    /// Left for good: never up again, its data gone.
+    gone: bool,
+    /// Since when (virtual ms) each other node has been out of this node's reach.
+    unreachable: BTreeMap<NodeId, u64>,
 }
 
 enum OpKind {
@@ -169,7 +173,6 @@ enum ExchangePhase {
 struct Exchange {
     sender: SenderSession,
     recipient: RecipientSession,
-    replicas: Vec<PublicKey>,
     phase: ExchangePhase,
     /// Messages still to deliver in this flow.
     remaining: u64,
@@ -227,6 +230,9 @@ pub(crate) struct World {
     over_certified: u64,
     over_certified_within_f: u64,
     lost_within_f: BTreeSet<Address>,
+    departures: u64,
+    /// The mailbox whose holders leave one after another.
+    departing: Option<Address>,
 }
 
 impl World {
@@ -260,6 +266,8 @@ impl World {
                 flush_pending: false,
                 touched: BTreeSet::new(),
                 tombstones: BTreeSet::new(),
+                gone: false,
+                unreachable: BTreeMap::new(),
             });
         }
         let races_left = config.claim_races;
@@ -295,6 +303,8 @@ impl World {
             over_certified: 0,
             over_certified_within_f: 0,
             lost_within_f: BTreeSet::new(),
+            departures: 0,
+            departing: None,
         }
     }
 
@@ -341,6 +351,10 @@ impl World {
             let d = self.between(1, 2 * faults.partition_every_ms);
             self.at(d, Event::Partition);
         }
+        if self.config.departures > 0 {
+            let every = self.config.depart_every_ms;
+            self.at(every, Event::Depart);
+        }
         for node in 0..self.nodes.len() {
             if !self.nodes[node].liar {
                 let d = self.between(1, ANTI_ENTROPY_MS);
@@ -373,6 +387,7 @@ impl World {
     }
 
     fn report(self) -> Report {
+        let takeovers = self.takeovers();
         Report {
             claim_races: self.races_done,
             exchanges: self.delivered,
@@ -389,6 +404,8 @@ impl World {
             over_certified_within_f: self.over_certified_within_f,
             lost_within_f: self.lost_within_f.len() as u64,
             steps: self.steps,
+            departures: self.departures,
+            takeovers,
         }
     }
 
@@ -405,11 +422,15 @@ impl World {
             Event::Flush { node, epoch } => self.on_flush(node, epoch),
             Event::Crash => self.on_crash(),
             Event::Restart { node } => {
-                self.nodes[node].up = true;
+                self.nodes[node].up = !self.nodes[node].gone;
             }
+            Event::Depart => self.on_depart(),
             Event::Partition => self.on_partition(),
             Event::Heal => self.cut.clear(),
             Event::AntiEntropy { node } => {
+                if self.config.departures > 0 {
+                    self.take_over(node);
+                }
                 self.anti_entropy(node);
                 self.at(ANTI_ENTROPY_MS, Event::AntiEntropy { node });
             }
@@ -528,7 +549,15 @@ impl World {
 
     fn honest_node(&mut self) -> NodeId {
         let n = self.honest_count();
-        (self.rng.next_u64() % n as u64) as usize
+        let mut pick = (self.rng.next_u64() % n as u64) as usize;
+        // An entry that left for good is replaced by the next one still there.
+        for _ in 0..n {
+            if !self.nodes[pick].gone {
+                break;
+            }
+            pick = (pick + 1) % n;
+        }
+        pick
     }
 
     fn reply(&mut self, node: NodeId, op: OpId, entry: NodeId, response: ReplicaResponse) {
@@ -668,7 +697,7 @@ impl World {
         let honest = self.honest_count();
         let node = (self.rng.next_u64() % honest as u64) as usize;
         let n = &mut self.nodes[node];
-        if n.up {
+        if n.up && !n.gone {
             n.up = false;
             n.epoch += 1;
             n.flush_pending = false;
@@ -779,7 +808,7 @@ impl World {
             let Some(state) = self.nodes[node].disk.state(&address) else {
                 continue;
             };
-            let replicas = state.genesis().header().replicas.to_vec();
+            let replicas = state.holders();
             let mut missed = false;
             for peer in replicas {
                 let Some(&p) = self.by_key.get(&peer) else {
@@ -789,7 +818,7 @@ impl World {
                     continue;
                 }
                 if !self.nodes[p].up || !self.reachable(node, p) {
-                    missed = true;
+                    missed = !self.nodes[p].gone;
                     continue;
                 }
                 self.reconcile(node, p, address);
@@ -926,10 +955,10 @@ impl World {
             tigress_protocol::record::max_fault_tolerance(self.config.replication)
         });
         for (address, replicas, record) in &self.acked {
-            let held = replicas.iter().any(|r| {
-                self.by_key
-                    .get(r)
-                    .is_some_and(|&n| !self.nodes[n].liar && self.holds(n, address, record))
+            // Held by an honest node still in the network (a holder, or a standby that
+            // took a place; a node that left took its data with it).
+            let held = (0..self.nodes.len()).any(|n| {
+                !self.nodes[n].liar && !self.nodes[n].gone && self.holds(n, address, record)
             });
             let liars = replicas
                 .iter()
@@ -961,7 +990,7 @@ impl World {
     fn settle(&mut self) {
         self.cut.clear();
         for n in 0..self.nodes.len() {
-            self.nodes[n].up = true;
+            self.nodes[n].up = !self.nodes[n].gone;
             self.nodes[n].disk.flush();
         }
         let addresses: BTreeSet<Address> = self.acked.iter().map(|(a, _, _)| *a).collect();
@@ -970,18 +999,21 @@ impl World {
             for &address in &addresses {
                 let holders: Vec<NodeId> = (0..self.nodes.len())
                     .filter(|&n| {
-                        !self.nodes[n].liar && self.nodes[n].disk.state(&address).is_some()
+                        !self.nodes[n].liar
+                            && !self.nodes[n].gone
+                            && self.nodes[n].disk.state(&address).is_some()
                     })
                     .collect();
                 for &a in &holders {
                     let Some(state) = self.nodes[a].disk.state(&address) else {
                         continue;
                     };
-                    let replicas = state.genesis().header().replicas.to_vec();
+                    let replicas = state.holders();
                     for r in replicas {
                         if let Some(&b) = self.by_key.get(&r)
                             && b != a
                             && !self.nodes[b].liar
+                            && !self.nodes[b].gone
                         {
                             copied |= self.reconcile(a, b, address);
                         }
@@ -1000,17 +1032,12 @@ impl World {
             let mut summaries = BTreeSet::new();
             let mut live_after_delete = false;
             let replicas: Vec<NodeId> = self
-                .acked
+                .holders_now(&address)
                 .iter()
-                .find(|(a, _, _)| *a == address)
-                .map(|(_, r, _)| {
-                    r.iter()
-                        .filter_map(|k| self.by_key.get(k).copied())
-                        .collect()
-                })
-                .unwrap_or_default();
+                .filter_map(|k| self.by_key.get(k).copied())
+                .collect();
             for n in replicas {
-                if self.nodes[n].liar {
+                if self.nodes[n].liar || self.nodes[n].gone {
                     continue;
                 }
                 if let Some(d) = self.digest(n, address) {
@@ -1043,6 +1070,181 @@ impl World {
         }
     }
 
+    // ---- departures and takeovers ---------------------------------------------------
+
+    /// An honest node leaves for good, its data with it: a holder of the oldest live
+    /// mailbox (so one mailbox loses holder after holder), else any node.
+    fn on_depart(&mut self) {
+        let honest = self.honest_count();
+        let present: Vec<NodeId> = (0..honest).filter(|&n| !self.nodes[n].gone).collect();
+        if present.len() > self.config.replication + self.config.standbys {
+            // The mailbox losing its holders: the one chosen at the last departure while
+            // its flow is live, else the oldest live one.
+            let live = |a: &Address| self.flows.values().any(|f| f.address == *a);
+            let oldest = self
+                .departing
+                .filter(|a| live(a))
+                .or_else(|| self.flows.values().next().map(|f| f.address));
+            self.departing = oldest;
+            let holder = oldest.and_then(|a| {
+                self.holders_now(&a)
+                    .iter()
+                    .filter_map(|k| self.by_key.get(k).copied())
+                    .find(|n| present.contains(n))
+            });
+            let node = holder
+                .unwrap_or_else(|| present[(self.rng.next_u64() % present.len() as u64) as usize]);
+            let n = &mut self.nodes[node];
+            n.gone = true;
+            n.up = false;
+            n.epoch += 1;
+            n.flush_pending = false;
+            n.unflushed.clear();
+            n.disk = crate::disk::Disk::default();
+            n.touched.clear();
+            n.tombstones.clear();
+            self.departures += 1;
+        }
+        if self.departures < self.config.departures as u64 {
+            let every = self.config.depart_every_ms;
+            self.at(every, Event::Depart);
+        }
+    }
+
+    /// Where a mailbox lives now, as an entry learns it from the holders: the genesis's
+    /// lineup after the longest chain of takeovers an honest node still there adopted.
+    fn holders_now(&self, address: &Address) -> Vec<PublicKey> {
+        let mut best: Option<&MailboxState> = None;
+        for n in &self.nodes {
+            if n.liar || n.gone {
+                continue;
+            }
+            if let Some(s) = n.disk.state(address)
+                && best.is_none_or(|b| s.takeovers().len() > b.takeovers().len())
+            {
+                best = Some(s);
+            }
+        }
+        best.map(MailboxState::holders).unwrap_or_default()
+    }
+
+    /// Where an entry sends a request for the mailbox of `genesis`: its holders now, or its
+    /// replicas before any node holds it.
+    fn targets(&self, genesis: &Genesis) -> Vec<PublicKey> {
+        let now = self.holders_now(&genesis.header().address);
+        if now.is_empty() {
+            genesis.header().replicas.to_vec()
+        } else {
+            now
+        }
+    }
+
+    /// The takeovers adopted across all mailboxes (the longest chain of each).
+    fn takeovers(&self) -> u64 {
+        let mut longest: BTreeMap<Address, usize> = BTreeMap::new();
+        for n in &self.nodes {
+            if n.gone {
+                continue;
+            }
+            for (address, state) in n.disk.states() {
+                let e = longest.entry(*address).or_default();
+                *e = (*e).max(state.takeovers().len());
+            }
+        }
+        longest.values().map(|&l| l as u64).sum()
+    }
+
+    /// The node's takeover duty: notes which holders of its mailboxes it cannot reach,
+    /// and for a holder out of reach for the takeover time signs (or re-sends) its
+    /// handover to the other holders, as `node/src/sync.rs` does.
+    fn take_over(&mut self, node: NodeId) {
+        if !self.nodes[node].up || self.nodes[node].gone {
+            return;
+        }
+        let now = self.now;
+        let after = self.config.takeover_after_ms;
+        let held: Vec<(Address, Vec<PublicKey>)> = self.nodes[node]
+            .disk
+            .states()
+            .filter(|(_, s)| s.deletion().is_none())
+            .map(|(a, s)| (*a, s.holders()))
+            .filter(|(_, h)| h.contains(&self.nodes[node].public))
+            .collect();
+        let mut peers: BTreeSet<NodeId> = BTreeSet::new();
+        for (_, holders) in &held {
+            peers.extend(holders.iter().filter_map(|k| self.by_key.get(k).copied()));
+        }
+        peers.remove(&node);
+        for p in peers {
+            let reached = self.nodes[p].up && self.reachable(node, p);
+            if reached {
+                self.nodes[node].unreachable.remove(&p);
+            } else {
+                self.nodes[node].unreachable.entry(p).or_insert(now);
+            }
+        }
+        let gone: Vec<PublicKey> = self.nodes[node]
+            .unreachable
+            .iter()
+            .filter(|(_, since)| now.saturating_sub(**since) >= after)
+            .map(|(p, _)| self.nodes[*p].public)
+            .collect();
+        if gone.is_empty() {
+            return;
+        }
+        let limits = self.limits;
+        let unix = self.unix();
+        for (address, holders) in held {
+            let Some(retiree) = holders.iter().find(|h| gone.contains(h)).copied() else {
+                continue;
+            };
+            let n = &mut self.nodes[node];
+            let me = n.public;
+            let applied = replica::apply(
+                &mut n.disk,
+                &n.key,
+                &limits,
+                Some(&me),
+                ReplicaRequest::SignHandover { address, retiree },
+                unix,
+            );
+            let ReplicaResponse::HandedOver { handover, .. } = applied.response else {
+                continue;
+            };
+            n.touched.insert(address);
+            self.schedule_flush(node);
+            for h in &holders {
+                let Some(&t) = self.by_key.get(h) else {
+                    continue;
+                };
+                if t == node
+                    || *h == retiree
+                    || self.nodes[t].liar
+                    || !self.nodes[t].up
+                    || !self.reachable(node, t)
+                {
+                    continue;
+                }
+                let target = &mut self.nodes[t];
+                let applied = replica::apply(
+                    &mut target.disk,
+                    &target.key,
+                    &limits,
+                    Some(&me),
+                    ReplicaRequest::Handover {
+                        handover: handover.clone(),
+                    },
+                    unix,
+                );
+                let wrote = applied.wrote;
+                if wrote {
+                    self.nodes[t].touched.insert(address);
+                    self.schedule_flush(t);
+                }
+            }
+        }
+    }
+
     // ---- client flows ----------------------------------------------------------------
 
     /// The replica set of a new mailbox: `liars` lying nodes, then the honest nodes
@@ -1065,7 +1267,10 @@ impl World {
             .map(|n| n.public)
             .collect();
         set.extend(tigress_protocol::placement::nearest(
-            self.nodes.iter().filter(|n| !n.liar).map(|n| n.public),
+            self.nodes
+                .iter()
+                .filter(|n| !n.liar && !n.gone)
+                .map(|n| n.public),
             address,
             r - liars,
         ));
@@ -1079,7 +1284,10 @@ impl World {
             self.races_left -= 1;
             self.start_race();
         } else if self.exchanges_left > 0 {
-            let n = self.exchanges_left.min(self.between(4, 12));
+            let n = self.exchanges_left.min(match self.config.exchange_length {
+                0 => self.between(4, 12),
+                n => n,
+            });
             self.exchanges_left -= n;
             self.start_exchange(n);
         }
@@ -1088,12 +1296,22 @@ impl World {
     fn new_share(&mut self, max_recipients: u8) -> (SenderSession, ShareUrl, Vec<PublicKey>) {
         let identity = ShareIdentity::random(&mut self.rng);
         let replicas = self.place(&identity.address());
+        // The standbys: the honest nodes still there next nearest to the address.
+        let standbys = tigress_protocol::placement::nearest(
+            self.nodes
+                .iter()
+                .filter(|n| !n.liar && !n.gone && !replicas.contains(&n.public))
+                .map(|n| n.public),
+            &identity.address(),
+            self.config.standbys,
+        );
         let options = ShareOptions {
             policy: Policy {
                 max_recipients,
                 ..Policy::default()
             },
             fault_tolerance: self.config.rules.fault_tolerance,
+            standbys,
             ..ShareOptions::default()
         };
         let now = self.unix();
@@ -1130,7 +1348,8 @@ impl World {
         let id = self.next_flow;
         self.next_flow += 1;
         self.flows.insert(id, Flow { kind, address });
-        self.at(FLOW_DEADLINE_MS, Event::Deadline { flow: id });
+        let deadline = self.config.flow_deadline_ms;
+        self.at(deadline, Event::Deadline { flow: id });
         id
     }
 
@@ -1160,7 +1379,7 @@ impl World {
     }
 
     fn start_exchange(&mut self, messages: u64) {
-        let (sender, url, replicas) = self.new_share(1);
+        let (sender, url, _) = self.new_share(1);
         let genesis = sender.genesis().clone();
         let recipient = self.open(&url, &genesis);
         let address = genesis.header().address;
@@ -1168,7 +1387,6 @@ impl World {
             FlowKind::Exchange(Box::new(Exchange {
                 sender,
                 recipient,
-                replicas,
                 phase: ExchangePhase::Creating,
                 remaining: messages,
                 outbox: VecDeque::new(),
@@ -1288,6 +1506,7 @@ impl World {
             (RacePhase::Creating, Some((_, OpResult::Written(Ok(_))))) => {
                 self.acknowledge(address, &race.replicas, Acked::Genesis);
                 race.phase = RacePhase::Claiming;
+                let targets = self.targets(&race.genesis);
                 for i in 0..race.claimants.len() {
                     let claim = race.claimants[i].session.claim().clone();
                     let delay = self.between(0, 30);
@@ -1295,7 +1514,7 @@ impl World {
                         flow,
                         delay,
                         OpKind::Claim(Box::new(Quorum::new(
-                            &race.replicas,
+                            &targets,
                             ClaimGather::new(race.genesis.clone(), claim.clone()),
                             0,
                         ))),
@@ -1312,7 +1531,7 @@ impl World {
                 let Some(i) = race.op_for.remove(&op) else {
                     return false;
                 };
-                let replicas = race.replicas.clone();
+                let replicas = self.targets(&race.genesis);
                 match outcome {
                     OpResult::Claimed(ClaimOutcome::Certified(cert)) => {
                         let who = cert.claim.body.recipient;
@@ -1408,7 +1627,7 @@ impl World {
         self.start_op(
             flow,
             OpKind::Fetch(Box::new(Quorum::new(
-                &ex.replicas,
+                &self.targets(ex.sender.genesis()),
                 gather,
                 self.config.rules.fetch_grace_ms,
             ))),
@@ -1427,7 +1646,7 @@ impl World {
         ex: &mut Exchange,
         result: Option<(OpId, OpResult)>,
     ) -> bool {
-        let replicas = ex.replicas.clone();
+        let replicas = self.targets(ex.sender.genesis());
         let now = self.unix();
         match (&ex.phase, result) {
             (ExchangePhase::Creating, None) => {

@@ -197,3 +197,43 @@ fn a_liar_fraction_breaks_nothing_within_f() {
     assert_eq!(report.over_certified_within_f, 0);
     assert_eq!(report.lost_within_f, 0);
 }
+
+/// Holders that leave for good: eleven nodes, R = 5 with three standbys, and three
+/// holders of the oldest live mailbox leave one after another (their data with them)
+/// while long exchanges and claim races run; the other holders hand a departed holder's
+/// place to the next standby once it has been out of reach for the takeover time. Under
+/// the usual faults every invariant holds: claim safety, durability (on the nodes still
+/// there), in-order delivery, progress, convergence of the current holders. Without
+/// takeovers the oldest mailbox keeps two holders of five and its writes stall.
+#[test]
+fn replicas_that_leave_for_good_are_taken_over() {
+    for seed in [21, 23, 26] {
+        departures(seed);
+    }
+}
+
+fn departures(seed: u64) {
+    let report = run(&Config {
+        nodes: 11,
+        claim_races: 300,
+        exchanges: 1_500,
+        exchange_length: 60,
+        concurrency: 6,
+        seed,
+        standbys: 3,
+        departures: 3,
+        depart_every_ms: 10_000,
+        takeover_after_ms: 4_000,
+        flow_deadline_ms: 900_000,
+        ..Config::default()
+    });
+    assert_eq!(
+        report.violations, 0,
+        "seed {seed}: an invariant broke: {:?}",
+        report.first_violation
+    );
+    assert_eq!(report.departures, 3, "three nodes left");
+    assert!(report.takeovers > 0, "no takeover happened");
+    assert_eq!(report.claim_races, 300);
+    assert_eq!(report.exchanges, 1_500);
+}
