@@ -553,6 +553,15 @@ const MAX_ADDRS_PER_PEER: usize = 8;
 /// The most address checks in flight at once.
 const MAX_VERIFYING: usize = 256;
 
+/// Whether `addr` is on this host (127.0.0.0/8 or ::1).
+fn is_loopback(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| match p {
+        Protocol::Ip4(ip) => ip.is_loopback(),
+        Protocol::Ip6(ip) => ip.is_loopback(),
+        _ => false,
+    })
+}
+
 /// `addr` without its trailing `/p2p/<id>`.
 fn without_peer(addr: &Multiaddr) -> Multiaddr {
     addr.iter()
@@ -571,9 +580,14 @@ impl LoopState {
         peer: PeerId,
         announced: Vec<Multiaddr>,
     ) {
+        // A peer connected over loopback is on this host: its loopback addresses need no
+        // dial-back (local clusters start dozens of nodes at once).
+        let local = self.remote.get(&peer).is_some_and(is_loopback);
         for addr in announced.iter().take(MAX_ADDRS_PER_PEER) {
             let addr = without_peer(addr);
-            if self.dialed.get(&peer).is_some_and(|d| d.contains(&addr)) {
+            if self.dialed.get(&peer).is_some_and(|d| d.contains(&addr))
+                || (local && is_loopback(&addr))
+            {
                 swarm.behaviour_mut().kad.add_address(&peer, addr);
                 continue;
             }
