@@ -73,8 +73,9 @@ impl Cluster {
             configs,
             dir,
         };
-        // Larger clusters take longer to start and to settle their lookups.
-        let limit = READY_TIMEOUT.max(Duration::from_secs(3 * n as u64));
+        // Larger clusters take longer to start and to settle their lookups (fifty nodes in
+        // one process on a loaded two-core machine need a few minutes).
+        let limit = READY_TIMEOUT.max(Duration::from_secs(6 * n as u64));
         cluster.wait_ready(limit).await?;
         Ok(cluster)
     }
