@@ -449,6 +449,7 @@ impl Network {
             prefix_limits,
             dialed: HashMap::new(),
             verifying: HashMap::new(),
+            checks: HashMap::new(),
             public: handle.public.clone(),
         };
         ctx.metrics
@@ -543,6 +544,9 @@ struct LoopState {
     dialed: HashMap<PeerId, Vec<Multiaddr>>,
     /// Dials checking an address a peer announced before it enters the routing table.
     verifying: HashMap<ConnectionId, (PeerId, Multiaddr)>,
+    /// Checks started per connected peer: a peer that announces address after address
+    /// (identify pushes are free) gets at most [`MAX_ADDRS_PER_PEER`] dials from us.
+    checks: HashMap<PeerId, usize>,
     /// Whether this node is reachable (see [`NetworkHandle::is_public`]).
     public: Arc<AtomicBool>,
 }
@@ -882,6 +886,7 @@ impl LoopState {
                 if num_established == 0 {
                     self.remote.remove(&peer_id);
                     self.dialed.remove(&peer_id);
+                    self.checks.remove(&peer_id);
                 }
                 ctx.metrics
                     .peers

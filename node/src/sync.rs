@@ -114,6 +114,7 @@ impl AntiEntropy {
         if gone.is_empty() {
             return;
         }
+        let mut handed = std::collections::BTreeSet::new();
         for (address, holders) in self.store.mailboxes().await {
             if !holders.contains(&self.me) {
                 continue;
@@ -149,16 +150,13 @@ impl AntiEntropy {
             if takeover.is_some() {
                 tracing::info!(mailbox = %address.short(), "takeover adopted");
             }
-            // Whoever completed the takeover: bring every holder (the standby first of all)
-            // up to date now rather than next round.
-            if let Some((_, now)) = self
-                .store
-                .mailboxes()
-                .await
-                .into_iter()
-                .find(|(a, _)| *a == address)
-            {
-                self.sync_mailbox(address, &now).await;
+            handed.insert(address);
+        }
+        // Whoever completed a takeover: bring every holder (the standby first of all) up
+        // to date now rather than next round.
+        for (address, holders) in self.store.mailboxes().await {
+            if handed.contains(&address) {
+                self.sync_mailbox(address, &holders).await;
             }
         }
     }
@@ -171,14 +169,14 @@ impl AntiEntropy {
             tokio::select! {
                 _ = tick.tick() => self.round().await,
                 Some(address) = nudges.recv() => {
-                    if let Some((_, replicas)) = self
+                    if let Some((_, holders)) = self
                         .store
                         .mailboxes()
                         .await
                         .into_iter()
                         .find(|(a, _)| *a == address)
                     {
-                        self.sync_mailbox(address, &replicas).await;
+                        self.sync_mailbox(address, &holders).await;
                     }
                 }
             }
@@ -197,6 +195,10 @@ impl AntiEntropy {
             for r in replicas.iter().filter(|r| **r != self.me) {
                 by_peer.entry(*r).or_default().push(*address);
             }
+        }
+        // Only holders of mailboxes held now are watched (a retired peer is forgotten).
+        if let Ok(mut u) = self.unreachable.lock() {
+            u.retain(|peer, _| by_peer.contains_key(peer));
         }
         let mut work = futures::stream::iter(by_peer)
             .map(|(peer, addresses)| async move { self.sync_peer(peer, addresses).await })

@@ -620,11 +620,6 @@ impl MailboxState {
         self.handovers.len()
     }
 
-    /// Whether this replica has handed over from its retirements and awaits the takeover.
-    pub fn handed_over(&self) -> bool {
-        self.seat.handed_over()
-    }
-
     /// Signs this replica's handover retiring `retiree` (a holder it has not reached for
     /// the takeover time) and counts it towards the takeover; once signed, this replica
     /// grants nothing more until the takeover is adopted.

@@ -425,12 +425,6 @@ impl Seat {
             .map(|((slot, _), _)| *slot)
     }
 
-    /// Whether this member has handed over from its retirements (and grants nothing until
-    /// it adopts the takeover).
-    pub fn handed_over(&self) -> bool {
-        self.handed_over
-    }
-
     /// Grants `slot` of `epoch` to `recipient` if this member may: it holds the mailbox
     /// under its retirements, has not handed over from them, and the slot is free or
     /// already this claimant's. Returns the retirements the receipt names.
