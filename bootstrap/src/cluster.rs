@@ -42,6 +42,7 @@ impl Cluster {
                 data_dir: Some(dir.path().join(format!("node-{i}"))),
                 listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
                 http: None,
+                admin: Some("off".into()),
                 bootstrap_interval_secs: 2,
                 anti_entropy_interval_secs: 1,
                 replica_timeout_ms: 3_000,

@@ -25,6 +25,9 @@ pub struct NodeEntry {
     pub multiaddr: String,
     /// The HTTP address.
     pub http: String,
+    /// The admin address (`/metrics`, `/status`).
+    #[serde(default)]
+    pub admin: String,
     /// The process ID.
     pub pid: u32,
     /// The data directory.
@@ -121,6 +124,7 @@ async fn write_config(
     data_dir: &Path,
     listen: &str,
     http: &str,
+    admin: &str,
     replication: u8,
     seed: Option<&str>,
 ) -> anyhow::Result<()> {
@@ -133,6 +137,7 @@ async fn write_config(
     ));
     text.push_str(&format!("listen = [{}]\n", toml_string(listen)));
     text.push_str(&format!("http = {}\n", toml_string(http)));
+    text.push_str(&format!("admin = {}\n", toml_string(admin)));
     text.push_str(&format!("replication = {replication}\n"));
     // Loopback is reachable: no AutoNAT probes to wait for.
     text.push_str("reachability = \"public\"\n");
@@ -185,15 +190,17 @@ impl ProcessCluster {
             tokio::fs::create_dir_all(&node_dir).await?;
             let lying = opts.liars.as_ref().filter(|_| i >= first_liar);
             let offset = u16::try_from(i)?;
-            let (p2p, http) = match opts.base_port {
+            let (p2p, http, admin) = match opts.base_port {
                 Some(p) => (
                     p.saturating_add(offset),
                     p.saturating_add(1000).saturating_add(offset),
+                    p.saturating_add(2000).saturating_add(offset),
                 ),
-                None => (0, 0),
+                None => (0, 0, 0),
             };
             let listen = format!("/ip4/127.0.0.1/tcp/{p2p}");
             let http_addr = format!("127.0.0.1:{http}");
+            let admin_addr = format!("127.0.0.1:{admin}");
             let seed = entries.first().map(|e| e.multiaddr.clone());
             let config = node_dir.join("config.toml");
             write_config(
@@ -201,6 +208,7 @@ impl ProcessCluster {
                 &node_dir,
                 &listen,
                 &http_addr,
+                &admin_addr,
                 opts.replication,
                 seed.as_deref(),
             )
@@ -270,12 +278,14 @@ impl ProcessCluster {
                 .unwrap_or_default()
                 .to_owned();
             let http_bound = field("http")?;
+            let admin_bound = field("admin")?;
             // Record the bound ports so a restart by hand uses the same address.
             write_config(
                 &config,
                 &node_dir,
                 &bound,
                 &http_bound,
+                &admin_bound,
                 opts.replication,
                 seed.as_deref(),
             )
@@ -284,6 +294,7 @@ impl ProcessCluster {
                 multiaddr: format!("{bound}/p2p/{peer_id}"),
                 peer_id,
                 http: http_bound,
+                admin: admin_bound,
                 pid: child.id().unwrap_or(0),
                 data_dir: node_dir,
                 behaviour: lying

@@ -54,8 +54,12 @@ pub struct Config {
     pub data_dir: Option<PathBuf>,
     /// libp2p listen addresses.
     pub listen: Vec<String>,
-    /// The HTTP address of `/health`, `/metrics` and the gateway; `None` disables HTTP.
+    /// The public HTTP address: `/health` and the gateway; `None` disables HTTP.
     pub http: Option<SocketAddr>,
+    /// The admin listener (`/metrics`, `/status`): an address (taken: an error), `"off"`,
+    /// or unset for [`DEFAULT_ADMIN`] (taken, as by a second node on the host: a free
+    /// port instead).
+    pub admin: Option<String>,
     /// The base of share URLs made through this node (default: `http://` + the HTTP
     /// address).
     pub public_url: Option<String>,
@@ -112,6 +116,19 @@ pub struct Config {
 pub const DEFAULT_LISTEN: &str = "/ip4/0.0.0.0/tcp/4001";
 /// The default HTTP address.
 pub const DEFAULT_HTTP: &str = "127.0.0.1:8080";
+/// The default admin address.
+pub const DEFAULT_ADMIN: &str = "127.0.0.1:9090";
+
+/// Where the admin listener goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admin {
+    /// [`DEFAULT_ADMIN`], else a free loopback port.
+    Default,
+    /// This address, or an error when it is taken.
+    At(SocketAddr),
+    /// No admin listener.
+    Off,
+}
 
 impl Default for Config {
     fn default() -> Self {
@@ -119,6 +136,7 @@ impl Default for Config {
             data_dir: None,
             listen: vec![DEFAULT_LISTEN.to_owned()],
             http: DEFAULT_HTTP.parse().ok(),
+            admin: None,
             public_url: None,
             bootstrap: Vec::new(),
             seeds_file: None,
@@ -195,8 +213,22 @@ impl Config {
         Ok(config)
     }
 
+    /// Where the admin listener goes.
+    pub fn admin(&self) -> Result<Admin, ConfigError> {
+        match self.admin.as_deref() {
+            None => Ok(Admin::Default),
+            Some("off") => Ok(Admin::Off),
+            Some(a) => a.parse().map(Admin::At).map_err(|_| {
+                ConfigError::Invalid(format!(
+                    "admin must be an address such as 127.0.0.1:9090, or \"off\"; got {a:?}"
+                ))
+            }),
+        }
+    }
+
     /// Checks ranges.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.admin()?;
         if !(1..=16).contains(&self.replication) {
             return Err(ConfigError::Invalid("replication must be 1 to 16".into()));
         }
@@ -274,6 +306,17 @@ mod tests {
             Config::from_toml("replication = 0"),
             Err(ConfigError::Invalid(_))
         ));
+        assert!(matches!(
+            Config::from_toml("admin = \"localhost\""),
+            Err(ConfigError::Invalid(_))
+        ));
+        assert_eq!(
+            Config::from_toml("admin = \"off\"")
+                .unwrap()
+                .admin()
+                .unwrap(),
+            Admin::Off
+        );
         assert_eq!(Config::from_toml("").unwrap(), Config::default());
     }
 

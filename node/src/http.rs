@@ -1,4 +1,6 @@
-//! The node's HTTP port: `/health`, `/metrics` and the draft's gateway.
+//! The node's two HTTP listeners. The public port serves `/health` (up, and the
+//! version: nothing an outsider could use) and the gateway; the admin listener, on
+//! loopback by default, serves `/metrics` and `/status` to the operator.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,22 +14,37 @@ use axum::routing::get;
 use tokio::net::TcpListener;
 
 use crate::config::Reachability;
-use crate::gateway::Gateway;
 use crate::metrics::Metrics;
 use crate::store::Store;
 
+/// What the admin listener reads.
 #[derive(Clone)]
-struct HttpState {
-    metrics: Arc<Metrics>,
-    store: Option<Store>,
-    peer_id: String,
-    reachability: Reachability,
+pub struct AdminState {
+    /// The counters.
+    pub metrics: Arc<Metrics>,
+    /// The store, on a relay.
+    pub store: Option<Store>,
+    /// The node's peer ID.
+    pub peer_id: String,
+    /// The operator's reachability setting.
+    pub reachability: Reachability,
 }
 
-/// `{"status":"ok","peer_id":…,"reachability":"public"|"private","reachability_setting":…}`:
+/// `{"status":"ok","version":…}`.
+async fn health() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        format!(
+            "{{\"status\":\"ok\",\"version\":\"{}\"}}",
+            env!("CARGO_PKG_VERSION")
+        ),
+    )
+}
+
+/// `{"status":"ok","version":…,"peer_id":…,"reachability":"public"|"private","reachability_setting":…}`:
 /// `reachability` is the mode the node is in now (`public`: it serves in routing tables
 /// and as a replica), the setting is what the operator chose (`auto` lets AutoNAT decide).
-async fn health(State(s): State<HttpState>) -> impl IntoResponse {
+async fn status(State(s): State<AdminState>) -> impl IntoResponse {
     let mode = if s.metrics.reachable.load(Ordering::Relaxed) {
         "public"
     } else {
@@ -36,49 +53,52 @@ async fn health(State(s): State<HttpState>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "application/json")],
         format!(
-            "{{\"status\":\"ok\",\"peer_id\":\"{}\",\"reachability\":\"{mode}\",\"reachability_setting\":\"{}\"}}",
+            "{{\"status\":\"ok\",\"version\":\"{}\",\"peer_id\":\"{}\",\"reachability\":\"{mode}\",\"reachability_setting\":\"{}\"}}",
+            env!("CARGO_PKG_VERSION"),
             s.peer_id,
             s.reachability.as_str()
         ),
     )
 }
 
-async fn metrics_page(State(s): State<HttpState>) -> impl IntoResponse {
+async fn metrics_page(State(s): State<AdminState>) -> impl IntoResponse {
     let body = s
         .metrics
         .render(s.store.as_ref().map(|st| st.stats().as_ref()));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }
 
-/// Binds the HTTP port.
+/// Binds a listener.
 pub async fn bind(addr: SocketAddr) -> std::io::Result<(TcpListener, SocketAddr)> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     Ok((listener, local))
 }
 
-/// Serves `/health`, `/metrics` and the gateway until `shutdown` resolves.
+/// The public port's routes: `/health` and, when given, the gateway's.
+pub fn public_router(gateway: Option<Router>) -> Router {
+    let app = Router::new().route("/health", get(health));
+    match gateway {
+        Some(g) => app.merge(g),
+        None => app,
+    }
+}
+
+/// The admin listener's routes: `/metrics` and `/status`.
+pub fn admin_router(state: AdminState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics_page))
+        .route("/status", get(status))
+        .route("/health", get(health))
+        .with_state(state)
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves.
 pub async fn serve(
     listener: TcpListener,
-    metrics: Arc<Metrics>,
-    store: Option<Store>,
-    peer_id: String,
-    reachability: Reachability,
-    gateway: Option<Arc<Gateway>>,
+    app: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
-    let mut app = Router::new()
-        .route("/health", get(health))
-        .route("/metrics", get(metrics_page))
-        .with_state(HttpState {
-            metrics,
-            store,
-            peer_id,
-            reachability,
-        });
-    if let Some(gateway) = gateway {
-        app = app.merge(crate::gateway::router(gateway));
-    }
     if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await

@@ -15,6 +15,7 @@
 //! config.data_dir = Some("/tmp/tigress-node".into());
 //! config.listen = vec!["/ip4/127.0.0.1/tcp/0".into()];
 //! config.http = None;
+//! config.admin = Some("off".into());
 //! let node = tigress_node::Node::start(config).await?;
 //! println!("{}", node.startup_line());
 //! node.shutdown().await;
@@ -107,7 +108,7 @@ pub enum NodeError {
     /// The network could not start.
     #[error(transparent)]
     Network(#[from] network::NetworkError),
-    /// The HTTP port could not be bound.
+    /// The HTTP port or the admin listener could not be bound.
     #[error("binding HTTP on {addr}: {source}")]
     Http {
         /// The address.
@@ -162,6 +163,7 @@ pub struct Node {
     identity: NodeIdentity,
     listen_addrs: Vec<Multiaddr>,
     http_addr: Option<SocketAddr>,
+    admin_addr: Option<SocketAddr>,
     net: NetworkHandle,
     store: Option<Store>,
     entry: Arc<Entry>,
@@ -171,8 +173,8 @@ pub struct Node {
     stopping: watch::Sender<bool>,
     network_task: Option<JoinHandle<()>>,
     background: Vec<JoinHandle<()>>,
-    http_stop: Option<oneshot::Sender<()>>,
-    http_task: Option<JoinHandle<()>>,
+    http_stop: Vec<oneshot::Sender<()>>,
+    http_tasks: Vec<JoinHandle<()>>,
     // Held for the node's lifetime: no second node opens the data directory.
     _lock: std::fs::File,
 }
@@ -184,7 +186,7 @@ impl Drop for Node {
         if let Some(t) = self.network_task.take() {
             t.abort();
         }
-        if let Some(t) = self.http_task.take() {
+        for t in self.http_tasks.drain(..) {
             t.abort();
         }
         for t in self.background.drain(..) {
@@ -212,6 +214,42 @@ fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, NodeError> {
             path: dir.display().to_string(),
         }),
         Err(std::fs::TryLockError::Error(e)) => Err(io(e)),
+    }
+}
+
+/// Binds the admin listener: the default address or, when another process holds it, a
+/// free loopback port (said in the log and the start line); an explicit address that is
+/// taken is an error.
+async fn bind_admin(
+    admin: config::Admin,
+) -> Result<Option<(tokio::net::TcpListener, SocketAddr)>, NodeError> {
+    let fixed = |addr: SocketAddr| async move {
+        http::bind(addr)
+            .await
+            .map(Some)
+            .map_err(|source| NodeError::Http { addr, source })
+    };
+    match admin {
+        config::Admin::Off => Ok(None),
+        config::Admin::At(addr) => fixed(addr).await,
+        config::Admin::Default => {
+            let addr: SocketAddr = config::DEFAULT_ADMIN
+                .parse()
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 9090)));
+            match http::bind(addr).await {
+                Ok(bound) => Ok(Some(bound)),
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                    let bound = fixed(SocketAddr::new(addr.ip(), 0)).await?;
+                    if let Some((_, at)) = &bound {
+                        tracing::warn!(
+                            "the default admin address {addr} is taken; the admin listener is on {at}"
+                        );
+                    }
+                    Ok(bound)
+                }
+                Err(source) => Err(NodeError::Http { addr, source }),
+            }
+        }
     }
 }
 
@@ -316,6 +354,8 @@ impl Node {
             None => None,
         };
         let http_addr = http_listener.as_ref().map(|(_, a)| *a);
+        let admin_listener = bind_admin(config.admin()?).await?;
+        let admin_addr = admin_listener.as_ref().map(|(_, a)| *a);
         let public_url = public_url_of(&config, http_addr);
 
         // The roles, and the dispatcher that hands them inbound requests.
@@ -370,32 +410,40 @@ impl Node {
             metrics: metrics.clone(),
         }));
 
-        // HTTP: health, metrics and the gateway.
-        let (http_stop, http_task) = match http_listener {
-            Some((listener, _)) => {
-                let secret = gateway_secret(&config, &data_dir)?;
-                let gateway = Arc::new(gateway::Gateway::new(
-                    entry.clone(),
-                    tigress_protocol::crypto::GatewaySecret::from_bytes(secret),
-                    public_url.clone(),
-                    limits,
-                ));
-                let (stop_tx, stop_rx) = oneshot::channel::<()>();
-                let serve = http::serve(
-                    listener,
-                    metrics.clone(),
-                    store.clone(),
-                    identity.peer_id().to_string(),
-                    config.reachability,
-                    Some(gateway),
-                    async move {
-                        let _ = stop_rx.await;
-                    },
-                );
-                (Some(stop_tx), Some(tokio::spawn(serve)))
-            }
-            None => (None, None),
+        // HTTP: health and the gateway on the public port; metrics on the admin listener.
+        let mut http_stop = Vec::new();
+        let mut http_tasks = Vec::new();
+        let mut spawn_http = |listener, app| {
+            let (stop_tx, stop_rx) = oneshot::channel::<()>();
+            http_stop.push(stop_tx);
+            http_tasks.push(tokio::spawn(http::serve(listener, app, async move {
+                let _ = stop_rx.await;
+            })));
         };
+        if let Some((listener, _)) = http_listener {
+            let secret = gateway_secret(&config, &data_dir)?;
+            let gateway = Arc::new(gateway::Gateway::new(
+                entry.clone(),
+                tigress_protocol::crypto::GatewaySecret::from_bytes(secret),
+                public_url.clone(),
+                limits,
+            ));
+            spawn_http(
+                listener,
+                http::public_router(Some(gateway::router(gateway))),
+            );
+        }
+        if let Some((listener, _)) = admin_listener {
+            spawn_http(
+                listener,
+                http::admin_router(http::AdminState {
+                    metrics: metrics.clone(),
+                    store: store.clone(),
+                    peer_id: identity.peer_id().to_string(),
+                    reachability: config.reachability,
+                }),
+            );
+        }
 
         // Background work of a relay: anti-entropy and the sweep.
         if let Some(store) = store.clone() {
@@ -428,6 +476,7 @@ impl Node {
             identity,
             listen_addrs,
             http_addr,
+            admin_addr,
             net,
             store,
             entry,
@@ -438,7 +487,7 @@ impl Node {
             network_task: Some(network_task),
             background,
             http_stop,
-            http_task,
+            http_tasks,
             _lock: lock,
         })
     }
@@ -473,15 +522,22 @@ impl Node {
         self.http_addr
     }
 
-    /// The line printed on start: `tigress-node peer_id=… listen=…,… http=…`.
+    /// The bound admin address (`/metrics`, `/status`).
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    /// The line printed on start: `tigress-node peer_id=… listen=…,… http=… admin=…`.
     pub fn startup_line(&self) -> String {
         let listen: Vec<String> = self.listen_addrs.iter().map(ToString::to_string).collect();
+        let or_none =
+            |a: Option<SocketAddr>| a.map_or_else(|| "none".to_owned(), |a| a.to_string());
         format!(
-            "tigress-node peer_id={} listen={} http={}",
+            "tigress-node peer_id={} listen={} http={} admin={}",
             self.peer_id(),
             listen.join(","),
-            self.http_addr
-                .map_or_else(|| "none".to_owned(), |a| a.to_string())
+            or_none(self.http_addr),
+            or_none(self.admin_addr),
         )
     }
 
@@ -522,10 +578,10 @@ impl Node {
         if let Some(task) = self.network_task.take() {
             let _ = task.await;
         }
-        if let Some(stop) = self.http_stop.take() {
+        for stop in self.http_stop.drain(..) {
             let _ = stop.send(());
         }
-        if let Some(task) = self.http_task.take() {
+        for task in self.http_tasks.drain(..) {
             let _ = task.await;
         }
         for task in self.background.drain(..) {

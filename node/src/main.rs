@@ -39,12 +39,19 @@ struct RunArgs {
     /// A libp2p listen multiaddr (repeatable).
     #[arg(long)]
     listen: Vec<String>,
-    /// The HTTP address (/health, /metrics).
+    /// The public HTTP address (/health, the gateway).
     #[arg(long)]
     http: Option<SocketAddr>,
     /// Disable HTTP.
     #[arg(long, conflicts_with = "http")]
     no_http: bool,
+    /// The admin listener (/metrics, /status); default 127.0.0.1:9090, or a free port
+    /// when that is taken.
+    #[arg(long)]
+    admin: Option<SocketAddr>,
+    /// Disable the admin listener.
+    #[arg(long, conflicts_with = "admin")]
+    no_admin: bool,
     /// The base of share URLs made through this node.
     #[arg(long)]
     public_url: Option<String>,
@@ -94,6 +101,12 @@ fn config_of(args: RunArgs) -> anyhow::Result<Config> {
     }
     if args.no_http {
         config.http = None;
+    }
+    if let Some(admin) = args.admin {
+        config.admin = Some(admin.to_string());
+    }
+    if args.no_admin {
+        config.admin = Some("off".to_owned());
     }
     if args.public_url.is_some() {
         config.public_url = args.public_url;

@@ -30,7 +30,7 @@ enum Command {
         /// Where node data and cluster.json go.
         #[arg(long)]
         dir: PathBuf,
-        /// Node i listens on P+i (HTTP on P+1000+i); default: free ports.
+        /// Node i listens on P+i (HTTP on P+1000+i, admin on P+2000+i); default: free ports.
         #[arg(long)]
         base_port: Option<u16>,
         /// The replication factor.

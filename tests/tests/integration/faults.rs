@@ -25,9 +25,9 @@ fn sigkill(pid: u32) {
     .unwrap();
 }
 
-async fn messages_stored(http: &str) -> Option<u64> {
+async fn messages_stored(admin: &str) -> Option<u64> {
     gauge(
-        &http_get(http, "/metrics").await.ok()?,
+        &http_get(admin, "/metrics").await.ok()?,
         "tigress_messages_stored",
     )
 }
@@ -115,8 +115,8 @@ async fn replicas_killed_restarted_and_a_lost_majority() {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let (c3, c4) = (
-            messages_stored(&n3.http).await,
-            messages_stored(&n4.http).await,
+            messages_stored(&n3.admin).await,
+            messages_stored(&n4.admin).await,
         );
         if c3 == Some(3) && c4 == Some(3) {
             break;

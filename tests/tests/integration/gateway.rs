@@ -327,7 +327,7 @@ fn the_drafts_sequence_diagram_with_long_polls() {
         )
     });
     eventually(Duration::from_secs(30), "the long-poll to wait", || {
-        crate::single_node::http_get(&node.http, "/metrics")
+        crate::single_node::http_get(&node.admin, "/metrics")
             .contains("tigress_long_polls_waiting 1")
             .then_some(())
     });

@@ -87,13 +87,14 @@ fn http_in(ns: &str, addr: &str, path: &str) -> HttpReply {
     .expect("HTTP thread")
 }
 
+/// The admin listener's `/status`.
 fn health(ns: &str, node: &NodeProc) -> serde_json::Value {
-    http_in(ns, &node.http, "/health").json()
+    http_in(ns, &node.admin, "/status").json()
 }
 
 /// The value of an unlabelled gauge on `/metrics`.
 fn gauge(ns: &str, node: &NodeProc, name: &str) -> u64 {
-    let page = http_in(ns, &node.http, "/metrics").body;
+    let page = http_in(ns, &node.admin, "/metrics").body;
     page.lines()
         .find_map(|l| l.strip_prefix(&format!("{name} ")))
         .and_then(|v| v.trim().parse().ok())

@@ -168,7 +168,7 @@ fn expiry_refuses_every_access() {
     ));
     // The sweep removes it: the node's mailbox count drops to zero.
     eventually(Duration::from_secs(20), "the sweep", || {
-        http_get(&node.http, "/metrics")
+        http_get(&node.admin, "/metrics")
             .contains("tigress_mailboxes_stored 0")
             .then_some(())
     });
@@ -194,7 +194,7 @@ async fn long_poll_returns_when_the_other_side_sends() {
         async move { alice.recv(&id, Duration::from_secs(120)).await }
     });
     // Send only once the node reports the long-poll waiting.
-    long_poll_waiting(&node.http).await;
+    long_poll_waiting(&node.admin).await;
     let started = std::time::Instant::now();
     bob.send(&id, b"device info", None).await.unwrap();
     let got = tokio::time::timeout(Duration::from_secs(60), waiting)
@@ -210,7 +210,7 @@ async fn long_poll_returns_when_the_other_side_sends() {
         let bob = bob.clone();
         async move { bob.recv(&id, Duration::from_secs(120)).await }
     });
-    long_poll_waiting(&node.http).await;
+    long_poll_waiting(&node.admin).await;
     alice.send(&id, b"provisioning data", None).await.unwrap();
     let got = tokio::time::timeout(Duration::from_secs(60), waiting)
         .await
@@ -282,19 +282,46 @@ fn node_id_is_stable_and_matches_the_running_node() {
     let id = String::from_utf8(id.stdout).unwrap().trim().to_owned();
     let node = NodeProc::start(&data, &[]);
     assert_eq!(node.peer_id, id);
-    // /health and /metrics answer over HTTP.
-    let metrics = http_get(&node.http, "/metrics");
+    // The admin listener has the metrics and the status; the public port has neither,
+    // and its /health says only that the node is up.
+    let metrics = http_get(&node.admin, "/metrics");
     assert!(metrics.contains("tigress_bytes_stored"), "{metrics}");
     assert!(
         metrics.contains("tigress_anti_entropy_rounds_total"),
         "{metrics}"
     );
-    assert!(http_get(&node.http, "/health").contains("\"ok\""));
+    assert!(http_get(&node.admin, "/status").contains(&id));
+    assert_ne!(node.admin, node.http);
+    for private in ["/metrics", "/status"] {
+        let page = http_get(&node.http, private);
+        assert!(page.starts_with("HTTP/1.1 404"), "{private}: {page}");
+    }
+    let health = http_get(&node.http, "/health");
+    let body = health.split("\r\n\r\n").nth(1).unwrap_or_default();
+    assert_eq!(
+        body,
+        format!(
+            "{{\"status\":\"ok\",\"version\":\"{}\"}}",
+            env!("CARGO_PKG_VERSION")
+        )
+    );
+    // An explicit admin address that is taken is an error, not a silent move.
+    let taken = std::process::Command::new(&crate::support::bins().0)
+        .arg("run")
+        .arg("--data-dir")
+        .arg(tmp.path().join("second"))
+        .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--http", "127.0.0.1:0"])
+        .args(["--admin", &node.admin])
+        .output()
+        .unwrap();
+    assert!(!taken.status.success());
+    let err = String::from_utf8_lossy(&taken.stderr);
+    assert!(err.contains(&node.admin), "{err}");
 }
 
-/// Returns once the node at `http` reports a long-poll waiting.
-pub(crate) async fn long_poll_waiting(http: &str) {
-    let http = http.to_owned();
+/// Returns once the node with the admin listener `admin` reports a long-poll waiting.
+pub(crate) async fn long_poll_waiting(admin: &str) {
+    let http = admin.to_owned();
     tokio::task::spawn_blocking(move || {
         eventually(Duration::from_secs(30), "the long-poll to wait", || {
             http_get(&http, "/metrics")
@@ -434,7 +461,7 @@ async fn sigterm_answers_waiting_long_polls_at_once() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    long_poll_waiting(&node.http).await;
+    long_poll_waiting(&node.admin).await;
     let code = tokio::task::spawn_blocking(move || node.terminate())
         .await
         .unwrap();

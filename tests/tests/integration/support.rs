@@ -58,6 +58,8 @@ pub(crate) struct NodeProc {
     pub(crate) peer_id: String,
     pub(crate) listen: String,
     pub(crate) http: String,
+    /// The admin listener (`/metrics`, `/status`).
+    pub(crate) admin: String,
 }
 
 impl NodeProc {
@@ -119,6 +121,7 @@ impl NodeProc {
         Self {
             peer_id: field("peer_id"),
             http: field("http"),
+            admin: field("admin"),
             listen,
             child,
             reaped: false,
