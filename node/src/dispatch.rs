@@ -8,12 +8,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use tigress_protocol::ErrorCode;
-use tigress_protocol::rpc::{ClientResponse, RemoteError, ReplicaResponse};
+use tigress_protocol::rpc::{ClientRequest, ClientResponse, RemoteError, ReplicaResponse};
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::entry::Entry;
 use crate::metrics::{Metrics, replica_op};
 use crate::network::{Inbound, NetworkHandle};
+use crate::oblivious::Oblivious;
 use crate::replica::Replica;
 use crate::throttle::PeerThrottle;
 
@@ -23,12 +24,26 @@ pub(crate) const INBOUND_QUEUE: usize = 1024;
 /// The dispatcher's parts.
 pub(crate) struct Dispatcher {
     pub(crate) entry: Arc<Entry>,
+    pub(crate) oblivious: Arc<Oblivious>,
     pub(crate) replica: Option<Replica>,
     pub(crate) net: NetworkHandle,
     pub(crate) inflight: Arc<Semaphore>,
     pub(crate) accepting: Arc<AtomicBool>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) throttle: PeerThrottle,
+}
+
+/// Whether `request` is for the relay layer (keys, nodes, relaying, sealed requests)
+/// rather than the entry.
+fn is_relay_layer(request: &ClientRequest) -> bool {
+    matches!(
+        request,
+        ClientRequest::Keys
+            | ClientRequest::KeysOf { .. }
+            | ClientRequest::Nodes
+            | ClientRequest::Relay { .. }
+            | ClientRequest::Oblivious { .. }
+    )
 }
 
 fn refusal(code: ErrorCode, message: &str) -> RemoteError {
@@ -56,9 +71,19 @@ impl Dispatcher {
                     match admitted {
                         Ok(permit) => {
                             let entry = self.entry.clone();
+                            let oblivious = self.oblivious.clone();
                             let net = self.net.clone();
+                            let metrics = self.metrics.clone();
                             tokio::spawn(async move {
-                                let response = entry.handle(request).await;
+                                let response = if is_relay_layer(&request) {
+                                    let op = crate::metrics::client_op(&request);
+                                    let from = crate::identity::key_of(&peer);
+                                    let response = oblivious.handle(from, request).await;
+                                    metrics.record_client(op, &response);
+                                    response
+                                } else {
+                                    entry.handle(request).await
+                                };
                                 net.respond_client(channel, response).await;
                                 drop(permit);
                             });

@@ -48,6 +48,18 @@ const LIARS: usize = 4096;
 /// holders again.
 const CHAIN_TTL_SECS: u64 = 10;
 
+tokio::task_local! {
+    /// The relay a sealed request came through, while this node carries it out as its
+    /// target: no request that names the mailbox goes to that relay, so the node that
+    /// knows the client never sees what the client asked about.
+    pub static VIA: PublicKey;
+}
+
+/// The relay of the request being carried out, if it came through one.
+fn via() -> Option<PublicKey> {
+    VIA.try_with(|v| *v).ok()
+}
+
 /// Settings of the entry role.
 #[derive(Debug, Clone)]
 pub struct EntryConfig {
@@ -149,6 +161,16 @@ impl Entry {
 
     async fn dispatch(&self, request: ClientRequest) -> Result<ClientResponse, RemoteError> {
         match request {
+            // The relay layer's requests (`crate::oblivious`), which never reach an entry:
+            // one inside a sealed request is a client nesting relays.
+            ClientRequest::Keys
+            | ClientRequest::KeysOf { .. }
+            | ClientRequest::Nodes
+            | ClientRequest::Relay { .. }
+            | ClientRequest::Oblivious { .. } => Err(remote(
+                ErrorCode::Malformed,
+                "relay requests are not carried inside a sealed request",
+            )),
             ClientRequest::Info => Ok(ClientResponse::Info(NodeInfo {
                 node_key: self.me,
                 public_url: BoundedString::new(self.config.public_url.clone()).unwrap_or_default(),
@@ -329,8 +351,22 @@ impl Entry {
 
     /// The R closest relay nodes to `address`. This node is among them when it is a relay
     /// that others can reach, or when it knows no other node (a network of one).
+    ///
+    /// For a request that came through a relay, the answer comes from the routing table
+    /// alone: a network lookup could ask the relay about the address. A client picks its
+    /// targets among the nodes nearest the address, whose routing tables Kademlia keeps
+    /// complete around it, and confirms the answer with a second target.
     pub async fn locate(&self, address: &Address, r: usize) -> Vec<PublicKey> {
-        let mut peers = self.net.closest_peers(address.as_bytes().to_vec()).await;
+        let relay = via();
+        let mut peers = match relay {
+            None => self.net.closest_peers(address.as_bytes().to_vec()).await,
+            Some(_) => {
+                self.net
+                    .closest_local(address.as_bytes().to_vec(), r.saturating_mul(2).max(20))
+                    .await
+            }
+        };
+        peers.retain(|p| relay.is_none() || key_of(p) != relay);
         if self.replica.is_some() && (self.net.is_public() || peers.is_empty()) {
             peers.push(self.net.local_peer_id());
         }
@@ -465,6 +501,9 @@ impl Entry {
         };
         let answer = if self.is_liar(&replica) {
             Err(CallError::ProvenLiar)
+        } else if via() == Some(replica) {
+            // The relay of this request is not told what it was about.
+            Err(CallError::Unreachable)
         } else if replica == self.me {
             match &self.replica {
                 Some(local) => Ok(local.handle(request, Some(self.me)).await),
@@ -655,7 +694,12 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
 
 fn request_address(request: &ClientRequest) -> Option<Address> {
     match request {
-        ClientRequest::Info => None,
+        ClientRequest::Info
+        | ClientRequest::Keys
+        | ClientRequest::KeysOf { .. }
+        | ClientRequest::Nodes
+        | ClientRequest::Relay { .. }
+        | ClientRequest::Oblivious { .. } => None,
         ClientRequest::Locate { address } | ClientRequest::Status { address } => Some(*address),
         ClientRequest::Create { genesis } => Some(genesis.header().address),
         ClientRequest::Open { request }

@@ -33,6 +33,7 @@ pub mod http;
 pub mod identity;
 pub mod metrics;
 pub mod network;
+pub mod oblivious;
 pub mod prefix;
 pub mod replica;
 pub mod store;
@@ -389,11 +390,42 @@ impl Node {
             )
             .with_filter(client_filter),
         );
+        // The draft's gateway, served on the public port and inside oblivious requests,
+        // and the oblivious gateway and relay around it.
+        let gateway_router = {
+            let secret = gateway_secret(&config, &data_dir)?;
+            gateway::router(Arc::new(gateway::Gateway::new(
+                entry.clone(),
+                tigress_protocol::crypto::GatewaySecret::from_bytes(secret),
+                public_url.clone(),
+                limits,
+            )))
+        };
+        let ohttp_seed = {
+            let path = data_dir.join("ohttp.key");
+            identity::load_or_create_secret(&path).map_err(|source| NodeError::DataDir {
+                path: path.display().to_string(),
+                source,
+            })?
+        };
+        let oblivious = Arc::new(
+            oblivious::Oblivious::new(
+                &ohttp_seed,
+                &identity.signing,
+                clock.unix(),
+                gateway_router.clone(),
+                entry.clone(),
+                net.clone(),
+                listen_addrs.clone(),
+            )
+            .map_err(|e| NodeError::Config(ConfigError::Invalid(e)))?,
+        );
         let inflight = Arc::new(Semaphore::new(config.max_inflight_requests));
         let accepting = Arc::new(AtomicBool::new(true));
         let (inbound_tx, inbound_rx) = tokio::sync::mpsc::channel(dispatch::INBOUND_QUEUE);
         let dispatcher = dispatch::Dispatcher {
             entry: entry.clone(),
+            oblivious: oblivious.clone(),
             replica,
             net: net.clone(),
             inflight: inflight.clone(),
@@ -421,16 +453,9 @@ impl Node {
             })));
         };
         if let Some((listener, _)) = http_listener {
-            let secret = gateway_secret(&config, &data_dir)?;
-            let gateway = Arc::new(gateway::Gateway::new(
-                entry.clone(),
-                tigress_protocol::crypto::GatewaySecret::from_bytes(secret),
-                public_url.clone(),
-                limits,
-            ));
             spawn_http(
                 listener,
-                http::public_router(Some(gateway::router(gateway))),
+                http::public_router(Some(oblivious.routes().merge(gateway_router))),
             );
         }
         if let Some((listener, _)) = admin_listener {

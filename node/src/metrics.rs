@@ -45,6 +45,11 @@ pub fn client_op(request: &ClientRequest) -> &'static str {
         ClientRequest::Resolve { .. } => "resolve",
         ClientRequest::Status { .. } => "status",
         ClientRequest::Report { .. } => "report",
+        ClientRequest::Keys => "keys",
+        ClientRequest::KeysOf { .. } => "keys_of",
+        ClientRequest::Nodes => "nodes",
+        ClientRequest::Relay { .. } => "relay",
+        ClientRequest::Oblivious { .. } => "oblivious",
     }
 }
 

@@ -53,8 +53,17 @@ pub(crate) struct NodeBehaviour {
 }
 
 type ReplicaReply = oneshot::Sender<Result<ReplicaResponse, CallError>>;
+type ClientReply = oneshot::Sender<Result<ClientResponse, CallError>>;
 
 enum Command {
+    Client {
+        peer: PeerId,
+        request: ClientRequest,
+        reply: ClientReply,
+    },
+    KnownNodes {
+        reply: oneshot::Sender<Vec<(PeerId, Vec<Multiaddr>)>>,
+    },
     Replica {
         peer: PeerId,
         request: ReplicaRequest,
@@ -120,6 +129,39 @@ impl NetworkHandle {
             .await
             .map_err(|_| CallError::Stopping)?;
         rx.await.map_err(|_| CallError::Stopping)?
+    }
+
+    /// Sends a client-protocol request to `peer` (this node relaying a sealed request, or
+    /// fetching a node's key record) and awaits the answer.
+    pub async fn client_request(
+        &self,
+        peer: PeerId,
+        request: ClientRequest,
+    ) -> Result<ClientResponse, CallError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Client {
+                peer,
+                request,
+                reply,
+            })
+            .await
+            .map_err(|_| CallError::Stopping)?;
+        rx.await.map_err(|_| CallError::Stopping)?
+    }
+
+    /// The relay nodes of the routing table with the addresses it holds for them.
+    pub async fn known_nodes(&self) -> Vec<(PeerId, Vec<Multiaddr>)> {
+        let (reply, rx) = oneshot::channel();
+        if self
+            .commands
+            .send(Command::KnownNodes { reply })
+            .await
+            .is_err()
+        {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
     }
 
     /// The peers closest to `key` that a Kademlia lookup finds, without the peers known
@@ -295,7 +337,8 @@ impl Network {
                     kad,
                     client: request_response::Behaviour::with_codec(
                         ClientCodec::default(),
-                        [(CLIENT_STREAM, ProtocolSupport::Inbound)],
+                        // Inbound from clients; outbound as a relay to targets.
+                        [(CLIENT_STREAM, ProtocolSupport::Full)],
                         request_response::Config::default()
                             .with_request_timeout(REQUEST_TIMEOUT)
                             .with_max_concurrent_streams(256),
@@ -441,6 +484,7 @@ impl Network {
         } = self;
         let mut state = LoopState {
             pending_replica: HashMap::new(),
+            pending_client: HashMap::new(),
             pending_closest: HashMap::new(),
             routing_only: HashSet::new(),
             responding: 0,
@@ -465,6 +509,9 @@ impl Network {
             }
         }
         for (_, reply) in state.pending_replica.drain() {
+            let _ = reply.send(Err(CallError::Stopping));
+        }
+        for (_, reply) in state.pending_client.drain() {
             let _ = reply.send(Err(CallError::Stopping));
         }
         // The answers already handed over (the last requests of a graceful stop, the
@@ -529,6 +576,7 @@ fn busy() -> RemoteError {
 
 struct LoopState {
     pending_replica: HashMap<OutboundRequestId, ReplicaReply>,
+    pending_client: HashMap<OutboundRequestId, ClientReply>,
     pending_closest: HashMap<QueryId, oneshot::Sender<Vec<PeerId>>>,
     /// Peers known (from identify) not to serve the replica protocol: bootstrap nodes.
     routing_only: HashSet<PeerId>,
@@ -663,6 +711,26 @@ impl LoopState {
 
     fn command(&mut self, swarm: &mut Swarm<NodeBehaviour>, command: Command) {
         match command {
+            Command::Client {
+                peer,
+                request,
+                reply,
+            } => {
+                let id = swarm.behaviour_mut().client.send_request(&peer, request);
+                self.pending_client.insert(id, reply);
+            }
+            Command::KnownNodes { reply } => {
+                let mut nodes = Vec::new();
+                for bucket in swarm.behaviour_mut().kad.kbuckets() {
+                    for entry in bucket.iter() {
+                        let peer = *entry.node.key.preimage();
+                        if !self.routing_only.contains(&peer) {
+                            nodes.push((peer, entry.node.value.iter().cloned().collect()));
+                        }
+                    }
+                }
+                let _ = reply.send(nodes);
+            }
             Command::Replica {
                 peer,
                 request,
@@ -721,6 +789,29 @@ impl LoopState {
         ctx: &LoopContext,
     ) {
         match event {
+            SwarmEvent::Behaviour(NodeBehaviourEvent::Client(
+                request_response::Event::Message {
+                    message:
+                        request_response::Message::Response {
+                            request_id,
+                            response,
+                        },
+                    ..
+                },
+            )) => {
+                if let Some(reply) = self.pending_client.remove(&request_id) {
+                    let _ = reply.send(Ok(response));
+                }
+            }
+            SwarmEvent::Behaviour(NodeBehaviourEvent::Client(
+                request_response::Event::OutboundFailure {
+                    request_id, error, ..
+                },
+            )) => {
+                if let Some(reply) = self.pending_client.remove(&request_id) {
+                    let _ = reply.send(Err(call_error(&error)));
+                }
+            }
             SwarmEvent::Behaviour(NodeBehaviourEvent::Client(
                 request_response::Event::Message {
                     peer,

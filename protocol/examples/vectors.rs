@@ -176,6 +176,8 @@ fn signatures() -> Value {
     let handover = tigress_protocol::takeover::Seat::new()
         .hand_over(&lineup, &replica, &departed, g.header().address, g.digest())
         .unwrap();
+    let gateway_keys =
+        tigress_protocol::oblivious::GatewayKeys::sign(vec![0, 32, 0x20], now, &replica).unwrap();
     Value::Array(vec![
         sig_entry(
             SignatureKind::Genesis,
@@ -248,6 +250,12 @@ fn signatures() -> Value {
             &handover.body.signer,
             &encode(&handover.body),
             &handover.signature,
+        ),
+        sig_entry(
+            SignatureKind::GatewayKeys,
+            &gateway_keys.body.node,
+            &encode(&gateway_keys.body),
+            &gateway_keys.signature,
         ),
     ])
 }

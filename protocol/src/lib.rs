@@ -61,6 +61,7 @@ pub mod flow;
 pub mod id;
 pub mod invitation;
 pub mod mailbox;
+pub mod oblivious;
 pub mod placement;
 pub mod quorum;
 pub mod reconcile;

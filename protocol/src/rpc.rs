@@ -12,12 +12,13 @@ use crate::crypto::PublicKey;
 use crate::error::ErrorCode;
 use crate::id::Address;
 use crate::mailbox::{MailboxStatus, MessageKey, PublicStatus};
+use crate::oblivious::{GatewayKeys, KnownNode, MAX_NODES, MAX_SEALED};
 use crate::record::{
     Ack, Claim, ClaimCertificate, Delete, Equivocation, Genesis, MAX_REPLICAS, Message,
     ReadRequest, Receipt, Relinquish, Resolve,
 };
 use crate::takeover::{Handover, MAX_CHAIN, MAX_STANDBYS, Takeover};
-use crate::wire::{self, BoundedString, BoundedVec, DecodeError};
+use crate::wire::{self, BoundedBytes, BoundedString, BoundedVec, DecodeError};
 
 /// The client protocol name.
 pub const CLIENT_PROTOCOL: &str = "/tigress/client/1";
@@ -247,6 +248,29 @@ pub enum ClientRequest {
         /// The two conflicting receipts.
         proof: Equivocation,
     },
+    /// The node's own key record for oblivious requests.
+    Keys,
+    /// The key record of `target`, fetched from it (signed by it: the asking node cannot
+    /// substitute its own).
+    KeysOf {
+        /// The node.
+        target: PublicKey,
+    },
+    /// The nodes this one knows, with their addresses (candidates for relays and targets).
+    Nodes,
+    /// Forwards a sealed request to `target` and answers with its sealed answer (this node
+    /// is the relay: it learns neither the request nor the answer).
+    Relay {
+        /// The node that carries the request out.
+        target: PublicKey,
+        /// An Oblivious HTTP request (`message/ohttp-req`) sealed to the target's key.
+        sealed: BoundedBytes<MAX_SEALED>,
+    },
+    /// A sealed request a relay forwards (this node is the target).
+    Oblivious {
+        /// An Oblivious HTTP request (`message/ohttp-req`) sealed to this node's key.
+        sealed: BoundedBytes<MAX_SEALED>,
+    },
 }
 
 /// A node's answer to a client.
@@ -287,6 +311,12 @@ pub enum ClientResponse {
     },
     /// The public status.
     Status(PublicStatus),
+    /// A node's key record for oblivious requests.
+    Keys(GatewayKeys),
+    /// The nodes a relay knows.
+    Nodes(BoundedVec<KnownNode, MAX_NODES>),
+    /// The target's sealed answer (`message/ohttp-res`).
+    Sealed(BoundedBytes<MAX_SEALED>),
     /// A refusal.
     Error(RemoteError),
 }

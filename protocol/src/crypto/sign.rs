@@ -39,11 +39,13 @@ pub enum SignatureKind {
     GenesisClaim,
     /// A holder's handover of a departed holder's place, by the holder's node key.
     Handover,
+    /// A node's Oblivious HTTP key configuration, by its node key.
+    GatewayKeys,
 }
 
 impl SignatureKind {
     /// Every kind, in a fixed order.
-    pub const ALL: [SignatureKind; 11] = [
+    pub const ALL: [SignatureKind; 12] = [
         SignatureKind::Genesis,
         SignatureKind::Claim,
         SignatureKind::Receipt,
@@ -55,6 +57,7 @@ impl SignatureKind {
         SignatureKind::Ack,
         SignatureKind::GenesisClaim,
         SignatureKind::Handover,
+        SignatureKind::GatewayKeys,
     ];
 
     /// The kind's name inside the signed context.
@@ -71,6 +74,7 @@ impl SignatureKind {
             SignatureKind::Ack => "ack",
             SignatureKind::GenesisClaim => "genesis-claim",
             SignatureKind::Handover => "handover",
+            SignatureKind::GatewayKeys => "gateway-keys",
         }
     }
 }

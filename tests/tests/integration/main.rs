@@ -13,6 +13,7 @@ mod faults;
 mod gateway;
 mod hostile;
 mod nat;
+mod ohttp;
 mod single_node;
 mod support;
 mod takeover;

@@ -304,7 +304,10 @@ pub(crate) fn http(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
     );
-    if !body.is_empty() {
+    let typed = headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("content-type"));
+    if !body.is_empty() && !typed {
         req.push_str("Content-Type: application/json\r\n");
     }
     for (k, v) in headers {
@@ -332,4 +335,54 @@ pub(crate) fn http(
         headers,
         body: body.to_owned(),
     }
+}
+
+/// A Python interpreter with pyhpke (and cryptography), for the independent Oblivious
+/// HTTP client: a virtual environment under the target directory, made on first use
+/// (`python3 -m venv`, then `pip install` from the package index).
+pub(crate) fn python_with_hpke() -> &'static Path {
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    PYTHON.get_or_init(|| {
+        let venv = target_dir().join("ohttp-venv");
+        let python = venv.join("bin").join("python");
+        let ready = |p: &Path| {
+            Command::new(p)
+                .args(["-c", "import pyhpke, cryptography"])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        };
+        if !ready(&python) {
+            // Built aside and moved in whole, so a concurrent test run never sees half.
+            let building = target_dir().join(format!("ohttp-venv.{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&building);
+            let made = Command::new("python3")
+                .args(["-m", "venv"])
+                .arg(&building)
+                .status()
+                .expect("running python3 -m venv");
+            assert!(made.success(), "python3 -m venv failed");
+            let installed = Command::new(building.join("bin").join("pip"))
+                .args(["install", "-q", "pyhpke==0.6.5", "cryptography>=42"])
+                .status()
+                .expect("running pip");
+            assert!(
+                installed.success(),
+                "pip install pyhpke cryptography failed"
+            );
+            let _ = std::fs::remove_dir_all(&venv);
+            if std::fs::rename(&building, &venv).is_err() {
+                let _ = std::fs::remove_dir_all(&building);
+            }
+        }
+        assert!(ready(&python), "no pyhpke in {}", venv.display());
+        python
+    })
+}
+
+/// The independent Oblivious HTTP client's script.
+pub(crate) fn ohttp_script() -> PathBuf {
+    workspace_root()
+        .join("tests")
+        .join("ohttp")
+        .join("draft_flow.py")
 }
