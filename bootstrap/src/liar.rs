@@ -64,17 +64,17 @@ impl Behaviour {
             Behaviour::Equivocate => Doubles {
                 replica: replica(ReplicaLies::new(key).equivocate()),
                 entry: None,
-                clock: None,
+                ..Doubles::default()
             },
             Behaviour::ForgeGenesis => Doubles {
                 replica: replica(ReplicaLies::new(key).forge_genesis()),
                 entry: None,
-                clock: None,
+                ..Doubles::default()
             },
             Behaviour::Withhold => Doubles {
                 replica: replica(ReplicaLies::new(key).withhold()),
                 entry: None,
-                clock: None,
+                ..Doubles::default()
             },
             Behaviour::Sybil => Doubles {
                 replica: replica(
@@ -84,12 +84,12 @@ impl Behaviour {
                         .withhold(),
                 ),
                 entry: None,
-                clock: None,
+                ..Doubles::default()
             },
             Behaviour::DropWrites => Doubles {
                 replica: None,
                 entry: Some(Arc::new(EntryLies::DropWrites(key))),
-                clock: None,
+                ..Doubles::default()
             },
             Behaviour::LieLocate => {
                 let mut set = vec![key.public_key()];
@@ -97,7 +97,7 @@ impl Behaviour {
                 Doubles {
                     replica: None,
                     entry: Some(Arc::new(EntryLies::LieLocate(set))),
-                    clock: None,
+                    ..Doubles::default()
                 }
             }
         }

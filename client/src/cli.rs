@@ -30,6 +30,11 @@ pub struct Cli {
     /// check the replicas an entry names and to retry a write it did not prove stored.
     #[arg(long, global = true, env = "TIGRESS_CLUSTER")]
     cluster: Option<PathBuf>,
+    /// Send requests straight to the node instead of through a relay (by default each
+    /// request goes through a relay to a node that carries it out, so that no single node
+    /// learns both who you are and which share you use).
+    #[arg(long, global = true, env = "TIGRESS_DIRECT")]
+    direct: bool,
     /// The state directory (default: the platform data directory, `tigress`).
     #[arg(long, global = true, env = "TIGRESS_STATE")]
     state: Option<PathBuf>,
@@ -71,8 +76,10 @@ enum Command {
         /// Also print the URL as a terminal QR code (on stderr).
         #[arg(long)]
         qr: bool,
-        /// The base of the share URL (default: the entry node's public URL).
-        #[arg(long)]
+        /// The base of the share URL: the site the invitation opens (its fragment, the
+        /// secret, is readable by that site's pages). Default: the public URL of the node
+        /// named with --node.
+        #[arg(long, env = "TIGRESS_BASE_URL")]
         base_url: Option<String>,
     },
     /// Open and claim an invitation: writes the first payload.
@@ -254,6 +261,16 @@ fn node_addr(cli: &Cli) -> Result<(Multiaddr, Vec<Multiaddr>), ClientError> {
         .map_err(|e| ClientError::Usage(format!("{DEFAULT_NODE}: {e}")))
 }
 
+/// The scheme and host of a URL (everything before its path).
+fn origin_of(url: &str) -> &str {
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    let end = url
+        .get(after_scheme..)
+        .and_then(|rest| rest.find('/'))
+        .map_or(url.len(), |i| after_scheme + i);
+    url.get(..end).unwrap_or(url)
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -298,9 +315,19 @@ async fn execute(cli: Cli) -> Result<(), ClientError> {
     {
         parse_url(url)?;
     }
-    let client = Client::connect(&addr, state)
-        .await?
-        .with_alternates(alternates);
+    let client = if cli.direct {
+        Client::connect_direct(&addr, state).await?
+    } else {
+        Client::connect(&addr, state).await?
+    }
+    .with_alternates(alternates);
+    if client.is_alone() {
+        let _ = writeln!(
+            std::io::stderr(),
+            "tigress: the node knows no other node, so requests go to it directly (a network of one has no one to hide from)"
+        );
+    }
+    let named = cli.node.is_some() || cli.cluster.is_none();
     match cli.command {
         Command::Share {
             payload,
@@ -335,8 +362,18 @@ async fn execute(cli: Cli) -> Result<(), ClientError> {
                 vertical,
                 ..ShareOptions::default()
             };
+            if base_url.is_none() && !named {
+                return Err(ClientError::Usage(
+                    "name the invitation's host with --base-url (or TIGRESS_BASE_URL), or name a node with --node: a node picked from --cluster does not choose where invitations open".into(),
+                ));
+            }
             let shared = client.share(&bytes, &options, base_url.as_deref()).await?;
             let url = shared.url.expose_url();
+            let _ = writeln!(
+                std::io::stderr(),
+                "tigress: the invitation opens at {}",
+                origin_of(&url)
+            );
             if json {
                 let doc = serde_json::json!({
                     "url": url.as_str(),
@@ -583,5 +620,19 @@ mod tests {
         .unwrap();
         assert!(cli.json);
         assert_eq!(cli.node.as_deref(), Some("/ip4/1.2.3.4/tcp/1"));
+        assert!(!cli.direct);
+    }
+
+    #[test]
+    fn the_origin_of_an_invitation() {
+        assert_eq!(
+            origin_of("https://relay.example.org/v1/m/abc?v=a#s"),
+            "https://relay.example.org"
+        );
+        assert_eq!(
+            origin_of("http://127.0.0.1:8080/v1/m/x"),
+            "http://127.0.0.1:8080"
+        );
+        assert_eq!(origin_of("https://h"), "https://h");
     }
 }

@@ -23,6 +23,7 @@ use tigress_protocol::{Address, ErrorCode, MailboxId, ShareUrl};
 
 use crate::connection::Connection;
 use crate::error::ClientError;
+use crate::oblivious::{Directory, KeyCache, Route};
 use crate::state::{Party, ShareState, StateDir};
 
 /// The current unix time in seconds.
@@ -65,13 +66,29 @@ pub struct Received {
     pub contested: bool,
 }
 
-/// A client of the tigress network, bound to one entry node and one state directory.
-/// Other known nodes (alternates) give it a second path: it confirms the replica set an
-/// entry names with another entry, and retries a write whose acknowledgements do not
-/// prove it was stored through another entry.
+/// A client of the tigress network, bound to the node the user named and one state
+/// directory.
+///
+/// By default every operation on a mailbox is an oblivious request
+/// ([`crate::oblivious`]): a fresh connection to a relay, the request sealed to a target
+/// among the mailbox's nodes, so no single node learns both who asks and what about. In
+/// a network of one node (no one to hide from), and with [`Client::connect_direct`],
+/// requests go straight to the named node (the entry).
+///
+/// A second path checks the first: the client confirms the replica set an entry names
+/// with another entry (or target), and retries a write whose acknowledgements do not
+/// prove it was stored through another. Direct clients take their second entries from
+/// [`Client::with_alternates`].
 #[derive(Debug, Clone)]
 pub struct Client {
-    conn: Connection,
+    home: Multiaddr,
+    /// The connection to the entry, for a direct client.
+    direct: Option<Connection>,
+    /// What the named node says about the network, for an oblivious client.
+    directory: Option<Arc<Directory>>,
+    /// Whether the client went direct because only one node is known.
+    alone: bool,
+    keys: KeyCache,
     alternates: Vec<Multiaddr>,
     state: StateDir,
     limits: Limits,
@@ -88,16 +105,114 @@ impl std::fmt::Debug for ClientClock {
     }
 }
 
+/// How one operation reaches the network.
+enum Via {
+    /// Straight to the entry (alternates are second entries).
+    Direct(Connection),
+    /// Through a relay to targets among the mailbox's nodes.
+    Oblivious(Route),
+}
+
+impl Via {
+    async fn request(&self, request: ClientRequest) -> Result<ClientResponse, ClientError> {
+        match self {
+            Via::Direct(c) => c.request(request).await,
+            Via::Oblivious(r) => r.request(request).await,
+        }
+    }
+}
+
 impl Client {
-    /// Connects to the node at `addr` and uses `state` for per-share state.
+    /// Connects to the node at `addr` and uses `state` for per-share state; requests are
+    /// oblivious when the node knows others, direct otherwise (see [`Client::is_alone`]).
     pub async fn connect(addr: &Multiaddr, state: StateDir) -> Result<Self, ClientError> {
-        Ok(Self {
-            conn: Connection::connect(addr).await?,
+        let conn = Connection::connect(addr).await?;
+        let directory = Directory::fetch(&conn).await?;
+        let home = crate::oblivious::key_of(&conn.peer_id());
+        let alone = home.is_none_or(|h| !directory.has_others(&h));
+        let mut client = Self::with_state(addr, state);
+        if alone {
+            client.direct = Some(conn);
+            client.alone = true;
+        } else {
+            client.directory = Some(Arc::new(directory));
+        }
+        Ok(client)
+    }
+
+    /// Connects to the node at `addr` as the entry of every request (no relay).
+    pub async fn connect_direct(addr: &Multiaddr, state: StateDir) -> Result<Self, ClientError> {
+        let mut client = Self::with_state(addr, state);
+        client.direct = Some(Connection::connect(addr).await?);
+        Ok(client)
+    }
+
+    fn with_state(addr: &Multiaddr, state: StateDir) -> Self {
+        Self {
+            home: addr.clone(),
+            direct: None,
+            directory: None,
+            alone: false,
+            keys: KeyCache::default(),
             alternates: Vec::new(),
             state,
             limits: Limits::default(),
             clock: ClientClock(Arc::new(unix_now)),
-        })
+        }
+    }
+
+    /// Whether requests are oblivious.
+    pub fn is_oblivious(&self) -> bool {
+        self.directory.is_some()
+    }
+
+    /// Whether the client went direct because the named node knows no other node (a
+    /// network of one has no one to hide from).
+    pub fn is_alone(&self) -> bool {
+        self.alone
+    }
+
+    /// The way to the network for an operation on `address`.
+    async fn via(&self, address: &Address) -> Result<Via, ClientError> {
+        match (&self.direct, &self.directory) {
+            (Some(conn), _) => Ok(Via::Direct(conn.clone())),
+            (None, Some(dir)) => Ok(Via::Oblivious(
+                Route::open(
+                    &self.home,
+                    dir,
+                    address,
+                    usize::from(dir.info.replication),
+                    self.keys.clone(),
+                )
+                .await?,
+            )),
+            (None, None) => Err(ClientError::Unreachable("not connected".into())),
+        }
+    }
+
+    /// How many second paths `via` has.
+    fn seconds(&self, via: &Via) -> usize {
+        match via {
+            Via::Direct(_) => self.alternates.len(),
+            Via::Oblivious(r) => r.seconds(),
+        }
+    }
+
+    /// `request` through the `i`-th second path: another entry, or another target. `None`
+    /// when that path is not there.
+    async fn second(
+        &self,
+        via: &Via,
+        i: usize,
+        request: ClientRequest,
+    ) -> Option<Result<ClientResponse, ClientError>> {
+        match via {
+            Via::Direct(conn) => {
+                let alt = self.alternate(i, conn).await?;
+                Some(alt.request(request).await)
+            }
+            Via::Oblivious(r) => r.request_second(i, request).await,
+        }
     }
 
     /// Uses `clock` (unix seconds) instead of the system's for the times records carry (a
@@ -118,10 +233,10 @@ impl Client {
     }
 
     /// A connection to alternate `i`, if it answers and is not the entry itself.
-    async fn alternate(&self, i: usize) -> Option<Connection> {
+    async fn alternate(&self, i: usize, entry: &Connection) -> Option<Connection> {
         let addr = self.alternates.get(i)?;
         match Connection::connect(addr).await {
-            Ok(c) if c.peer_id() != self.conn.peer_id() => Some(c),
+            Ok(c) if c.peer_id() != entry.peer_id() => Some(c),
             Ok(_) => None,
             Err(e) => {
                 tracing::debug!(%addr, error = %e, "an alternate entry is unreachable");
@@ -135,6 +250,7 @@ impl Client {
     /// among them is refused (a lying entry cannot place a mailbox on its own nodes).
     async fn confirm_locate(
         &self,
+        via: &Via,
         address: &Address,
         located: ClientResponse,
         r: usize,
@@ -147,15 +263,12 @@ impl Client {
             return located;
         };
         let first_all: Vec<_> = first.iter().chain(first_standbys.iter()).copied().collect();
-        for i in 0..self.alternates.len() {
-            let Some(alt) = self.alternate(i).await else {
-                continue;
-            };
-            let Ok(ClientResponse::Located {
+        for i in 0..self.seconds(via) {
+            let Some(Ok(ClientResponse::Located {
                 replicas: second,
                 standbys: second_standbys,
-            }) = alt
-                .request(ClientRequest::Locate { address: *address })
+            })) = self
+                .second(via, i, ClientRequest::Locate { address: *address })
                 .await
             else {
                 continue;
@@ -187,9 +300,9 @@ impl Client {
         located
     }
 
-    /// The connection.
-    pub fn connection(&self) -> &Connection {
-        &self.conn
+    /// The connection to the entry, for a direct client.
+    pub fn connection(&self) -> Option<&Connection> {
+        self.direct.as_ref()
     }
 
     /// The state directory.
@@ -197,17 +310,25 @@ impl Client {
         &self.state
     }
 
-    /// The entry node's information.
+    /// The named node's information.
     pub async fn info(&self) -> Result<NodeInfo, ClientError> {
-        match self.conn.request(ClientRequest::Info).await? {
+        if let Some(dir) = &self.directory {
+            return Ok(dir.info.clone());
+        }
+        let conn = self
+            .direct
+            .as_ref()
+            .ok_or_else(|| ClientError::Unreachable("not connected".into()))?;
+        match conn.request(ClientRequest::Info).await? {
             ClientResponse::Info(info) => Ok(info),
             _ => Err(ClientError::UnexpectedResponse("info")),
         }
     }
 
-    /// The public status of a mailbox: its state, no keys, no message counts.
+    /// The public status of a mailbox: its state and counts, no keys.
     pub async fn status(&self, address: Address) -> Result<PublicStatus, ClientError> {
-        match self.conn.request(ClientRequest::Status { address }).await? {
+        let via = self.via(&address).await?;
+        match via.request(ClientRequest::Status { address }).await? {
             ClientResponse::Status(s) => Ok(s),
             _ => Err(ClientError::UnexpectedResponse("status")),
         }
@@ -220,11 +341,12 @@ impl Client {
             return Ok(None);
         }
         let mut state = self.state.load(id)?;
+        let via = self.via(&id.address()).await?;
         let view = match &mut state.party {
-            Party::Sender(session) => self.refresh_sender(session).await,
+            Party::Sender(session) => self.refresh_sender(&via, session).await,
             Party::Recipient(session) if session.is_recipient() => {
                 let request = session.read_request(self.now(), ReadScope::View);
-                let answer = self.conn.request(ClientRequest::Read { request }).await?;
+                let answer = via.request(ClientRequest::Read { request }).await?;
                 Ok(flow::view(answer, session.genesis())?)
             }
             Party::Recipient(_) => return Ok(None),
@@ -241,22 +363,20 @@ impl Client {
     /// answer does not prove it is caught, and the write goes through an alternate.
     async fn stored(
         &self,
+        via: &Via,
         request: ClientRequest,
         genesis: &Genesis,
         record: [u8; 32],
     ) -> Result<bool, ClientError> {
-        let first = flow::stored(self.conn.request(request.clone()).await?, genesis, &record);
+        let first = flow::stored(via.request(request.clone()).await?, genesis, &record);
         let err = match first {
             Ok(duplicate) => return Ok(duplicate),
             Err(flow::FlowError::Protocol(e @ tigress_protocol::Error::Unacknowledged { .. })) => e,
             Err(e) => return Err(e.into()),
         };
         tracing::warn!(error = %err, "the entry node's answer does not prove the write; retrying through another entry");
-        for i in 0..self.alternates.len() {
-            let Some(alt) = self.alternate(i).await else {
-                continue;
-            };
-            let Ok(answer) = alt.request(request.clone()).await else {
+        for i in 0..self.seconds(via) {
+            let Some(Ok(answer)) = self.second(via, i, request.clone()).await else {
                 continue;
             };
             if let Ok(duplicate) = flow::stored(answer, genesis, &record) {
@@ -266,8 +386,8 @@ impl Client {
         Err(flow::FlowError::Protocol(err).into())
     }
 
-    /// Creates a share of `payload`; the invitation's base is `base_url` or the entry
-    /// node's public URL.
+    /// Creates a share of `payload`; the invitation's base is `base_url` or the public URL
+    /// of the node this client was connected to (never that of a relay or a target).
     pub async fn share(
         &self,
         payload: &[u8],
@@ -277,9 +397,15 @@ impl Client {
         let info = self.info().await?;
         let mut rng = rng();
         let identity = ShareIdentity::random(&mut rng);
-        let located = self.conn.request(flow::locate(&identity)).await?;
+        let via = self.via(&identity.address()).await?;
+        let located = via.request(flow::locate(&identity)).await?;
         let located = self
-            .confirm_locate(&identity.address(), located, usize::from(info.replication))
+            .confirm_locate(
+                &via,
+                &identity.address(),
+                located,
+                usize::from(info.replication),
+            )
             .await;
         let base = base_url.unwrap_or(info.public_url.as_str());
         let device = DeviceKeys::generate(options.hpke, &mut rng);
@@ -303,7 +429,7 @@ impl Client {
         let Party::Sender(session) = &state.party else {
             return Err(ClientError::UnexpectedResponse("sender state"));
         };
-        self.stored(create, session.genesis(), session.genesis().digest())
+        self.stored(&via, create, session.genesis(), session.genesis().digest())
             .await?;
         Ok(Shared {
             share_id: url.mailbox_id(),
@@ -315,10 +441,11 @@ impl Client {
     /// Opens and claims an invitation; returns the first payload.
     pub async fn accept(&self, url: &ShareUrl) -> Result<Vec<u8>, ClientError> {
         let id = url.mailbox_id();
+        let via = self.via(&id.address()).await?;
         let mut state = if self.state.contains(&id) {
             self.state.load(&id)?
         } else {
-            let genesis = flow::genesis(self.conn.request(flow::open(url, self.now())).await?)?;
+            let genesis = flow::genesis(via.request(flow::open(url, self.now())).await?)?;
             let device = DeviceKeys::generate(genesis.header().sender_hpke.suite, &mut rng());
             let now = self.now();
             let (session, _) =
@@ -336,13 +463,13 @@ impl Client {
             ));
         };
         if !session.is_recipient() {
-            match self.conn.request(flow::claim(session)).await {
+            match via.request(flow::claim(session)).await {
                 Ok(answer) => flow::certified(session, answer, &self.limits, self.now())?,
                 // A contest the sender settled in this claimant's favour: the resolve in
                 // the mailbox makes it a recipient.
                 Err(ClientError::Remote(e)) if e.code == tigress_protocol::ErrorCode::Conflict => {
                     let request = session.read_request(self.now(), ReadScope::View);
-                    let kept = match self.conn.request(ClientRequest::Read { request }).await {
+                    let kept = match via.request(ClientRequest::Read { request }).await {
                         Ok(answer) => flow::kept_by_resolve(session, answer),
                         Err(_) => false,
                     };
@@ -365,15 +492,16 @@ impl Client {
     /// lying is reported to the entry node.
     async fn refresh_sender(
         &self,
+        via: &Via,
         session: &mut SenderSession,
     ) -> Result<MailboxView, ClientError> {
         let request = session.read_request(self.now(), ReadScope::View);
-        let answer = self.conn.request(ClientRequest::Read { request }).await?;
+        let answer = via.request(ClientRequest::Read { request }).await?;
         match flow::learn(session, answer, &self.limits, self.now()) {
             Err(flow::FlowError::Contested(proofs)) => {
                 for proof in &proofs {
                     tracing::warn!(replica = %proof.liar(), "a replica is proven to have lied; reporting it");
-                    let _ = self.conn.request(flow::report(proof.clone())).await;
+                    let _ = via.request(flow::report(proof.clone())).await;
                 }
                 Err(flow::FlowError::Contested(proofs).into())
             }
@@ -384,7 +512,11 @@ impl Client {
     /// Sends the outbox in order. A sender's message to a key that is no longer a
     /// recipient (it relinquished) can never be stored: it is dropped and reported, so it
     /// does not hold back the messages behind it.
-    async fn flush_outbox(&self, state: &mut ShareState) -> Result<Vec<Sent>, ClientError> {
+    async fn flush_outbox(
+        &self,
+        via: &Via,
+        state: &mut ShareState,
+    ) -> Result<Vec<Sent>, ClientError> {
         let mut dropped = Vec::new();
         if let Party::Sender(session) = &state.party {
             let current: Vec<PublicKey> = session.recipients().iter().map(|r| r.key).collect();
@@ -414,7 +546,8 @@ impl Client {
         };
         while let Some(message) = state.outbox.first().cloned() {
             let record = message.digest();
-            self.stored(flow::send(message), &genesis, record).await?;
+            self.stored(via, flow::send(message), &genesis, record)
+                .await?;
             state.outbox.remove(0);
             self.state.save(state)?;
         }
@@ -430,10 +563,11 @@ impl Client {
         to: Option<PublicKey>,
     ) -> Result<Vec<Sent>, ClientError> {
         let mut state = self.state.load(id)?;
+        let via = self.via(&id.address()).await?;
         if let Party::Sender(session) = &mut state.party {
-            self.refresh_sender(session).await?;
+            self.refresh_sender(&via, session).await?;
         }
-        self.flush_outbox(&mut state).await?;
+        self.flush_outbox(&via, &mut state).await?;
         let now = self.now();
         let mut rng = rng();
         let mut request_id = [0u8; 16];
@@ -473,19 +607,20 @@ impl Client {
             .collect();
         state.outbox.extend(sealed);
         self.state.save(&state)?;
-        self.flush_outbox(&mut state).await?;
+        self.flush_outbox(&via, &mut state).await?;
         Ok(sent)
     }
 
     /// Fetches new messages, waiting up to `wait` for the first one; delivers in order.
     pub async fn recv(&self, id: &MailboxId, wait: Duration) -> Result<Received, ClientError> {
         let mut state = self.state.load(id)?;
+        let via = self.via(&id.address()).await?;
         let mut contested = false;
         let now = self.now();
         let wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
         let fetch = match &mut state.party {
             Party::Sender(session) => {
-                let view = self.refresh_sender(session).await?;
+                let view = self.refresh_sender(&via, session).await?;
                 contested = view.status.contested;
                 let cursor = session.cursor();
                 flow::fetch(|scope| session.read_request(now, scope), cursor, wait_ms)?
@@ -500,7 +635,7 @@ impl Client {
                 flow::fetch(|scope| session.read_request(now, scope), cursor, wait_ms)?
             }
         };
-        let messages = flow::fetched(self.conn.request(fetch).await?)?;
+        let messages = flow::fetched(via.request(fetch).await?)?;
         let mut delivered = Vec::new();
         for m in &messages {
             let got = match &mut state.party {
@@ -522,12 +657,13 @@ impl Client {
     /// Deletes the mailbox (the sender, or a recipient with the delete right).
     pub async fn delete(&self, id: &MailboxId) -> Result<(), ClientError> {
         let state = self.state.load(id)?;
+        let via = self.via(&id.address()).await?;
         let (delete, genesis) = match &state.party {
             Party::Sender(s) => (s.delete(self.now()), s.genesis()),
             Party::Recipient(r) => (r.delete(self.now()), r.genesis()),
         };
         let record = delete.digest();
-        self.stored(flow::delete(delete), genesis, record)
+        self.stored(&via, flow::delete(delete), genesis, record)
             .await
             .map(|_| ())
     }
@@ -540,7 +676,9 @@ impl Client {
         };
         let relinquish = r.relinquish(self.now());
         let record = relinquish.digest();
+        let via = self.via(&id.address()).await?;
         self.stored(
+            &via,
             ClientRequest::Relinquish { relinquish },
             r.genesis(),
             record,
@@ -555,7 +693,8 @@ impl Client {
         let Party::Sender(session) = &mut state.party else {
             return Err(ClientError::Usage("only the sender can resolve".into()));
         };
-        let view = self.refresh_sender(session).await?;
+        let via = self.via(&id.address()).await?;
+        let view = self.refresh_sender(&via, session).await?;
         let claims = keep
             .iter()
             .map(|k| {
@@ -570,7 +709,7 @@ impl Client {
         let genesis = session.genesis().clone();
         self.state.save(&state)?;
         let record = resolve.digest();
-        self.stored(ClientRequest::Resolve { resolve }, &genesis, record)
+        self.stored(&via, ClientRequest::Resolve { resolve }, &genesis, record)
             .await
             .map(|_| ())
     }
@@ -581,7 +720,8 @@ impl Client {
         let Party::Sender(session) = &mut state.party else {
             return Err(ClientError::Usage("only the sender lists claimants".into()));
         };
-        let view = self.refresh_sender(session).await?;
+        let via = self.via(&id.address()).await?;
+        let view = self.refresh_sender(&via, session).await?;
         Ok(view.claims.iter().map(|c| c.body.recipient).collect())
     }
 }

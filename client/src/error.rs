@@ -19,6 +19,12 @@ pub enum ClientError {
     /// The node cannot be reached or stopped answering.
     #[error("node unreachable: {0}")]
     Unreachable(String),
+    /// The relay of an oblivious request refused it or could not reach the target.
+    #[error("the relay: {}", .0.message.as_str())]
+    Relay(RemoteError),
+    /// An oblivious request could not be sealed, or its answer opened.
+    #[error("oblivious request: {0}")]
+    Sealed(String),
     /// The node answered something that makes no sense for the request.
     #[error("unexpected answer from the node: {0}")]
     UnexpectedResponse(&'static str),
@@ -58,6 +64,8 @@ impl ClientError {
             ClientError::Protocol(e) => Some(e.code()),
             ClientError::Url(_) => Some(ErrorCode::Malformed),
             ClientError::Unreachable(_) => Some(ErrorCode::Unavailable),
+            ClientError::Relay(e) => Some(e.code),
+            ClientError::Sealed(_) => Some(ErrorCode::Unavailable),
             ClientError::UnknownShare(_) => Some(ErrorCode::NotFound),
             ClientError::UnexpectedResponse(_) | ClientError::Usage(_) | ClientError::Io { .. } => {
                 None

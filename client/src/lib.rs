@@ -27,6 +27,7 @@ pub mod cli;
 pub mod client;
 pub mod connection;
 pub mod error;
+pub mod oblivious;
 pub mod state;
 
 pub use client::{Client, Received, Sent, Shared, unix_now};

@@ -75,11 +75,36 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<(TcpListener, SocketAddr)
     Ok((listener, local))
 }
 
-/// The public port's routes: `/health` and, when given, the gateway's.
-pub fn public_router(gateway: Option<Router>) -> Router {
+/// The public port's routes: `/health` and, when given, the gateway's; with a tap
+/// (a test double), every request is recorded with its source address first.
+pub fn public_router(gateway: Option<Router>, tap: Option<crate::tap::Tap>) -> Router {
     let app = Router::new().route("/health", get(health));
-    match gateway {
+    let app = match gateway {
         Some(g) => app.merge(g),
+        None => app,
+    };
+    match tap {
+        Some(tap) => app.layer(axum::middleware::from_fn(
+            move |axum::extract::ConnectInfo(from): axum::extract::ConnectInfo<SocketAddr>,
+                  request: axum::extract::Request,
+                  next: axum::middleware::Next| {
+                let tap = tap.clone();
+                async move {
+                    let (parts, body) = request.into_parts();
+                    let bytes = axum::body::to_bytes(body, usize::MAX)
+                        .await
+                        .unwrap_or_default();
+                    let mut head = format!("{} {}\n", parts.method, parts.uri);
+                    for (k, v) in &parts.headers {
+                        head.push_str(&format!("{k}: {}\n", String::from_utf8_lossy(v.as_bytes())));
+                    }
+                    tap.http(from.to_string(), &head, &bytes);
+                    let request =
+                        axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes));
+                    next.run(request).await
+                }
+            },
+        )),
         None => app,
     }
 }
@@ -99,6 +124,7 @@ pub async fn serve(
     app: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
     if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await

@@ -38,6 +38,7 @@ pub mod prefix;
 pub mod replica;
 pub mod store;
 pub mod sync;
+pub mod tap;
 pub mod throttle;
 
 use std::net::SocketAddr;
@@ -298,6 +299,8 @@ pub struct Doubles {
     pub entry: Option<Arc<dyn entry::ClientFilter>>,
     /// The clock, when not the system's (a test moves it through a simulated week).
     pub clock: Option<clock::Clock>,
+    /// Records everything the node receives (the curious-node test).
+    pub tap: Option<tap::Tap>,
 }
 
 impl Node {
@@ -314,6 +317,7 @@ impl Node {
             replica: filter,
             entry: client_filter,
             clock,
+            tap,
         } = doubles;
         config.validate()?;
         let clock = clock.unwrap_or_else(clock::Clock::system);
@@ -342,7 +346,7 @@ impl Node {
         };
 
         // The network and the HTTP port, bound before anything answers.
-        let mut network = Network::bind(identity.keypair.clone(), &config).await?;
+        let mut network = Network::bind(identity.keypair.clone(), &config, tap.clone()).await?;
         network.add_seeds(&seeds_of(&config)?);
         let net = network.handle();
         let listen_addrs = network.listen_addrs.clone();
@@ -455,7 +459,7 @@ impl Node {
         if let Some((listener, _)) = http_listener {
             spawn_http(
                 listener,
-                http::public_router(Some(oblivious.routes().merge(gateway_router))),
+                http::public_router(Some(oblivious.routes().merge(gateway_router)), tap),
             );
         }
         if let Some((listener, _)) = admin_listener {

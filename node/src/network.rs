@@ -267,103 +267,127 @@ impl Network {
     pub async fn bind(
         keypair: libp2p::identity::Keypair,
         config: &Config,
+        tap: Option<crate::tap::Tap>,
     ) -> Result<Self, NetworkError> {
         let relay = config.role == NodeRole::Relay;
         let reachability = config.reachability;
         let serves = reachability != Reachability::Private;
         let max_connections = config.max_connections;
-        let builder = libp2p::SwarmBuilder::with_existing_identity(keypair)
-            .with_tokio()
-            .with_tcp(
-                tcp::Config::default().nodelay(true),
-                noise::Config::new,
-                yamux::Config::default,
-            )
-            .map_err(|e| NetworkError::Transport(e.to_string()))?;
-        // QUIC (listen on `/ip4/…/udp/…/quic-v1`) is an optional cargo feature: it builds
-        // aws-lc-sys, a C library.
-        #[cfg(feature = "quic")]
-        let builder = builder.with_quic();
-        let mut swarm = builder
-            .with_behaviour(|key| {
-                let mut kad_config = kad::Config::new(KAD_PROTOCOL);
-                kad_config
-                    .set_query_timeout(Duration::from_secs(30))
-                    .set_record_filtering(kad::StoreInserts::FilterBoth)
-                    // Lookups follow disjoint paths, so one lying peer on a path cannot
-                    // steer where a lookup ends.
-                    .disjoint_query_paths(true)
-                    // Peers enter the routing table only through `LoopState::admit`, which
-                    // limits how many one network prefix may hold.
-                    .set_kbucket_inserts(kad::BucketInserts::Manual)
-                    .set_replication_interval(None)
-                    .set_publication_interval(None)
-                    .set_periodic_bootstrap_interval(Some(Duration::from_secs(
-                        config.bootstrap_interval_secs.max(1),
-                    )));
-                let peer = key.public().to_peer_id();
-                let mut kad = kad::Behaviour::with_config(
-                    peer,
-                    kad::store::MemoryStore::new(peer),
-                    kad_config,
-                );
-                // Kademlia's client mode neither answers queries nor announces the protocol,
-                // so other nodes never put this node in their routing tables. `auto` starts
-                // there and turns server when AutoNAT confirms an address.
-                kad.set_mode(match reachability {
-                    Reachability::Public => Some(kad::Mode::Server),
-                    Reachability::Private => Some(kad::Mode::Client),
-                    Reachability::Auto => None,
-                });
-                NodeBehaviour {
-                    limits: connection_limits::Behaviour::new(
-                        connection_limits::ConnectionLimits::default()
-                            .with_max_established(Some(max_connections))
-                            .with_max_established_per_peer(Some(4))
-                            .with_max_pending_incoming(Some(256)),
-                    ),
-                    identify: identify::Behaviour::new(
-                        identify::Config::new(IDENTIFY_PROTOCOL.into(), key.public())
-                            .with_agent_version(format!(
-                                "tigress-node/{}",
-                                env!("CARGO_PKG_VERSION")
-                            )),
-                    ),
-                    ping: ping::Behaviour::new(ping::Config::new()),
-                    autonat_client: (reachability == Reachability::Auto)
-                        .then(autonat::v2::client::Behaviour::default)
-                        .into(),
-                    autonat_server: serves.then(autonat::v2::server::Behaviour::default).into(),
-                    kad,
-                    client: request_response::Behaviour::with_codec(
-                        ClientCodec::default(),
-                        // Inbound from clients; outbound as a relay to targets.
-                        [(CLIENT_STREAM, ProtocolSupport::Full)],
-                        request_response::Config::default()
-                            .with_request_timeout(REQUEST_TIMEOUT)
-                            .with_max_concurrent_streams(256),
-                    ),
-                    replica: request_response::Behaviour::with_codec(
-                        ReplicaCodec::default(),
-                        [(
-                            REPLICA_STREAM,
-                            if relay && serves {
-                                ProtocolSupport::Full
-                            } else {
-                                ProtocolSupport::Outbound
-                            },
-                        )],
-                        request_response::Config::default()
-                            .with_request_timeout(REQUEST_TIMEOUT)
-                            .with_max_concurrent_streams(512),
-                    ),
+        let make_behaviour = |key: &libp2p::identity::Keypair| {
+            let mut kad_config = kad::Config::new(KAD_PROTOCOL);
+            kad_config
+                .set_query_timeout(Duration::from_secs(30))
+                .set_record_filtering(kad::StoreInserts::FilterBoth)
+                // Lookups follow disjoint paths, so one lying peer on a path cannot
+                // steer where a lookup ends.
+                .disjoint_query_paths(true)
+                // Peers enter the routing table only through `LoopState::admit`, which
+                // limits how many one network prefix may hold.
+                .set_kbucket_inserts(kad::BucketInserts::Manual)
+                .set_replication_interval(None)
+                .set_publication_interval(None)
+                .set_periodic_bootstrap_interval(Some(Duration::from_secs(
+                    config.bootstrap_interval_secs.max(1),
+                )));
+            let peer = key.public().to_peer_id();
+            let mut kad =
+                kad::Behaviour::with_config(peer, kad::store::MemoryStore::new(peer), kad_config);
+            // Kademlia's client mode neither answers queries nor announces the protocol,
+            // so other nodes never put this node in their routing tables. `auto` starts
+            // there and turns server when AutoNAT confirms an address.
+            kad.set_mode(match reachability {
+                Reachability::Public => Some(kad::Mode::Server),
+                Reachability::Private => Some(kad::Mode::Client),
+                Reachability::Auto => None,
+            });
+            NodeBehaviour {
+                limits: connection_limits::Behaviour::new(
+                    connection_limits::ConnectionLimits::default()
+                        .with_max_established(Some(max_connections))
+                        .with_max_established_per_peer(Some(4))
+                        .with_max_pending_incoming(Some(256)),
+                ),
+                identify: identify::Behaviour::new(
+                    identify::Config::new(IDENTIFY_PROTOCOL.into(), key.public())
+                        .with_agent_version(format!("tigress-node/{}", env!("CARGO_PKG_VERSION"))),
+                ),
+                ping: ping::Behaviour::new(ping::Config::new()),
+                autonat_client: (reachability == Reachability::Auto)
+                    .then(autonat::v2::client::Behaviour::default)
+                    .into(),
+                autonat_server: serves.then(autonat::v2::server::Behaviour::default).into(),
+                kad,
+                client: request_response::Behaviour::with_codec(
+                    ClientCodec::default(),
+                    // Inbound from clients; outbound as a relay to targets.
+                    [(CLIENT_STREAM, ProtocolSupport::Full)],
+                    request_response::Config::default()
+                        .with_request_timeout(REQUEST_TIMEOUT)
+                        .with_max_concurrent_streams(256),
+                ),
+                replica: request_response::Behaviour::with_codec(
+                    ReplicaCodec::default(),
+                    [(
+                        REPLICA_STREAM,
+                        if relay && serves {
+                            ProtocolSupport::Full
+                        } else {
+                            ProtocolSupport::Outbound
+                        },
+                    )],
+                    request_response::Config::default()
+                        .with_request_timeout(REQUEST_TIMEOUT)
+                        .with_max_concurrent_streams(512),
+                ),
+            }
+        };
+        let idle = Duration::from_secs(config.idle_timeout_secs);
+        let transport_error = |e: &dyn std::fmt::Display| NetworkError::Transport(e.to_string());
+        let mut swarm =
+            match tap {
+                None => {
+                    let builder = libp2p::SwarmBuilder::with_existing_identity(keypair)
+                        .with_tokio()
+                        .with_tcp(
+                            tcp::Config::default().nodelay(true),
+                            noise::Config::new,
+                            yamux::Config::default,
+                        )
+                        .map_err(|e| transport_error(&e))?;
+                    // QUIC (listen on `/ip4/…/udp/…/quic-v1`) is an optional cargo feature: it
+                    // builds aws-lc-sys, a C library.
+                    #[cfg(feature = "quic")]
+                    let builder = builder.with_quic();
+                    builder
+                        .with_behaviour(|key| make_behaviour(key))
+                        .map_err(|e| transport_error(&e))?
+                        .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
+                        .build()
                 }
-            })
-            .map_err(|e| NetworkError::Transport(e.to_string()))?
-            .with_swarm_config(|c| {
-                c.with_idle_connection_timeout(Duration::from_secs(config.idle_timeout_secs))
-            })
-            .build();
+                // The same TCP, Noise and yamux, with every substream recorded (a test double).
+                Some(tap) => libp2p::SwarmBuilder::with_existing_identity(keypair)
+                    .with_tokio()
+                    .with_other_transport(
+                        |key| -> Result<_, Box<dyn std::error::Error + Send + Sync>> {
+                            use libp2p::Transport as _;
+                            Ok(libp2p::tcp::tokio::Transport::new(
+                                tcp::Config::default().nodelay(true),
+                            )
+                            .upgrade(libp2p::core::upgrade::Version::V1)
+                            .authenticate(noise::Config::new(key)?)
+                            .multiplex(yamux::Config::default())
+                            .map(move |(peer, muxer), endpoint| {
+                                let from = endpoint.get_remote_address().clone();
+                                (peer, crate::tap::Tapped::new(muxer, peer, from, tap))
+                            }))
+                        },
+                    )
+                    .map_err(|e| transport_error(&e))?
+                    .with_behaviour(|key| make_behaviour(key))
+                    .map_err(|e| transport_error(&e))?
+                    .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
+                    .build(),
+            };
 
         let mut listeners: HashSet<ListenerId> = HashSet::new();
         for text in &config.listen {

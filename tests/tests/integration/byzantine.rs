@@ -352,7 +352,7 @@ async fn a_proven_liar_is_reported_and_no_longer_asked_or_placed() {
     }
     self_made.verify().unwrap();
     assert!(matches!(
-        alice.connection().request(ClientRequest::Report { proof: self_made }).await,
+        alice.connection().unwrap().request(ClientRequest::Report { proof: self_made }).await,
         Err(ClientError::Remote(e)) if e.code == ErrorCode::NotFound
     ));
     // A forged proof, or two receipts that do not conflict, are refused.
@@ -360,7 +360,7 @@ async fn a_proven_liar_is_reported_and_no_longer_asked_or_placed() {
     forged.second.signature.0[0] ^= 1;
     let mut agreeing = proof.clone();
     agreeing.second = agreeing.first.clone();
-    let conn = alice.connection();
+    let conn = alice.connection().unwrap();
     for (bad, code) in [
         (forged, ErrorCode::Unauthorized),
         (agreeing, ErrorCode::Malformed),
@@ -520,9 +520,11 @@ async fn the_cli_gets_past_a_lying_entry_of_a_process_cluster() {
             .output()
             .unwrap()
     };
+    // Straight to the lying entry (--direct), without a second entry: refused.
     let alone = cli(
         "alone",
         &[
+            "--direct",
             "--node",
             &liar,
             "share",
@@ -536,10 +538,28 @@ async fn the_cli_gets_past_a_lying_entry_of_a_process_cluster() {
         "{}",
         String::from_utf8_lossy(&alone.stderr)
     );
+    // Through it as a relay (the default): it forwards sealed bytes it cannot change,
+    // and where it is a target, another target carries the write.
+    let relayed = cli(
+        "relayed",
+        &[
+            "--node",
+            &liar,
+            "share",
+            "--payload",
+            payload.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        relayed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&relayed.stderr)
+    );
     let cluster = file.to_str().unwrap();
     let shared = cli(
         "alice",
         &[
+            "--direct",
             "--node",
             &liar,
             "--cluster",
@@ -687,6 +707,7 @@ async fn replicas_refuse_a_genesis_far_from_its_address() {
     let conn = client(&cluster, 0, tempfile::tempdir().unwrap().path())
         .await
         .connection()
+        .unwrap()
         .clone();
     let mut rng = <rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::from_seed([8; 32]);
     let identity = ShareIdentity::random(&mut rng);

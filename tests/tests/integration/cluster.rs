@@ -371,8 +371,7 @@ async fn a_malicious_replica_cannot_disturb_a_transfer() {
         |_, _| {},
         |i, _| tigress_node::Doubles {
             replica: (i == 2).then(|| Arc::new(Malicious) as Arc<dyn ResponseFilter>),
-            entry: None,
-            clock: None,
+            ..tigress_node::Doubles::default()
         },
     )
     .await
@@ -447,6 +446,7 @@ async fn delete_reaches_every_replica_and_a_replayed_genesis_is_refused() {
         let c = client(&cluster, i, &tmp.path().join("mallory")).await;
         let r = c
             .connection()
+            .unwrap()
             .request(ClientRequest::Create {
                 genesis: genesis.clone(),
             })
@@ -530,4 +530,39 @@ async fn expiry_reaches_every_replica() {
         "{err}"
     );
     cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oblivious_transfer_goes_through_relays() {
+    let cluster = Cluster::start(5, |_, c| {
+        c.replication = 2;
+        c.standbys = 1;
+    })
+    .await
+    .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let alice =
+        crate::support::oblivious_client(&cluster.addr(0).unwrap(), tmp.path().join("a")).await;
+    let bob =
+        crate::support::oblivious_client(&cluster.addr(3).unwrap(), tmp.path().join("b")).await;
+    let shared = alice
+        .share(b"hotel key", &ShareOptions::default(), None)
+        .await
+        .unwrap();
+    let url = ShareUrl::parse(&shared.url.expose_url()).unwrap();
+    assert_eq!(bob.accept(&url).await.unwrap(), b"hotel key");
+    let id = shared.share_id;
+    for round in 0..3 {
+        let text = format!("request {round}");
+        bob.send(&id, text.as_bytes(), None).await.unwrap();
+        let got = alice.recv(&id, Duration::from_secs(10)).await.unwrap();
+        assert_eq!(got.messages[0].plaintext, text.as_bytes());
+        alice.send(&id, b"reply", None).await.unwrap();
+        let got = bob.recv(&id, Duration::from_secs(10)).await.unwrap();
+        assert_eq!(got.messages[0].plaintext, b"reply");
+    }
+    let status = alice.status(id.address()).await.unwrap();
+    assert_eq!(status.recipients, 1);
+    alice.delete(&id).await.unwrap();
+    assert!(bob.recv(&id, Duration::ZERO).await.is_err());
 }

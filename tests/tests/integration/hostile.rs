@@ -196,7 +196,7 @@ async fn hostile_bytes_are_refused_and_the_node_keeps_serving() {
     );
 
     // Well-framed but hostile records get typed errors.
-    let conn = bob.connection();
+    let conn = bob.connection().unwrap();
     let mut state = bob.state().load(&id).unwrap();
     let tigress_client::Party::Recipient(session) = &mut state.party else {
         panic!("bob is the recipient")

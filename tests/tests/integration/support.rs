@@ -217,6 +217,8 @@ impl Cli {
             .env_remove("TIGRESS_NODE")
             .env_remove("TIGRESS_STATE")
             .env_remove("TIGRESS_CLUSTER")
+            .env_remove("TIGRESS_DIRECT")
+            .env_remove("TIGRESS_BASE_URL")
             .output()
             .expect("running tigress")
     }
@@ -234,15 +236,29 @@ impl Cli {
     }
 }
 
-/// A client of the node at `addr` with its state in `dir`.
+/// A direct client of the node at `addr` with its state in `dir`: every request enters
+/// the network at that node (the tests of entry nodes, lying or not, drive one).
 pub(crate) async fn client(
     addr: &libp2p::Multiaddr,
     dir: impl AsRef<Path>,
 ) -> tigress_client::Client {
     let state = tigress_client::StateDir::open(dir.as_ref()).expect("state directory");
-    tigress_client::Client::connect(addr, state)
+    tigress_client::Client::connect_direct(addr, state)
         .await
         .expect("connecting to the node")
+}
+
+/// A client of the node at `addr` as users run it: oblivious requests through relays.
+pub(crate) async fn oblivious_client(
+    addr: &libp2p::Multiaddr,
+    dir: impl AsRef<Path>,
+) -> tigress_client::Client {
+    let state = tigress_client::StateDir::open(dir.as_ref()).expect("state directory");
+    let client = tigress_client::Client::connect(addr, state)
+        .await
+        .expect("connecting to the node");
+    assert!(client.is_oblivious(), "the node knows other nodes");
+    client
 }
 
 /// Writes `bytes` to a new file in `dir`.

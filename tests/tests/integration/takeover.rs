@@ -20,7 +20,7 @@ const TAKEOVER_AFTER: u64 = 3600;
 async fn client(cluster: &Cluster, clock: &Clock, state: &std::path::Path) -> Client {
     let addr = cluster.addr(0).unwrap();
     let clock = clock.clone();
-    tigress_client::Client::connect(&addr, StateDir::open(state).unwrap())
+    tigress_client::Client::connect_direct(&addr, StateDir::open(state).unwrap())
         .await
         .unwrap()
         .with_clock(move || clock.unix())
