@@ -9,6 +9,7 @@
 
 mod byzantine;
 mod cluster;
+mod curious;
 mod faults;
 mod gateway;
 mod hostile;
