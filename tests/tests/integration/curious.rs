@@ -285,10 +285,10 @@ async fn no_single_node_learns_who_talks_to_whom() {
     {
         let bytes = r.bytes();
         for (at, w) in bytes.windows(SEALED.len()).enumerate() {
-            if w == SEALED {
-                if let Some(enc) = bytes.get(at + SEALED.len()..at + SEALED.len() + 32) {
-                    encapsulated.push(enc.to_vec());
-                }
+            if w == SEALED
+                && let Some(enc) = bytes.get(at + SEALED.len()..at + SEALED.len() + 32)
+            {
+                encapsulated.push(enc.to_vec());
             }
         }
     }
