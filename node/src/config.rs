@@ -61,8 +61,21 @@ pub struct Config {
     /// port instead).
     pub admin: Option<String>,
     /// The base of share URLs made through this node (default: `http://` + the HTTP
-    /// address).
+    /// address, or `https://` with TLS).
     pub public_url: Option<String>,
+    /// A PEM certificate chain for HTTPS on the public port (with `tls_key`).
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// The node's domain name: HTTPS with certificates from an ACME CA (TLS-ALPN-01 on
+    /// the public port, which must be reachable as this name on port 443).
+    pub acme_domain: Option<String>,
+    /// The contact e-mail address given to the ACME CA.
+    pub acme_contact: Option<String>,
+    /// The ACME CA's directory URL (default: Let's Encrypt).
+    pub acme_directory: Option<String>,
+    /// Extra root certificates (PEM) trusted for the ACME CA's own HTTPS (a private CA).
+    pub acme_root: Option<PathBuf>,
     /// Seed nodes to join the network through (multiaddrs with `/p2p/<id>`).
     pub bootstrap: Vec<String>,
     /// A file with one seed multiaddr per line (`#` starts a comment).
@@ -138,6 +151,12 @@ impl Default for Config {
             http: DEFAULT_HTTP.parse().ok(),
             admin: None,
             public_url: None,
+            tls_cert: None,
+            tls_key: None,
+            acme_domain: None,
+            acme_contact: None,
+            acme_directory: None,
+            acme_root: None,
             bootstrap: Vec::new(),
             seeds_file: None,
             role: NodeRole::Relay,
@@ -226,9 +245,50 @@ impl Config {
         }
     }
 
+    /// How the public port speaks TLS, if it does (`cache` is where ACME keeps its
+    /// certificates).
+    pub fn tls(&self, cache: PathBuf) -> Result<Option<crate::tls::Tls>, ConfigError> {
+        let invalid = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
+        match (
+            &self.tls_cert,
+            &self.tls_key,
+            &self.acme_domain,
+            &self.acme_contact,
+        ) {
+            (None, None, None, None) => Ok(None),
+            (Some(_), Some(_), Some(_), _) => {
+                invalid("tls_cert/tls_key and acme_domain are exclusive: use one")
+            }
+            (Some(cert), Some(key), None, _) => Ok(Some(crate::tls::Tls::Files {
+                cert: cert.clone(),
+                key: key.clone(),
+            })),
+            (Some(_), None, _, _) | (None, Some(_), _, _) => {
+                invalid("tls_cert and tls_key go together")
+            }
+            (None, None, Some(domain), Some(contact)) => Ok(Some(crate::tls::Tls::Acme {
+                domain: domain.clone(),
+                contact: contact.clone(),
+                directory: self
+                    .acme_directory
+                    .clone()
+                    .unwrap_or_else(|| crate::tls::LETS_ENCRYPT.to_owned()),
+                root: self.acme_root.clone(),
+                cache,
+            })),
+            (None, None, Some(_), None) => invalid("acme_domain needs acme_contact"),
+            (None, None, None, Some(_)) => invalid("acme_contact needs acme_domain"),
+        }
+    }
+
     /// Checks ranges.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.admin()?;
+        if self.tls(PathBuf::new())?.is_some() && self.http.is_none() {
+            return Err(ConfigError::Invalid(
+                "TLS is for the public HTTP port: it needs http".into(),
+            ));
+        }
         if !(1..=16).contains(&self.replication) {
             return Err(ConfigError::Invalid("replication must be 1 to 16".into()));
         }

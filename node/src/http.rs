@@ -109,6 +109,20 @@ pub fn public_router(gateway: Option<Router>, tap: Option<crate::tap::Tap>) -> R
     }
 }
 
+/// Adds `Strict-Transport-Security` to every answer (a node whose public URL is
+/// `https://`: browsers that opened it once never fall back to plain HTTP).
+pub fn with_hsts(app: Router) -> Router {
+    app.layer(axum::middleware::map_response(
+        |mut response: axum::response::Response| async move {
+            response.headers_mut().insert(
+                header::STRICT_TRANSPORT_SECURITY,
+                header::HeaderValue::from_static("max-age=31536000"),
+            );
+            response
+        },
+    ))
+}
+
 /// The admin listener's routes: `/metrics` and `/status`.
 pub fn admin_router(state: AdminState) -> Router {
     Router::new()

@@ -40,6 +40,7 @@ pub mod store;
 pub mod sync;
 pub mod tap;
 pub mod throttle;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -118,6 +119,9 @@ pub enum NodeError {
         /// The cause.
         source: std::io::Error,
     },
+    /// HTTPS could not be set up.
+    #[error(transparent)]
+    Tls(tls::TlsError),
     /// A seed is not a valid multiaddr.
     #[error("seed {seed}: {message}")]
     Seed {
@@ -277,15 +281,19 @@ fn seeds_of(config: &Config) -> Result<Vec<Multiaddr>, NodeError> {
         .collect()
 }
 
-/// The base of share URLs: the configured one, else the HTTP address.
-fn public_url_of(config: &Config, http_addr: Option<SocketAddr>) -> String {
-    config
-        .public_url
-        .clone()
-        .unwrap_or_else(|| match http_addr {
-            Some(a) => format!("http://{a}"),
-            None => "http://127.0.0.1:8080".to_owned(),
-        })
+/// The base of share URLs: the configured one, else the ACME domain or the HTTP
+/// address, under `https://` when the port speaks TLS.
+fn public_url_of(config: &Config, http_addr: Option<SocketAddr>, tls: bool) -> String {
+    let scheme = if tls { "https" } else { "http" };
+    if let Some(url) = &config.public_url {
+        return url.clone();
+    }
+    match (&config.acme_domain, http_addr) {
+        (Some(domain), Some(a)) if a.port() != 443 => format!("https://{domain}:{}", a.port()),
+        (Some(domain), _) => format!("https://{domain}"),
+        (None, Some(a)) => format!("{scheme}://{a}"),
+        (None, None) => "http://127.0.0.1:8080".to_owned(),
+    }
 }
 
 /// Test doubles a test or a development build plugs into a node to make it lie: a filter
@@ -359,9 +367,13 @@ impl Node {
             None => None,
         };
         let http_addr = http_listener.as_ref().map(|(_, a)| *a);
+        let tls = match config.tls(data_dir.join("acme"))? {
+            Some(t) => Some(tls::prepare(t).await.map_err(NodeError::Tls)?),
+            None => None,
+        };
         let admin_listener = bind_admin(config.admin()?).await?;
         let admin_addr = admin_listener.as_ref().map(|(_, a)| *a);
-        let public_url = public_url_of(&config, http_addr);
+        let public_url = public_url_of(&config, http_addr, tls.is_some());
 
         // The roles, and the dispatcher that hands them inbound requests.
         let metrics = Arc::new(Metrics::default());
@@ -449,21 +461,42 @@ impl Node {
         // HTTP: health and the gateway on the public port; metrics on the admin listener.
         let mut http_stop = Vec::new();
         let mut http_tasks = Vec::new();
-        let mut spawn_http = |listener, app| {
+        let spawn_http = |stops: &mut Vec<oneshot::Sender<()>>,
+                          tasks: &mut Vec<JoinHandle<()>>,
+                          listener,
+                          app| {
             let (stop_tx, stop_rx) = oneshot::channel::<()>();
-            http_stop.push(stop_tx);
-            http_tasks.push(tokio::spawn(http::serve(listener, app, async move {
+            stops.push(stop_tx);
+            tasks.push(tokio::spawn(http::serve(listener, app, async move {
                 let _ = stop_rx.await;
             })));
         };
         if let Some((listener, _)) = http_listener {
-            spawn_http(
-                listener,
-                http::public_router(Some(oblivious.routes().merge(gateway_router)), tap),
-            );
+            let app = http::public_router(Some(oblivious.routes().merge(gateway_router)), tap);
+            let app = if public_url.starts_with("https://") {
+                http::with_hsts(app)
+            } else {
+                app
+            };
+            match tls {
+                None => spawn_http(&mut http_stop, &mut http_tasks, listener, app),
+                Some(tls) => {
+                    let handle = tls::Handle::new();
+                    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+                    http_stop.push(stop_tx);
+                    let stopper = handle.clone();
+                    tokio::spawn(async move {
+                        let _ = stop_rx.await;
+                        tls::stop(&stopper, Duration::from_secs(5));
+                    });
+                    http_tasks.push(tokio::spawn(tls::serve(listener, app, tls, handle)));
+                }
+            }
         }
         if let Some((listener, _)) = admin_listener {
             spawn_http(
+                &mut http_stop,
+                &mut http_tasks,
                 listener,
                 http::admin_router(http::AdminState {
                     metrics: metrics.clone(),

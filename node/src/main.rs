@@ -55,6 +55,25 @@ struct RunArgs {
     /// The base of share URLs made through this node.
     #[arg(long)]
     public_url: Option<String>,
+    /// HTTPS on the public port: a PEM certificate chain (with --tls-key).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// HTTPS with certificates from an ACME CA for this domain name (the public port must
+    /// be reachable under it on port 443).
+    #[arg(long, requires = "acme_contact", conflicts_with = "tls_cert")]
+    acme_domain: Option<String>,
+    /// The contact e-mail address given to the ACME CA.
+    #[arg(long, requires = "acme_domain")]
+    acme_contact: Option<String>,
+    /// The ACME CA's directory URL (default: Let's Encrypt).
+    #[arg(long, requires = "acme_domain")]
+    acme_directory: Option<String>,
+    /// Extra root certificates (PEM) to trust for the ACME CA's own HTTPS (a private CA).
+    #[arg(long, requires = "acme_domain")]
+    acme_root: Option<PathBuf>,
     /// A seed node multiaddr with /p2p/<peer-id> (repeatable).
     #[arg(long)]
     bootstrap: Vec<String>,
@@ -110,6 +129,20 @@ fn config_of(args: RunArgs) -> anyhow::Result<Config> {
     }
     if args.public_url.is_some() {
         config.public_url = args.public_url;
+    }
+    if args.tls_cert.is_some() {
+        config.tls_cert = args.tls_cert;
+        config.tls_key = args.tls_key;
+    }
+    if args.acme_domain.is_some() {
+        config.acme_domain = args.acme_domain;
+        config.acme_contact = args.acme_contact;
+    }
+    if args.acme_directory.is_some() {
+        config.acme_directory = args.acme_directory;
+    }
+    if args.acme_root.is_some() {
+        config.acme_root = args.acme_root;
     }
     if !args.bootstrap.is_empty() {
         config.bootstrap = args.bootstrap;

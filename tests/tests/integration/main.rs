@@ -18,3 +18,4 @@ mod ohttp;
 mod single_node;
 mod support;
 mod takeover;
+mod tls;
