@@ -16,11 +16,14 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use libp2p::Multiaddr;
 use rand_core::{Rng as _, UnwrapErr};
+use tigress_client::oblivious::{Directory, KeyCache, Route};
 use tigress_client::{ClientError, Connection, unix_now};
+use tigress_protocol::Address;
 use tigress_protocol::flow;
 use tigress_protocol::mailbox::Limits;
 use tigress_protocol::record::{Message, ReadScope, Record};
 use tigress_protocol::rpc::ClientRequest;
+use tigress_protocol::rpc::ClientResponse;
 use tigress_protocol::session::{DeviceKeys, RecipientSession, ShareIdentity, ShareOptions};
 
 /// What to run.
@@ -34,6 +37,10 @@ pub struct BenchOptions {
     pub messages: usize,
     /// Bytes of each payload and message.
     pub payload_bytes: usize,
+    /// Requests straight to the nodes (`--direct`) instead of oblivious requests (each
+    /// operation through a fresh connection to a relay, sealed to a target), which is how
+    /// the client runs by default.
+    pub direct: bool,
 }
 
 impl Default for BenchOptions {
@@ -43,6 +50,7 @@ impl Default for BenchOptions {
             concurrency: 50,
             messages: 3,
             payload_bytes: 1024,
+            direct: false,
         }
     }
 }
@@ -168,16 +176,68 @@ pub fn proc_usage(pid: u32) -> Option<(f64, f64)> {
 
 struct Pool {
     conns: Vec<Connection>,
+    /// For oblivious requests: the nodes to enter at, what the network looks like, and
+    /// the target keys checked so far.
+    oblivious: Option<(Vec<Multiaddr>, Arc<Directory>, KeyCache)>,
+}
+
+/// How one operation reaches the network.
+enum Via {
+    Direct(Connection),
+    Oblivious(Route),
+}
+
+impl Via {
+    async fn request(&self, request: ClientRequest) -> Result<ClientResponse, ClientError> {
+        match self {
+            Via::Direct(c) => c.request(request).await,
+            Via::Oblivious(r) => r.request(request).await,
+        }
+    }
+}
+
+fn random_index(len: usize) -> usize {
+    let mut b = [0u8; 4];
+    UnwrapErr(getrandom::SysRng).fill_bytes(&mut b);
+    u32::from_le_bytes(b) as usize % len.max(1)
 }
 
 impl Pool {
     fn pick(&self) -> &Connection {
-        let mut b = [0u8; 4];
-        UnwrapErr(getrandom::SysRng).fill_bytes(&mut b);
-        let i = u32::from_le_bytes(b) as usize % self.conns.len();
+        let i = random_index(self.conns.len());
         // `run` refuses an empty pool, and `i` is reduced modulo its length.
         #[allow(clippy::indexing_slicing)]
         &self.conns[i]
+    }
+
+    /// The way for an operation on `address`: a pooled connection, or a fresh oblivious
+    /// route entering at a random node (as a client opens one per operation).
+    async fn via(&self, address: &Address) -> Result<Via, ClientError> {
+        match &self.oblivious {
+            None => Ok(Via::Direct(self.pick().clone())),
+            Some((addrs, directory, keys)) => {
+                #[allow(clippy::indexing_slicing)]
+                let home = &addrs[random_index(addrs.len())];
+                let mut directory = (**directory).clone();
+                // The node entered at is the one the user named.
+                if let Some(key) = home.iter().find_map(|p| match p {
+                    libp2p::multiaddr::Protocol::P2p(id) => tigress_client::oblivious::key_of(&id),
+                    _ => None,
+                }) {
+                    directory.info.node_key = key;
+                }
+                Ok(Via::Oblivious(
+                    Route::open(
+                        home,
+                        &directory,
+                        address,
+                        usize::from(directory.info.replication),
+                        keys.clone(),
+                    )
+                    .await?,
+                ))
+            }
+        }
     }
 }
 
@@ -196,13 +256,13 @@ async fn timed<T>(
     r
 }
 
-async fn fetch_one(conn: &Connection, fetch: ClientRequest) -> Result<Vec<Message>, ClientError> {
+async fn fetch_one(conn: &Via, fetch: ClientRequest) -> Result<Vec<Message>, ClientError> {
     Ok(flow::fetched(conn.request(fetch).await?)?)
 }
 
 /// A write, with its acknowledgements checked as a client checks them.
 async fn stored(
-    conn: &Connection,
+    conn: &Via,
     request: ClientRequest,
     genesis: &tigress_protocol::record::Genesis,
     record: [u8; 32],
@@ -222,8 +282,8 @@ async fn transfer(
     let payload = vec![0x5au8; opts.payload_bytes];
 
     let mut sender = timed(&mut steps, "create", async {
-        let conn = pool.pick();
         let identity = ShareIdentity::random(&mut rng);
+        let conn = &pool.via(&identity.address()).await?;
         let located = conn.request(flow::locate(&identity)).await?;
         let options = ShareOptions::default();
         let device = DeviceKeys::generate(options.hpke, &mut rng);
@@ -244,7 +304,7 @@ async fn transfer(
     let url = sender.1.clone();
 
     let mut recipient = timed(&mut steps, "claim", async {
-        let conn = pool.pick();
+        let conn = pool.via(&url.mailbox_id().address()).await?;
         let genesis = flow::genesis(conn.request(flow::open(&url, unix_now())).await?)?;
         let device = DeviceKeys::generate(genesis.header().sender_hpke.suite, &mut rng);
         let now = unix_now();
@@ -253,16 +313,18 @@ async fn transfer(
         if first.len() != opts.payload_bytes {
             return Err(unexpected("first payload length"));
         }
-        let answer = pool.pick().request(flow::claim(&session)).await?;
+        let answer = conn.request(flow::claim(&session)).await?;
         flow::certified(&mut session, answer, &limits, unix_now())?;
         Ok(session)
     })
     .await?;
 
+    let address = url.mailbox_id().address();
     // The sender learns the recipient from its view.
     timed(&mut steps, "fetch", async {
         let answer = pool
-            .pick()
+            .via(&address)
+            .await?
             .request(ClientRequest::Read {
                 request: sender.0.read_request(unix_now(), ReadScope::View),
             })
@@ -275,7 +337,14 @@ async fn transfer(
 
     for k in 0..opts.messages {
         let from_recipient = k % 2 == 0;
-        let (send_conn, fetch_conn) = (pool.pick().clone(), pool.pick().clone());
+        let (send_conn, fetch_conn) = (
+            pool.via(&address)
+                .await
+                .map_err(|e| format!("send: {}", e.code_name()))?,
+            pool.via(&address)
+                .await
+                .map_err(|e| format!("fetch: {}", e.code_name()))?,
+        );
         let now = unix_now();
         let fetch = if from_recipient {
             let cursor = sender.0.cursor();
@@ -325,16 +394,10 @@ async fn transfer(
 
     let delete = sender.0.delete(unix_now());
     let record = delete.digest();
-    timed(
-        &mut steps,
-        "delete",
-        stored(
-            pool.pick(),
-            flow::delete(delete),
-            sender.0.genesis(),
-            record,
-        ),
-    )
+    timed(&mut steps, "delete", async {
+        let conn = pool.via(&address).await?;
+        stored(&conn, flow::delete(delete), sender.0.genesis(), record).await
+    })
     .await?;
     Ok(steps)
 }
@@ -355,7 +418,17 @@ pub async fn run(
         }
     }
     anyhow::ensure!(!conns.is_empty(), "no nodes to run against");
-    let pool = Arc::new(Pool { conns });
+    let mut oblivious = None;
+    if !opts.direct
+        && let Some(first) = conns.first()
+    {
+        let directory = Directory::fetch(first).await?;
+        let home = tigress_client::oblivious::key_of(&first.peer_id());
+        if home.is_some_and(|h| directory.has_others(&h)) {
+            oblivious = Some((addrs.to_vec(), Arc::new(directory), KeyCache::default()));
+        }
+    }
+    let pool = Arc::new(Pool { conns, oblivious });
     let usage_before: Vec<(f64, f64)> = pids.iter().filter_map(|p| proc_usage(*p)).collect();
     let done = Arc::new(AtomicUsize::new(0));
     let tty = std::io::stderr().is_terminal();

@@ -50,8 +50,10 @@ const CHAIN_TTL_SECS: u64 = 10;
 
 tokio::task_local! {
     /// The relay a sealed request came through, while this node carries it out as its
-    /// target: no request that names the mailbox goes to that relay, so the node that
-    /// knows the client never sees what the client asked about.
+    /// target: no lookup or search for the mailbox goes to that relay, so the node that
+    /// knows the client is not asked about what the client asked about. (A relay that
+    /// holds the mailbox, in a network too small to keep them apart, still gets its
+    /// writes: a replica set must stay whole.)
     pub static VIA: PublicKey;
 }
 
@@ -401,7 +403,10 @@ impl Entry {
                         .net
                         .closest_local(address.as_bytes().to_vec(), 2 * r)
                         .await;
-                    nearest(peers, &address, 2 * r)
+                    let mut near = nearest(peers, &address, 2 * r);
+                    // The relay of this request is not asked about it.
+                    near.retain(|k| Some(*k) != via());
+                    near
                 }
                 _ => self.locate(&address, 2 * r).await,
             };
@@ -501,9 +506,6 @@ impl Entry {
         };
         let answer = if self.is_liar(&replica) {
             Err(CallError::ProvenLiar)
-        } else if via() == Some(replica) {
-            // The relay of this request is not told what it was about.
-            Err(CallError::Unreachable)
         } else if replica == self.me {
             match &self.replica {
                 Some(local) => Ok(local.handle(request, Some(self.me)).await),

@@ -79,6 +79,9 @@ enum Command {
         /// Bytes per payload and message.
         #[arg(long, default_value_t = 1024)]
         payload_bytes: usize,
+        /// Requests straight to the nodes instead of oblivious requests through relays.
+        #[arg(long)]
+        direct: bool,
         /// JSON output.
         #[arg(long)]
         json: bool,
@@ -249,6 +252,7 @@ async fn main() -> anyhow::Result<()> {
             concurrency,
             messages,
             payload_bytes,
+            direct,
             json,
             node_bin,
         } => {
@@ -257,6 +261,7 @@ async fn main() -> anyhow::Result<()> {
                 concurrency,
                 messages,
                 payload_bytes,
+                direct,
             };
             let mut throwaway = None;
             let (addrs, pids): (Vec<Multiaddr>, Vec<u32>) = if let Some(path) = cluster {

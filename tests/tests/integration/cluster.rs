@@ -470,22 +470,26 @@ async fn delete_reaches_every_replica_and_a_replayed_genesis_is_refused() {
 async fn bench_smoke_run_completes_its_transfers() {
     let cluster = Cluster::start(3, |_, c| c.replication = 3).await.unwrap();
     let addrs: Vec<Multiaddr> = (0..3).map(|i| cluster.addr(i).unwrap()).collect();
-    let opts = tigress_bootstrap::bench::BenchOptions {
-        transfers: 6,
-        concurrency: 3,
-        messages: 3,
-        payload_bytes: 1024,
-    };
-    let report = tigress_bootstrap::bench::run(&addrs, &[], &opts)
-        .await
-        .unwrap();
-    assert_eq!(report.ok, 6, "failures: {:?}", report.failures);
-    assert_eq!(report.failed, 0);
-    assert!(
-        report
-            .line()
-            .starts_with("bench transfers=6 ok=6 failed=0 ")
-    );
+    // As users run (oblivious requests), and straight to the nodes.
+    for direct in [false, true] {
+        let opts = tigress_bootstrap::bench::BenchOptions {
+            transfers: 6,
+            concurrency: 3,
+            messages: 3,
+            payload_bytes: 1024,
+            direct,
+        };
+        let report = tigress_bootstrap::bench::run(&addrs, &[], &opts)
+            .await
+            .unwrap();
+        assert_eq!(report.ok, 6, "failures: {:?}", report.failures);
+        assert_eq!(report.failed, 0);
+        assert!(
+            report
+                .line()
+                .starts_with("bench transfers=6 ok=6 failed=0 ")
+        );
+    }
     cluster.shutdown().await;
 }
 

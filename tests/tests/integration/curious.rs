@@ -86,11 +86,22 @@ fn describe(
         .collect()
 }
 
-/// What each party did: the client peers each of its operations used.
+/// What each party did: for each operation, the share it was on and the client peers it
+/// used.
 #[derive(Default)]
 struct Parties {
-    alice: Vec<HashSet<PeerId>>,
-    bob: Vec<HashSet<PeerId>>,
+    alice: Vec<(usize, HashSet<PeerId>)>,
+    bob: Vec<(usize, HashSet<PeerId>)>,
+}
+
+impl Parties {
+    /// The peers one party used for operations on share `s`.
+    fn of(ops: &[(usize, HashSet<PeerId>)], s: usize) -> HashSet<PeerId> {
+        ops.iter()
+            .filter(|(share, _)| *share == s)
+            .flat_map(|(_, p)| p.iter().copied())
+            .collect()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -127,12 +138,12 @@ async fn no_single_node_learns_who_talks_to_whom() {
     let mut parties = Parties::default();
     // Runs one operation of a party and notes the client peers it used.
     macro_rules! step {
-        ($who:expr, $op:expr) => {{
+        ($who:expr, $share:expr, $op:expr) => {{
             let before = lengths(&taps);
             let out = $op;
             let used = active_clients(&taps, &nodes, &before);
             assert!(!used.is_empty(), "an operation went through some relay");
-            $who.push(used);
+            $who.push(($share, used));
             out
         }};
     }
@@ -140,6 +151,7 @@ async fn no_single_node_learns_who_talks_to_whom() {
     // A whole transfer: share, accept, messages both ways, a second share by Alice.
     let shared = step!(
         parties.alice,
+        0,
         alice
             .share(b"room 12", &ShareOptions::default(), None)
             .await
@@ -149,26 +161,29 @@ async fn no_single_node_learns_who_talks_to_whom() {
     let id = shared.share_id;
     step!(
         parties.bob,
+        0,
         assert_eq!(bob.accept(&url).await.unwrap(), b"room 12")
     );
     for round in 0..2 {
         let text = format!("request {round}");
         step!(
             parties.bob,
+            0,
             bob.send(&id, text.as_bytes(), None).await.unwrap()
         );
-        step!(parties.alice, {
+        step!(parties.alice, 0, {
             let got = alice.recv(&id, Duration::from_secs(10)).await.unwrap();
             assert_eq!(got.messages[0].plaintext, text.as_bytes());
             alice.send(&id, b"reply", None).await.unwrap();
         });
-        step!(parties.bob, {
+        step!(parties.bob, 0, {
             let got = bob.recv(&id, Duration::from_secs(10)).await.unwrap();
             assert_eq!(got.messages[0].plaintext, b"reply");
         });
     }
     let second = step!(
         parties.alice,
+        1,
         alice
             .share(b"room 14", &ShareOptions::default(), None)
             .await
@@ -187,14 +202,18 @@ async fn no_single_node_learns_who_talks_to_whom() {
     let relayed: HashSet<PeerId> = client_peers.difference(&directory_peers).copied().collect();
     assert!(!relayed.is_empty());
 
-    for (label, url) in [("first share", &url), ("second share", &second_url)] {
+    for (share, label, url) in [(0, "first share", &url), (1, "second share", &second_url)] {
         let secrets = secrets_of(url);
+        let alice_peers = Parties::of(&parties.alice, share);
+        let bob_peers = Parties::of(&parties.bob, share);
         for (n, streams) in received.iter().enumerate() {
-            // (The node a client names is also asked once, before any operation, for the
-            // network's directory; that connection is checked apart below.)
-            let sees_relayed_client = streams
-                .iter()
-                .any(|r| r.peer.is_some_and(|p| relayed.contains(&p)));
+            // The client connections of this share's operations. (The node a client
+            // names is also asked once, before any operation, for the network's
+            // directory; that connection is checked apart below.)
+            let sees_relayed_client = streams.iter().any(|r| {
+                r.peer
+                    .is_some_and(|p| alice_peers.contains(&p) || bob_peers.contains(&p))
+            });
             let sees: Vec<&str> = secrets
                 .iter()
                 .filter(|(_, needle)| streams.iter().any(|r| contains(&r.bytes(), needle)))
@@ -216,15 +235,11 @@ async fn no_single_node_learns_who_talks_to_whom() {
                     "{label}: node {n} received the {sees:?} and a client's connection"
                 );
                 // Hence no node holds both parties' peers with the address.
-                let alice_seen = parties
-                    .alice
+                let alice_seen = alice_peers
                     .iter()
-                    .flatten()
                     .any(|p| streams.iter().any(|r| r.peer == Some(*p)));
-                let bob_seen = parties
-                    .bob
+                let bob_seen = bob_peers
                     .iter()
-                    .flatten()
                     .any(|p| streams.iter().any(|r| r.peer == Some(*p)));
                 assert!(
                     !(alice_seen && bob_seen),
@@ -266,11 +281,9 @@ async fn no_single_node_learns_who_talks_to_whom() {
 
     // Two shares by one client share no connection (no peer ID), and every sealed
     // request has an encapsulated key of its own.
-    let first_share = &parties.alice[0];
-    let second_share = parties.alice.last().unwrap();
-    assert!(first_share.is_disjoint(second_share));
-    for (i, a) in parties.alice.iter().enumerate() {
-        for b in parties.alice.iter().skip(i + 1) {
+    assert!(Parties::of(&parties.alice, 0).is_disjoint(&Parties::of(&parties.alice, 1)));
+    for (i, (_, a)) in parties.alice.iter().enumerate() {
+        for (_, b) in parties.alice.iter().skip(i + 1) {
             assert!(
                 a.is_disjoint(b),
                 "two operations of one client share a connection"
