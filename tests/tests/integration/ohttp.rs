@@ -105,3 +105,55 @@ async fn an_independent_client_runs_the_draft_flow_directly_and_through_a_relay(
 fn cluster_peer_path(peer: &str) -> String {
     format!("/v1/ohttp-relay/{peer}")
 }
+
+/// A target budgets what reaches it per relay: a flood sent through one relay is held to
+/// that relay's budget at the target, and a request through another relay still gets
+/// through (a relay cannot launder a flood into fresh identities).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_through_one_relay_is_held_to_that_relays_budget() {
+    use tigress_protocol::ErrorCode;
+    use tigress_protocol::rpc::ClientRequest;
+    use tigress_protocol::wire::BoundedBytes;
+
+    let cluster = tigress_bootstrap::Cluster::start(3, |i, c| {
+        c.replication = 3;
+        if i == 0 {
+            c.peer_requests_per_sec = 1;
+            c.peer_request_burst = 5;
+        }
+    })
+    .await
+    .unwrap();
+    let target = cluster.node(0).unwrap().identity().public_key();
+    let through = |i: usize| {
+        let addr = cluster.addr(i).unwrap();
+        async move { tigress_client::Connection::connect(&addr).await.unwrap() }
+    };
+    let (a, b) = (through(1).await, through(2).await);
+    let garbage = || ClientRequest::Relay {
+        target,
+        sealed: BoundedBytes::new(vec![7u8; 64]).unwrap(),
+    };
+    let answers = futures::future::join_all((0..40).map(|_| a.request(garbage()))).await;
+    let code = |r: &Result<_, tigress_client::ClientError>| match r {
+        Err(tigress_client::ClientError::Remote(e)) => Some(e.code),
+        _ => None,
+    };
+    let limited = answers
+        .iter()
+        .filter(|r| code(r) == Some(ErrorCode::RateLimited))
+        .count();
+    let opened = answers
+        .iter()
+        .filter(|r| code(r) == Some(ErrorCode::Malformed))
+        .count();
+    assert!(
+        limited >= 30,
+        "the target held relay A to its budget: {limited} refused, {opened} served"
+    );
+    assert!(opened >= 1, "relay A's budget let some through");
+    // Relay B has a budget of its own at the target: its request is served (and refused
+    // for what it is, bytes not sealed to the target's key), not rate limited.
+    let answer = b.request(garbage()).await;
+    assert_eq!(code(&answer), Some(ErrorCode::Malformed), "{answer:?}");
+}
