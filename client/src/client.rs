@@ -105,6 +105,9 @@ impl std::fmt::Debug for ClientClock {
     }
 }
 
+/// How long a client keeps the network directory it fetched from the named node.
+pub const DIRECTORY_MAX_AGE_SECS: u64 = 600;
+
 /// How one operation reaches the network.
 enum Via {
     /// Straight to the entry (alternates are second entries).
@@ -125,16 +128,33 @@ impl Via {
 impl Client {
     /// Connects to the node at `addr` and uses `state` for per-share state; requests are
     /// oblivious when the node knows others, direct otherwise (see [`Client::is_alone`]).
+    ///
+    /// The directory (the named node's `Info` and the nodes it knows) is kept in the state
+    /// directory for [`DIRECTORY_MAX_AGE_SECS`]: within that time a run does not contact
+    /// the named node at all unless it picks it as a relay, so that node cannot tell from
+    /// a directory fetch when an operation follows.
     pub async fn connect(addr: &Multiaddr, state: StateDir) -> Result<Self, ClientError> {
+        let home = addr.to_string();
+        let now = unix_now();
+        if let Some(directory) = state.load_directory(&home, now, DIRECTORY_MAX_AGE_SECS)
+            && directory.has_others(&directory.info.node_key)
+        {
+            let mut client = Self::with_state(addr, state);
+            client.directory = Some(Arc::new(directory));
+            return Ok(client);
+        }
         let conn = Connection::connect(addr).await?;
         let directory = Directory::fetch(&conn).await?;
-        let home = crate::oblivious::key_of(&conn.peer_id());
-        let alone = home.is_none_or(|h| !directory.has_others(&h));
+        let key = crate::oblivious::key_of(&conn.peer_id());
+        let alone = key.is_none_or(|h| !directory.has_others(&h));
         let mut client = Self::with_state(addr, state);
         if alone {
             client.direct = Some(conn);
             client.alone = true;
         } else {
+            if let Err(e) = client.state.save_directory(&home, now, &directory) {
+                tracing::debug!(error = %e, "the directory could not be kept");
+            }
             client.directory = Some(Arc::new(directory));
         }
         Ok(client)

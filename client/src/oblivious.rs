@@ -36,7 +36,7 @@ pub fn peer_of(key: &PublicKey) -> Option<PeerId> {
 }
 
 /// What the node the user named says about itself and the network.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Directory {
     /// Its information.
     pub info: NodeInfo,

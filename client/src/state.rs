@@ -71,6 +71,45 @@ impl StateDir {
         &self.dir
     }
 
+    /// The network directory last fetched from the node at `home`, if it was fetched less
+    /// than `max_age_secs` before `now`.
+    pub fn load_directory(
+        &self,
+        home: &str,
+        now: u64,
+        max_age_secs: u64,
+    ) -> Option<crate::oblivious::Directory> {
+        let bytes = std::fs::read(self.dir.join("directory")).ok()?;
+        let cached: CachedDirectory = wire::decode_local(&bytes).ok()?;
+        (cached.home == home && now.saturating_sub(cached.fetched_at) < max_age_secs)
+            .then_some(cached.directory)
+    }
+
+    /// Keeps the network directory fetched from the node at `home` (replacing the last).
+    pub fn save_directory(
+        &self,
+        home: &str,
+        now: u64,
+        directory: &crate::oblivious::Directory,
+    ) -> Result<(), ClientError> {
+        let cached = CachedDirectory {
+            home: home.to_owned(),
+            fetched_at: now,
+            directory: directory.clone(),
+        };
+        let bytes = wire::encode_local(&cached).map_err(|e| {
+            ClientError::io(
+                "encoding the directory",
+                std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+            )
+        })?;
+        let path = self.dir.join("directory");
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, &bytes)
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .map_err(|e| ClientError::io(format!("writing {}", path.display()), e))
+    }
+
     fn file(&self, id: &MailboxId) -> PathBuf {
         self.dir.join("shares").join(id.to_string())
     }
@@ -127,6 +166,14 @@ impl StateDir {
             .map_err(|e| ClientError::io(format!("replacing {}", path.display()), e))?;
         Ok(())
     }
+}
+
+/// The directory as kept on disk.
+#[derive(Serialize, Deserialize)]
+struct CachedDirectory {
+    home: String,
+    fetched_at: u64,
+    directory: crate::oblivious::Directory,
 }
 
 fn set_mode(path: &Path, mode: u32) -> Result<(), ClientError> {

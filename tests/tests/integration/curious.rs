@@ -190,6 +190,15 @@ async fn no_single_node_learns_who_talks_to_whom() {
             .unwrap()
     );
     let second_url = ShareUrl::parse(&second.url.expose_url()).unwrap();
+    // A client started again within ten minutes takes the directory from its state
+    // directory: the named node sees no connection that could time the next operation.
+    let before = lengths(&taps);
+    let again = connect(0, "alice").await;
+    assert!(again.is_oblivious());
+    assert!(
+        active_clients(&taps, &nodes, &before).is_empty(),
+        "a restarted client asked the named node for the directory again"
+    );
 
     // What every node received, by node.
     let received: Vec<Vec<std::sync::Arc<Received>>> = taps.iter().map(Tap::received).collect();
