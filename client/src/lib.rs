@@ -1,9 +1,13 @@
 //! `tigress-client`: the client library and the `tigress` CLI of the tigress relay network.
 //!
-//! A [`Client`] connects to any node (its entry node) over `/tigress/client/1` and runs the
+//! A [`Client`] connects to the node the user names over `/tigress/client/1` and runs the
 //! sender's and the recipient's side of a share with the sessions of
 //! [`tigress_protocol::session`], keeping per-share state (keys, sequence numbers, the
-//! outbox) in a [`StateDir`]. It does not run a node and never depends on the node crate.
+//! outbox) in a [`StateDir`]. By default each operation is an oblivious request
+//! ([`oblivious`]): through a relay, sealed to a target among the mailbox's nodes, so no
+//! single node learns both who asks and what about; [`Client::connect_direct`] sends every
+//! request to the named node instead. It does not run a node and never depends on the node
+//! crate.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), tigress_client::ClientError> {
