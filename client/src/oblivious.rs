@@ -66,6 +66,20 @@ impl Directory {
         self.nodes.iter().any(|n| n.key != *home)
     }
 
+    /// The network prefix (IPv4 /24, IPv6 /48) of the first address listed for `key`.
+    pub fn prefix_of(&self, key: &PublicKey) -> Option<Vec<u8>> {
+        use libp2p::multiaddr::Protocol;
+        let node = self.nodes.iter().find(|n| n.key == *key)?;
+        node.addrs.iter().find_map(|a| {
+            let addr: Multiaddr = a.as_str().parse().ok()?;
+            addr.iter().find_map(|p| match p {
+                Protocol::Ip4(ip) => Some(ip.octets().get(..3)?.to_vec()),
+                Protocol::Ip6(ip) => Some(ip.octets().get(..6)?.to_vec()),
+                _ => None,
+            })
+        })
+    }
+
     /// Where to dial `key`, as listed.
     fn addrs_of(&self, key: &PublicKey) -> Vec<Multiaddr> {
         let Some(peer) = peer_of(key) else {
@@ -107,7 +121,8 @@ impl Route {
         let home_key = directory.info.node_key;
         let known: Vec<PublicKey> = directory.nodes.iter().map(|n| n.key).collect();
         let mut rng = rand_core::UnwrapErr(getrandom::SysRng);
-        let route = oblivious::choose(&known, address, r, &home_key, &mut rng);
+        let prefix_of = |k: &PublicKey| directory.prefix_of(k);
+        let route = oblivious::choose(&known, address, r, &home_key, &prefix_of, &mut rng);
         // Connect to the chosen relay only: a node near the address never sees this
         // connection.
         let mut relay = None;
@@ -135,7 +150,7 @@ impl Route {
             Some((c, key)) => (
                 c,
                 key,
-                oblivious::choose(&known, address, r, &key, &mut rng).targets,
+                oblivious::choose(&known, address, r, &key, &|_| None, &mut rng).targets,
             ),
             None => (Connection::connect(home).await?, home_key, route.targets),
         };

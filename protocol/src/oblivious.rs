@@ -135,14 +135,17 @@ pub struct Route {
 /// Picks the relay and the targets for an operation on `address`, given the nodes known
 /// and the relay connected to. The nodes that may see the address are the `2r` nearest
 /// (replicas, and the nodes an entry asks for a genesis); the targets are the `r`
-/// nearest in random order, so two parties pick independently; the relay is the current
-/// one when it is not among the `2r`, else a random node outside them. No target is the
-/// relay.
+/// nearest in random order, so two parties pick independently; no target is the relay.
+/// The relay is outside the `2r`, and where `prefix_of` tells nodes' network prefixes
+/// apart, in a prefix none of the targets is in (one operator's network should not hold
+/// both ends): the current relay when it qualifies, else a random node that does, else a
+/// random node outside the `2r`.
 pub fn choose(
     nodes: &[PublicKey],
     address: &Address,
     r: usize,
     current: &PublicKey,
+    prefix_of: &dyn Fn(&PublicKey) -> Option<Vec<u8>>,
     rng: &mut impl Rng,
 ) -> Route {
     let all: Vec<PublicKey> = placement::nearest(
@@ -152,10 +155,15 @@ pub fn choose(
     );
     let near: Vec<PublicKey> = all.iter().take(2 * r).copied().collect();
     let far: Vec<PublicKey> = all.iter().skip(2 * r).copied().collect();
-    let (relay, relay_key, sees) = if !near.contains(current) {
+    let target_prefixes: Vec<Vec<u8>> = all.iter().take(r + 1).filter_map(prefix_of).collect();
+    let apart = |k: &PublicKey| prefix_of(k).is_none_or(|p| !target_prefixes.contains(&p));
+    let (relay, relay_key, sees) = if !near.contains(current) && apart(current) {
         (None, *current, false)
     } else {
-        match far.get(pick_index(rng, far.len())) {
+        let distinct: Vec<PublicKey> = far.iter().filter(|k| apart(k)).copied().collect();
+        let pool = if distinct.is_empty() { &far } else { &distinct };
+        match pool.get(pick_index(rng, pool.len())) {
+            Some(pick) if pick == current => (None, *current, false),
             Some(pick) => (Some(*pick), *pick, false),
             None => (None, *current, true),
         }
@@ -235,7 +243,7 @@ mod tests {
                 let address = Address(crate::crypto::sha256(&[&trial.to_be_bytes()]));
                 let r = 3;
                 let current = nodes[usize::try_from(trial).unwrap() % n];
-                let route = choose(&nodes, &address, r, &current, &mut rng);
+                let route = choose(&nodes, &address, r, &current, &|_| None, &mut rng);
                 let relay = route.relay.unwrap_or(current);
                 let near = placement::nearest(nodes.iter().copied(), &address, 2 * r);
                 assert!(
@@ -258,7 +266,7 @@ mod tests {
         let mut rng = ChaCha20Rng::seed_from_u64(3);
         let nodes: Vec<PublicKey> = keys(4, &mut rng).iter().map(|k| k.public_key()).collect();
         let address = Address([5; 32]);
-        let route = choose(&nodes, &address, 3, &nodes[0], &mut rng);
+        let route = choose(&nodes, &address, 3, &nodes[0], &|_| None, &mut rng);
         assert_eq!(route.relay, None);
         assert!(route.relay_sees_address);
         assert!(!route.targets.contains(&nodes[0]));
@@ -272,8 +280,27 @@ mod tests {
         let address = Address([7; 32]);
         let far = placement::nearest(nodes.iter().copied(), &address, 20)[19];
         let firsts: std::collections::HashSet<PublicKey> = (0..50)
-            .map(|_| choose(&nodes, &address, 5, &far, &mut rng).targets[0])
+            .map(|_| choose(&nodes, &address, 5, &far, &|_| None, &mut rng).targets[0])
             .collect();
         assert!(firsts.len() > 1, "the first target varies");
+    }
+
+    #[test]
+    fn the_relay_is_taken_from_another_network_than_the_targets() {
+        let mut rng = ChaCha20Rng::seed_from_u64(5);
+        let nodes: Vec<PublicKey> = keys(12, &mut rng).iter().map(|k| k.public_key()).collect();
+        for trial in 0..100u32 {
+            let address = Address(crate::crypto::sha256(&[b"p", &trial.to_be_bytes()]));
+            let order = placement::nearest(nodes.iter().copied(), &address, usize::MAX);
+            // The targets' network, and one far node alone in another.
+            let other = order[11];
+            let prefix_of = |k: &PublicKey| Some(vec![u8::from(*k == other)]);
+            let current = order[8];
+            let route = choose(&nodes, &address, 3, &current, &prefix_of, &mut rng);
+            assert_eq!(route.relay, Some(other), "the only node of another network");
+            // Without prefixes, the current far relay is kept.
+            let plain = choose(&nodes, &address, 3, &current, &|_| None, &mut rng);
+            assert_eq!(plain.relay, None);
+        }
     }
 }
