@@ -1,9 +1,13 @@
 //! libp2p request-response codec for the tigress protocols: a 4-byte big-endian length,
 //! then the canonical encoding of `tigress_protocol::rpc`. The length is checked before
-//! the body is read, so an oversized or hostile frame costs nothing to refuse.
+//! the body is read, so an oversized frame costs nothing to refuse; the body is buffered
+//! as it arrives (never the announced length up front), and a frame that started must
+//! finish within [`FRAME_DEADLINE`], so a peer that announces a large frame and stalls
+//! holds only what it sent, and not for long.
 
 use std::io;
 use std::marker::PhantomData;
+use std::time::Duration;
 
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::StreamProtocol;
@@ -26,17 +30,64 @@ impl<Req, Resp> Default for FrameCodec<Req, Resp> {
     }
 }
 
-async fn read_frame<T, V>(io: &mut T) -> io::Result<V>
+/// How long a frame may take to arrive once it started (its first byte for a request,
+/// its length for an answer, which may come after a long-poll's wait): far shorter than
+/// the long-poll and request timeouts.
+pub const FRAME_DEADLINE: Duration = Duration::from_secs(15);
+
+/// The most bytes read at once into a frame's body.
+const CHUNK: usize = 16 * 1024;
+
+fn timed_out() -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, "the frame did not arrive in time")
+}
+
+async fn read_body<T, V>(io: &mut T, prefix: [u8; 4]) -> io::Result<V>
+where
+    T: AsyncRead + Unpin + Send,
+    V: DeserializeOwned,
+{
+    let len = rpc::frame_len(prefix).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    let mut body = Vec::with_capacity(len.min(CHUNK));
+    let mut chunk = vec![0u8; len.min(CHUNK)];
+    while body.len() < len {
+        let want = (len - body.len()).min(chunk.len());
+        let n = io.read(chunk.get_mut(..want).unwrap_or_default()).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        body.extend_from_slice(chunk.get(..n).unwrap_or_default());
+    }
+    rpc::decode_body(&body).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// A request: the whole frame within [`FRAME_DEADLINE`] of the stream opening.
+async fn read_request_frame<T, V>(io: &mut T) -> io::Result<V>
+where
+    T: AsyncRead + Unpin + Send,
+    V: DeserializeOwned,
+{
+    tokio::time::timeout(FRAME_DEADLINE, async {
+        let mut prefix = [0u8; 4];
+        io.read_exact(&mut prefix).await?;
+        read_body(io, prefix).await
+    })
+    .await
+    .map_err(|_| timed_out())?
+}
+
+/// An answer: its length whenever it comes (after a long-poll's wait), then the body
+/// within [`FRAME_DEADLINE`].
+async fn read_response_frame<T, V>(io: &mut T) -> io::Result<V>
 where
     T: AsyncRead + Unpin + Send,
     V: DeserializeOwned,
 {
     let mut prefix = [0u8; 4];
     io.read_exact(&mut prefix).await?;
-    let len = rpc::frame_len(prefix).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-    let mut body = vec![0u8; len];
-    io.read_exact(&mut body).await?;
-    rpc::decode_body(&body).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    tokio::time::timeout(FRAME_DEADLINE, read_body(io, prefix))
+        .await
+        .map_err(|_| timed_out())?
 }
 
 async fn write_frame<T, V>(io: &mut T, value: &V) -> io::Result<()>
@@ -69,14 +120,14 @@ where
     where
         T: AsyncRead + Unpin + Send,
     {
-        read_frame(io).await
+        read_request_frame(io).await
     }
 
     async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Resp>
     where
         T: AsyncRead + Unpin + Send,
     {
-        read_frame(io).await
+        read_response_frame(io).await
     }
 
     async fn write_request<T>(&mut self, _: &StreamProtocol, io: &mut T, req: Req) -> io::Result<()>
@@ -108,3 +159,82 @@ pub type ReplicaCodec = FrameCodec<rpc::ReplicaRequest, rpc::ReplicaResponse>;
 pub const CLIENT_STREAM: StreamProtocol = StreamProtocol::new(rpc::CLIENT_PROTOCOL);
 /// The replica protocol's name as a libp2p stream protocol.
 pub const REPLICA_STREAM: StreamProtocol = StreamProtocol::new(rpc::REPLICA_PROTOCOL);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::pin::Pin;
+    use std::sync::{Arc, Mutex};
+    use std::task::{Context, Poll};
+
+    /// Announces a frame of `announced` bytes, sends `sent` of them, then stalls; records
+    /// the largest buffer the reader ever offered.
+    struct Stalling {
+        data: Vec<u8>,
+        at: usize,
+        largest: Arc<Mutex<usize>>,
+    }
+
+    impl AsyncRead for Stalling {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut [u8],
+        ) -> Poll<io::Result<usize>> {
+            let this = self.get_mut();
+            if let Ok(mut l) = this.largest.lock() {
+                *l = (*l).max(buf.len());
+            }
+            let rest = this.data.get(this.at..).unwrap_or_default();
+            if rest.is_empty() {
+                return Poll::Pending;
+            }
+            let n = rest.len().min(buf.len());
+            buf[..n].copy_from_slice(&rest[..n]);
+            this.at += n;
+            Poll::Ready(Ok(n))
+        }
+    }
+
+    fn stalling(announced: u32, sent: usize) -> (Stalling, Arc<Mutex<usize>>) {
+        let mut data = announced.to_be_bytes().to_vec();
+        data.extend(std::iter::repeat_n(7u8, sent));
+        let largest = Arc::new(Mutex::new(0));
+        (
+            Stalling {
+                data,
+                at: 0,
+                largest: largest.clone(),
+            },
+            largest,
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    #[allow(clippy::unwrap_used)]
+    async fn a_stalled_frame_holds_only_what_arrived_and_times_out() {
+        let announced = u32::try_from(rpc::MAX_FRAME - 1).unwrap();
+        let (mut io, largest) = stalling(announced, 10);
+        let started = tokio::time::Instant::now();
+        let r: io::Result<rpc::ClientRequest> = read_request_frame(&mut io).await;
+        assert_eq!(r.unwrap_err().kind(), io::ErrorKind::TimedOut);
+        assert!(started.elapsed() >= FRAME_DEADLINE);
+        // Never the announced megabyte: at most one chunk was offered to the stream.
+        assert!(*largest.lock().unwrap() <= CHUNK);
+        // An answer's length may come late (a long-poll), its body may not.
+        let (mut io, _) = stalling(announced, 10);
+        let r: io::Result<rpc::ClientResponse> = read_response_frame(&mut io).await;
+        assert_eq!(r.unwrap_err().kind(), io::ErrorKind::TimedOut);
+    }
+
+    #[tokio::test]
+    #[allow(clippy::unwrap_used)]
+    async fn a_frame_arriving_in_pieces_is_read_whole() {
+        let request = rpc::ClientRequest::Info;
+        let mut bytes = Vec::new();
+        write_frame(&mut bytes, &request).await.unwrap();
+        let mut io = futures::io::Cursor::new(bytes);
+        let back: rpc::ClientRequest = read_request_frame(&mut io).await.unwrap();
+        assert_eq!(back, request);
+    }
+}
