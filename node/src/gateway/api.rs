@@ -242,8 +242,12 @@ pub(crate) fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, Fa
     serde_json::from_slice(body).map_err(|e| Fail::bad(format!("invalid JSON body: {e}")))
 }
 
+/// The `Mailbox-Request-ID` to echo: only a UUID, as the draft defines it, in its
+/// canonical form (anything else a client sends, markup or raw bytes, is not sent back).
 pub(crate) fn echo(headers: &HeaderMap) -> Option<HeaderValue> {
-    headers.get(REQUEST_ID).cloned()
+    let text = headers.get(REQUEST_ID)?.to_str().ok()?;
+    let id = uuid::Uuid::try_parse(text.trim()).ok()?;
+    HeaderValue::from_str(&id.hyphenated().to_string()).ok()
 }
 
 pub(crate) fn finish(result: Result<Reply, Fail>, headers: &HeaderMap) -> Response {

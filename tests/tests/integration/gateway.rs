@@ -125,9 +125,10 @@ fn every_endpoint_and_status_code() {
     };
 
     // CreateMailbox: 200, the request ID echoed, the urlLink on the public base URL.
-    let r = api.create(INITIATOR, "c-1", &create_body(&far_future()));
+    const C1: &str = "9f3c1d2e-6b1a-4c8e-9a7d-2f4b6c8d0e1f";
+    let r = api.create(INITIATOR, C1, &create_body(&far_future()));
     assert_eq!(r.status, 200, "{}", r.body);
-    assert_eq!(r.header("Mailbox-Request-ID"), Some("c-1"));
+    assert_eq!(r.header("Mailbox-Request-ID"), Some(C1));
     let link = r.json()["urlLink"].as_str().unwrap().to_owned();
     assert!(
         link.starts_with("https://relay.example.test/v1/m/"),
@@ -136,10 +137,15 @@ fn every_endpoint_and_status_code() {
     assert_eq!(r.json()["isPushNotificationSupported"], false);
     let path = path_of(&r);
     // 201: the same request again creates nothing new.
-    let again = api.create(INITIATOR, "c-1", &create_body(&far_future()));
+    let again = api.create(INITIATOR, C1, &create_body(&far_future()));
     assert_eq!(again.status, 201);
     assert_eq!(path_of(&again), path);
-    assert_eq!(again.header("Mailbox-Request-ID"), Some("c-1"));
+    assert_eq!(again.header("Mailbox-Request-ID"), Some(C1));
+    // Only a UUID is echoed: markup or any other text sent as the request ID is not.
+    for rid in ["c-1", "<script>alert(1)</script>"] {
+        let r = api.create(INITIATOR, rid, &create_body(&far_future()));
+        assert_eq!(r.header("Mailbox-Request-ID"), None, "{rid}");
+    }
     // 400: malformed JSON, missing fields, wrong types, bad or missing claim, bad expiry.
     for (body, claim) in [
         (b"{not json".to_vec(), INITIATOR),
@@ -151,10 +157,13 @@ fn every_endpoint_and_status_code() {
         (create_body("2001-01-01T00:00:00Z"), INITIATOR),
         (create_body(&far_future()), "not-a-uuid"),
     ] {
-        let r = api.create(claim, "c-bad", &body);
+        let r = api.create(claim, "0c8e2f4a-1b3d-4e5f-8a6b-7c9d0e1f2a3b", &body);
         assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&body));
         assert!(r.json()["error"]["message"].is_string());
-        assert_eq!(r.header("Mailbox-Request-ID"), Some("c-bad"));
+        assert_eq!(
+            r.header("Mailbox-Request-ID"),
+            Some("0c8e2f4a-1b3d-4e5f-8a6b-7c9d0e1f2a3b")
+        );
     }
     let r = http(
         "POST",
