@@ -51,6 +51,12 @@ impl Cluster {
                 // Every node shares 127.0.0.1: no network-prefix limits.
                 max_peers_per_prefix: 0,
                 max_peers_per_prefix_per_bucket: 0,
+                // ...and no per-source budgets for it; other loopback addresses (the
+                // abuse suite's hosts) are counted as any source.
+                budgets: tigress_node::budget::BudgetConfig {
+                    exempt: vec!["127.0.0.1/32".into()],
+                    ..Default::default()
+                },
                 ..Config::default()
             };
             if let Some(seed) = &seed {

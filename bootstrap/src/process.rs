@@ -146,6 +146,8 @@ async fn write_config(
     if let Some(seed) = seed {
         text.push_str(&format!("bootstrap = [{}]\n", toml_string(seed)));
     }
+    // ...and no per-source budgets for it (other sources are counted as anywhere).
+    text.push_str("\n[budgets]\nexempt = [\"127.0.0.1/32\"]\n");
     tokio::fs::write(path, text).await?;
     Ok(())
 }

@@ -123,6 +123,9 @@ pub struct Config {
     /// The HTTP gateway's secret (64 hex digits), shared by an operator's nodes so any of
     /// them serves the same draft devices; default: `gateway.key` in the data directory.
     pub gateway_secret: Option<String>,
+    /// What one source (a network prefix, a host within it) may hold and ask of this
+    /// node: the `[budgets]` table.
+    pub budgets: crate::budget::BudgetConfig,
 }
 
 /// The default libp2p listen address.
@@ -178,6 +181,7 @@ impl Default for Config {
             max_peers_per_prefix: 8,
             max_peers_per_prefix_per_bucket: 2,
             gateway_secret: None,
+            budgets: crate::budget::BudgetConfig::default(),
         }
     }
 }
@@ -305,6 +309,7 @@ impl Config {
                 "max_inflight_requests must be positive".into(),
             ));
         }
+        self.budgets.check().map_err(ConfigError::Invalid)?;
         Ok(())
     }
 
@@ -378,6 +383,25 @@ mod tests {
             Admin::Off
         );
         assert_eq!(Config::from_toml("").unwrap(), Config::default());
+        // Budgets: a table of their own, checked.
+        let c =
+            Config::from_toml("[budgets]\nexempt = [\"10.0.0.0/8\"]\nprefix_v4 = 16\n").unwrap();
+        assert_eq!(c.budgets.exempt, vec!["10.0.0.0/8".to_owned()]);
+        assert_eq!(c.budgets.prefix_v4, 16);
+        for bad in [
+            "[budgets]\nexempt = [\"10.0.0.0/40\"]",
+            "[budgets]\nprefix_v6 = 0",
+            "[budgets]\nhttp_header_timeout_secs = 0",
+        ] {
+            assert!(
+                matches!(Config::from_toml(bad), Err(ConfigError::Invalid(_))),
+                "{bad}"
+            );
+        }
+        assert!(matches!(
+            Config::from_toml("[budgets]\nrequests = 1"),
+            Err(ConfigError::Parse { .. })
+        ));
     }
 
     #[test]

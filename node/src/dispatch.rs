@@ -11,6 +11,7 @@ use tigress_protocol::ErrorCode;
 use tigress_protocol::rpc::{ClientRequest, ClientResponse, RemoteError, ReplicaResponse};
 use tokio::sync::{Semaphore, mpsc};
 
+use crate::budget::{Admission, Budgets};
 use crate::entry::Entry;
 use crate::metrics::{Metrics, replica_op};
 use crate::network::{Inbound, NetworkHandle};
@@ -20,6 +21,42 @@ use crate::throttle::PeerThrottle;
 
 /// How many inbound requests may wait between the network loop and the dispatcher.
 pub(crate) const INBOUND_QUEUE: usize = 1024;
+
+/// The requests being served, long-polls included (which hold no request permit): a
+/// stopping node waits for them to answer.
+#[derive(Clone, Default)]
+pub(crate) struct Serving(Arc<(std::sync::atomic::AtomicUsize, tokio::sync::Notify)>);
+
+/// One request being served; dropping it ends it.
+pub(crate) struct Served(Serving);
+
+impl Serving {
+    fn enter(&self) -> Served {
+        self.0.0.fetch_add(1, Ordering::AcqRel);
+        Served(self.clone())
+    }
+
+    /// Returns once no request is being served.
+    pub(crate) async fn idle(&self) {
+        loop {
+            let notified = self.0.1.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.0.0.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if self.0.0.0.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.0.1.notify_waiters();
+        }
+    }
+}
 
 /// The dispatcher's parts.
 pub(crate) struct Dispatcher {
@@ -31,6 +68,8 @@ pub(crate) struct Dispatcher {
     pub(crate) accepting: Arc<AtomicBool>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) throttle: PeerThrottle,
+    pub(crate) budgets: Arc<Budgets>,
+    pub(crate) serving: Serving,
 }
 
 /// Whether `request` is for the relay layer (keys, nodes, relaying, sealed requests)
@@ -57,24 +96,38 @@ impl Dispatcher {
             match request {
                 Inbound::Client {
                     peer,
+                    from,
                     request,
                     channel,
                 } => {
+                    let source = self.budgets.classify.of_addr(from.as_ref());
                     let admitted = if !self.throttle.allow(peer, std::time::Instant::now()) {
                         Err(refusal(
                             ErrorCode::RateLimited,
                             "too many requests from this peer; slow down",
                         ))
+                    } else if let Err(e) = self.budgets.client_rates.check(&source) {
+                        Err(crate::budget::refusal(e, "requests"))
                     } else {
-                        self.admit()
+                        self.budgets
+                            .client_slots
+                            .take(&source)
+                            .map_err(|e| crate::budget::refusal(e, "requests in flight"))
+                            .and_then(|slot| self.admit().map(|permit| (slot, permit)))
                     };
                     match admitted {
-                        Ok(permit) => {
+                        Ok((slot, permit)) => {
+                            let admission = Admission::new(
+                                source,
+                                self.budgets.client_polls.clone(),
+                                vec![Box::new(slot), Box::new(permit)],
+                            );
+                            let served = self.serving.enter();
                             let entry = self.entry.clone();
                             let oblivious = self.oblivious.clone();
                             let net = self.net.clone();
                             let metrics = self.metrics.clone();
-                            tokio::spawn(async move {
+                            tokio::spawn(admission.scope(async move {
                                 let response = if is_relay_layer(&request) {
                                     let op = crate::metrics::client_op(&request);
                                     let from = crate::identity::key_of(&peer);
@@ -85,8 +138,8 @@ impl Dispatcher {
                                     entry.handle(request).await
                                 };
                                 net.respond_client(channel, response).await;
-                                drop(permit);
-                            });
+                                drop(served);
+                            }));
                         }
                         Err(e) => {
                             self.metrics.refused.fetch_add(1, Ordering::Relaxed);
@@ -98,28 +151,43 @@ impl Dispatcher {
                 }
                 Inbound::Replica {
                     peer,
+                    from,
                     request,
                     channel,
                 } => {
+                    let source = self.budgets.classify.of_node(peer, from.as_ref());
                     let admitted = match &self.replica {
                         None => Err(refusal(
                             ErrorCode::NotFound,
                             "a bootstrap node stores nothing",
                         )),
-                        Some(replica) => self.admit().map(|p| (p, replica.clone())),
+                        Some(replica) => self
+                            .budgets
+                            .replica_slots
+                            .take(&source)
+                            .map_err(|e| crate::budget::refusal(e, "requests in flight"))
+                            .and_then(|slot| {
+                                self.admit().map(|permit| (slot, permit, replica.clone()))
+                            }),
                     };
                     match admitted {
-                        Ok((permit, replica)) => {
+                        Ok((slot, permit, replica)) => {
+                            let admission = Admission::new(
+                                source,
+                                self.budgets.replica_polls.clone(),
+                                vec![Box::new(slot), Box::new(permit)],
+                            );
+                            let served = self.serving.enter();
                             let net = self.net.clone();
                             let metrics = self.metrics.clone();
-                            tokio::spawn(async move {
+                            tokio::spawn(admission.scope(async move {
                                 let op = replica_op(&request);
                                 let from = crate::identity::key_of(&peer);
                                 let response = replica.handle(request, from).await;
                                 metrics.record_replica(op, &response);
                                 net.respond_replica(channel, response).await;
-                                drop(permit);
-                            });
+                                drop(served);
+                            }));
                         }
                         Err(e) => {
                             self.metrics.refused.fetch_add(1, Ordering::Relaxed);

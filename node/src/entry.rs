@@ -43,6 +43,11 @@ const GENESIS_CACHE: usize = 4096;
 /// needs a key that signed two conflicting receipts, which costs a liar nothing, so the
 /// memory is bounded).
 const LIARS: usize = 4096;
+/// How many addresses found absent are remembered.
+const ABSENT_CACHE: usize = 65_536;
+/// How long an address found absent is answered from memory (seconds): short, so a
+/// mailbox created through another entry just after is soon found here.
+const ABSENT_SECS: u64 = 10;
 
 /// Seconds an entry trusts the takeovers it last learned for a mailbox before asking its
 /// holders again.
@@ -95,6 +100,9 @@ pub struct Entry {
     net: NetworkHandle,
     config: EntryConfig,
     genesis_cache: Mutex<LruCache<Address, Genesis>>,
+    /// Addresses a search found no mailbox at, until when (unix seconds): asking again
+    /// for an address that does not exist costs no lookup for a while.
+    absent: Mutex<LruCache<Address, u64>>,
     /// The takeovers each mailbox went through, as last asked (unix seconds).
     chains: Mutex<LruCache<Address, (Vec<Takeover>, u64)>>,
     liars: Mutex<LruCache<PublicKey, ()>>,
@@ -125,6 +133,7 @@ impl Entry {
             net,
             config,
             genesis_cache: Mutex::new(LruCache::new(GENESIS_CACHE)),
+            absent: Mutex::new(LruCache::new(ABSENT_CACHE)),
             chains: Mutex::new(LruCache::new(GENESIS_CACHE)),
             liars: Mutex::new(LruCache::new(LIARS)),
             filter: None,
@@ -323,9 +332,22 @@ impl Entry {
     }
 
     fn cache(&self, address: Address, genesis: Genesis) {
+        if let Ok(mut absent) = self.absent.lock() {
+            absent.remove(&address);
+        }
         if let Ok(mut cache) = self.genesis_cache.lock() {
             cache.insert(address, genesis);
         }
+    }
+
+    /// Whether a search found nothing at `address` less than [`ABSENT_SECS`] ago.
+    fn known_absent(&self, address: &Address) -> bool {
+        let now = self.config.clock.unix();
+        self.absent
+            .lock()
+            .ok()
+            .and_then(|mut a| a.get(address).copied())
+            .is_some_and(|until| now < until)
     }
 
     /// Remembers the replica `proof` shows lying: it is no longer placed nor asked.
@@ -390,11 +412,20 @@ impl Entry {
         {
             return Ok(g);
         }
+        if self.known_absent(&address) {
+            self.metrics
+                .absent_hits
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Err(remote(ErrorCode::NotFound, "no such mailbox"));
+        }
         // Where the genesis most likely is, cheapest first: this node's own store, the
         // closest peers of the local routing table, then a network lookup.
         let r = usize::from(self.config.replication);
         let mut asked: Vec<PublicKey> = Vec::new();
         let mut last: Option<RemoteError> = None;
+        // Whether some node answered with a genesis this request does not fit: then the
+        // address is not absent (it is not remembered as such).
+        let mut unfit = false;
         for round in 0..3 {
             let candidates: Vec<PublicKey> = match round {
                 0 => self.replica.iter().map(|_| self.me).collect(),
@@ -438,7 +469,7 @@ impl Entry {
                     self.cache(address, g.clone());
                     return Ok(g);
                 }
-                Ok(_) => {}
+                Ok(_) => unfit = true,
                 // A tombstone or a definitive refusal from a replica needs no wider search.
                 Err(e)
                     if e.code != ErrorCode::NotFound
@@ -452,7 +483,12 @@ impl Entry {
         }
         Err(match last {
             Some(e) if e.code == ErrorCode::Unavailable || e.code == ErrorCode::Unauthorized => e,
-            _ => remote(ErrorCode::NotFound, "no such mailbox"),
+            _ => {
+                if !unfit && let Ok(mut absent) = self.absent.lock() {
+                    absent.insert(address, self.config.clock.unix() + ABSENT_SECS);
+                }
+                remote(ErrorCode::NotFound, "no such mailbox")
+            }
         })
     }
 
@@ -636,6 +672,10 @@ impl Entry {
         wait_ms: u32,
     ) -> Result<ClientResponse, RemoteError> {
         let address = request.body.address;
+        if wait_ms > 0 {
+            crate::budget::long_poll(*address.as_bytes())
+                .map_err(|e| crate::budget::refusal(e, "long-polls"))?;
+        }
         let replicas = self.replicas_of(&Access::Read(request.clone())).await?;
         let gather = FetchGather::new(address, request.body.by, cursor.clone());
         let drive = self.drive(

@@ -24,8 +24,10 @@
 
 #![warn(missing_docs)]
 
+pub mod budget;
 pub mod clock;
 pub mod config;
+pub mod conn_budget;
 mod dispatch;
 pub mod entry;
 pub mod gateway;
@@ -174,6 +176,8 @@ pub struct Node {
     store: Option<Store>,
     entry: Arc<Entry>,
     inflight: Arc<Semaphore>,
+    serving: dispatch::Serving,
+    metrics: Arc<Metrics>,
     max_inflight: usize,
     accepting: Arc<AtomicBool>,
     stopping: watch::Sender<bool>,
@@ -436,7 +440,12 @@ impl Node {
             )
             .map_err(|e| NodeError::Config(ConfigError::Invalid(e)))?,
         );
+        let budgets = Arc::new(
+            budget::Budgets::new(&config.budgets)
+                .map_err(|e| NodeError::Config(ConfigError::Invalid(e)))?,
+        );
         let inflight = Arc::new(Semaphore::new(config.max_inflight_requests));
+        let serving = dispatch::Serving::default();
         let accepting = Arc::new(AtomicBool::new(true));
         let (inbound_tx, inbound_rx) = tokio::sync::mpsc::channel(dispatch::INBOUND_QUEUE);
         let dispatcher = dispatch::Dispatcher {
@@ -451,6 +460,8 @@ impl Node {
                 config.peer_requests_per_sec,
                 config.peer_request_burst,
             ),
+            budgets: budgets.clone(),
+            serving: serving.clone(),
         };
         let mut background = vec![tokio::spawn(dispatcher.run(inbound_rx))];
         let network_task = tokio::spawn(network.run(LoopContext {
@@ -473,25 +484,24 @@ impl Node {
         };
         if let Some((listener, _)) = http_listener {
             let app = http::public_router(Some(oblivious.routes().merge(gateway_router)), tap);
+            let app = http::with_budgets(app, http::PublicLimits::new(budgets.clone()));
             let app = if public_url.starts_with("https://") {
                 http::with_hsts(app)
             } else {
                 app
             };
-            match tls {
-                None => spawn_http(&mut http_stop, &mut http_tasks, listener, app),
-                Some(tls) => {
-                    let handle = tls::Handle::new();
-                    let (stop_tx, stop_rx) = oneshot::channel::<()>();
-                    http_stop.push(stop_tx);
-                    let stopper = handle.clone();
-                    tokio::spawn(async move {
-                        let _ = stop_rx.await;
-                        tls::stop(&stopper, Duration::from_secs(5));
-                    });
-                    http_tasks.push(tokio::spawn(tls::serve(listener, app, tls, handle)));
-                }
-            }
+            let handle = tls::Handle::new();
+            let (stop_tx, stop_rx) = oneshot::channel::<()>();
+            http_stop.push(stop_tx);
+            let stopper = handle.clone();
+            tokio::spawn(async move {
+                let _ = stop_rx.await;
+                tls::stop(&stopper, Duration::from_secs(5));
+            });
+            http_tasks.push(match tls {
+                None => tokio::spawn(http::serve_public(listener, app, budgets.clone(), handle)),
+                Some(tls) => tokio::spawn(tls::serve(listener, app, tls, handle, budgets.clone())),
+            });
         }
         if let Some((listener, _)) = admin_listener {
             spawn_http(
@@ -543,6 +553,8 @@ impl Node {
             store,
             entry,
             inflight,
+            serving,
+            metrics: metrics.clone(),
             max_inflight: config.max_inflight_requests,
             accepting,
             stopping,
@@ -577,6 +589,12 @@ impl Node {
             .find(|a| a.to_string().starts_with("/ip4/127."))
             .or_else(|| self.listen_addrs.first())?;
         pick.clone().with_p2p(self.peer_id()).ok()
+    }
+
+    /// The node's metrics in the Prometheus text exposition (as `/metrics` serves them).
+    pub fn metrics_text(&self) -> String {
+        self.metrics
+            .render(self.store.as_ref().map(|s| s.stats().as_ref()))
     }
 
     /// The bound HTTP address.
@@ -631,8 +649,12 @@ impl Node {
         // Waiting long-polls answer now with what they have.
         let _ = self.stopping.send(true);
         let all = u32::try_from(self.max_inflight).unwrap_or(u32::MAX);
-        let drained =
-            tokio::time::timeout(Duration::from_secs(30), self.inflight.acquire_many(all)).await;
+        let drained = tokio::time::timeout(Duration::from_secs(30), async {
+            let permits = self.inflight.acquire_many(all).await;
+            self.serving.idle().await;
+            permits
+        })
+        .await;
         if drained.is_err() {
             tracing::warn!("in-flight requests did not finish within 30 s");
         }

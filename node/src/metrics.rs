@@ -15,6 +15,8 @@ pub struct Metrics {
     requests: Mutex<BTreeMap<(&'static str, &'static str, &'static str), u64>>,
     /// Requests refused before handling (rate limit, shutdown).
     pub refused: AtomicU64,
+    /// Searches for a mailbox answered from the memory of addresses found absent.
+    pub absent_hits: AtomicU64,
     /// Connected peers.
     pub peers: AtomicU64,
     /// Long-polls waiting for a message right now.
@@ -136,6 +138,13 @@ impl Metrics {
         );
         gauge(
             &mut out,
+            "tigress_absent_hits_total",
+            "Searches for a mailbox answered from the memory of addresses found absent.",
+            "counter",
+            self.absent_hits.load(Ordering::Relaxed),
+        );
+        gauge(
+            &mut out,
             "tigress_peers",
             "Connected peers.",
             "gauge",
@@ -211,6 +220,13 @@ impl Metrics {
                 "Sweeps of expired mailboxes run.",
                 "counter",
                 s.sweeps.load(Ordering::Relaxed),
+            );
+            gauge(
+                &mut out,
+                "tigress_summaries_decoded_total",
+                "Mailbox states decoded to answer anti-entropy summaries (the rest came from the cache).",
+                "counter",
+                s.summaries_decoded.load(Ordering::Relaxed),
             );
         }
         out

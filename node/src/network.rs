@@ -41,6 +41,7 @@ pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/tigress/kad/1.0.0
 #[derive(NetworkBehaviour)]
 pub(crate) struct NodeBehaviour {
     limits: connection_limits::Behaviour,
+    per_prefix: crate::conn_budget::ConnBudget,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
     /// Asks other nodes to dial this one's candidate addresses back (`auto` reachability).
@@ -273,6 +274,9 @@ impl Network {
         let reachability = config.reachability;
         let serves = reachability != Reachability::Private;
         let max_connections = config.max_connections;
+        let classify =
+            crate::budget::Classifier::new(&config.budgets).map_err(NetworkError::Transport)?;
+        let per_prefix = config.budgets.connections_per_prefix;
         let make_behaviour = |key: &libp2p::identity::Keypair| {
             let mut kad_config = kad::Config::new(KAD_PROTOCOL);
             kad_config
@@ -307,6 +311,7 @@ impl Network {
                         .with_max_established_per_peer(Some(4))
                         .with_max_pending_incoming(Some(256)),
                 ),
+                per_prefix: crate::conn_budget::ConnBudget::new(classify.clone(), per_prefix),
                 identify: identify::Behaviour::new(
                     identify::Config::new(IDENTIFY_PROTOCOL.into(), key.public())
                         .with_agent_version(format!("tigress-node/{}", env!("CARGO_PKG_VERSION"))),
@@ -513,6 +518,7 @@ impl Network {
             routing_only: HashSet::new(),
             responding: 0,
             remote: HashMap::new(),
+            addrs: HashMap::new(),
             prefixes: prefix::PrefixTable::default(),
             prefix_limits,
             dialed: HashMap::new(),
@@ -573,6 +579,8 @@ pub(crate) enum Inbound {
     /// A client's request.
     Client {
         peer: PeerId,
+        /// The remote address of the connection it came on.
+        from: Option<Multiaddr>,
         request: ClientRequest,
         channel: ResponseChannel<ClientResponse>,
     },
@@ -580,6 +588,8 @@ pub(crate) enum Inbound {
     Replica {
         /// The peer asking.
         peer: PeerId,
+        /// The remote address of the connection it came on.
+        from: Option<Multiaddr>,
         request: ReplicaRequest,
         channel: ResponseChannel<ReplicaResponse>,
     },
@@ -608,6 +618,8 @@ struct LoopState {
     responding: usize,
     /// The address each connected peer's connection comes from.
     remote: HashMap<PeerId, Multiaddr>,
+    /// The remote address of each established connection.
+    addrs: HashMap<ConnectionId, Multiaddr>,
     /// The prefixes of the routing-table entries this node inserted.
     prefixes: prefix::PrefixTable,
     prefix_limits: prefix::Limits,
@@ -839,16 +851,17 @@ impl LoopState {
             SwarmEvent::Behaviour(NodeBehaviourEvent::Client(
                 request_response::Event::Message {
                     peer,
+                    connection_id,
                     message:
                         request_response::Message::Request {
                             request, channel, ..
                         },
-                    ..
                 },
             )) => {
                 if let Err(mpsc::error::TrySendError::Full(Inbound::Client { channel, .. })) =
                     ctx.inbound.try_send(Inbound::Client {
                         peer,
+                        from: self.addrs.get(&connection_id).cloned(),
                         request,
                         channel,
                     })
@@ -862,7 +875,11 @@ impl LoopState {
                 }
             }
             SwarmEvent::Behaviour(NodeBehaviourEvent::Replica(
-                request_response::Event::Message { peer, message, .. },
+                request_response::Event::Message {
+                    peer,
+                    connection_id,
+                    message,
+                },
             )) => match message {
                 request_response::Message::Request {
                     request, channel, ..
@@ -871,6 +888,7 @@ impl LoopState {
                         channel, ..
                     })) = ctx.inbound.try_send(Inbound::Replica {
                         peer,
+                        from: self.addrs.get(&connection_id).cloned(),
                         request,
                         channel,
                     }) {
@@ -974,6 +992,8 @@ impl LoopState {
                 connection_id,
                 ..
             } => {
+                self.addrs
+                    .insert(connection_id, endpoint.get_remote_address().clone());
                 self.remote
                     .insert(peer_id, endpoint.get_remote_address().clone());
                 if endpoint.is_dialer() {
@@ -995,9 +1015,11 @@ impl LoopState {
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
+                connection_id,
                 num_established,
                 ..
             } => {
+                self.addrs.remove(&connection_id);
                 if num_established == 0 {
                     self.remote.remove(&peer_id);
                     self.dialed.remove(&peer_id);

@@ -125,6 +125,11 @@ impl Replica {
         };
         let address = read.body.address;
         let reader = read.body.by;
+        if wait_ms > 0
+            && let Err(e) = crate::budget::long_poll(*address.as_bytes())
+        {
+            return ReplicaResponse::Error(crate::budget::refusal(e, "long-polls"));
+        }
         // Subscribe before the first look, so an arrival in between is not missed.
         let mut arrivals = self.store.arrivals();
         let mut stopping = self.stopping.clone();

@@ -40,6 +40,8 @@ pub struct StoreStats {
     pub sweeps: AtomicU64,
     /// Mailboxes removed by sweeps.
     pub swept: AtomicU64,
+    /// Mailbox states decoded to answer `Summaries` (the rest came from the cache).
+    pub summaries_decoded: AtomicU64,
 }
 
 /// Why the store could not start.
@@ -147,6 +149,7 @@ impl Store {
             quota_bytes,
             clock,
             stats: Arc::new(StoreStats::default()),
+            summaries: hashlink::LruCache::new(SUMMARY_CACHE),
         };
         actor.count();
         let stats = actor.stats.clone();
@@ -248,7 +251,20 @@ struct Actor {
     quota_bytes: u64,
     clock: Clock,
     stats: Arc<StoreStats>,
+    /// Each mailbox's anti-entropy summary with the nodes it may go to, kept until the
+    /// mailbox changes: `Summaries` requests cost no decoding of states already seen.
+    summaries: hashlink::LruCache<Address, Summary>,
 }
+
+/// A mailbox's summary and the nodes it is for (its lineup).
+#[derive(Clone)]
+struct Summary {
+    members: Vec<PublicKey>,
+    summary: [u8; 32],
+}
+
+/// How many mailbox summaries the store keeps.
+const SUMMARY_CACHE: usize = 65_536;
 
 fn message_key(address: &Address, key: &MessageKey) -> Vec<u8> {
     let mut k = Vec::with_capacity(104);
@@ -358,9 +374,52 @@ impl Actor {
     }
 
     fn apply(&mut self, req: ReplicaRequest, from: Option<PublicKey>, now: u64) -> Applied {
+        if let ReplicaRequest::Summaries { addresses } = &req {
+            return Applied::read(self.summaries(addresses, from.as_ref()));
+        }
         let key = self.node_key.clone();
         let limits = self.limits;
         replica::apply(self, &key, &limits, from.as_ref(), req, now)
+    }
+
+    /// The summaries of `addresses` for the node `from`: `None` where this store holds
+    /// nothing or `from` is not of the mailbox's lineup. A request that is not from a
+    /// node is refused before anything is read.
+    fn summaries(&mut self, addresses: &[Address], from: Option<&PublicKey>) -> ReplicaResponse {
+        let Some(from) = from else {
+            return ReplicaResponse::Error(RemoteError::new(
+                ErrorCode::Unauthorized,
+                "summaries go to the mailboxes' replicas only",
+            ));
+        };
+        let mut out = Vec::with_capacity(addresses.len());
+        for address in addresses {
+            let cached = self.summaries.get(address).cloned();
+            let entry = match cached {
+                Some(s) => Some(s),
+                None => match self.load(address) {
+                    Ok(Some(state)) => {
+                        let s = Summary {
+                            members: state.genesis().header().lineup().members().to_vec(),
+                            summary: replica::digest_of(&state).summary(),
+                        };
+                        self.summaries.insert(*address, s.clone());
+                        self.stats.summaries_decoded.fetch_add(1, Ordering::Relaxed);
+                        Some(s)
+                    }
+                    Ok(None) => None,
+                    Err(e) => return ReplicaResponse::Error(e),
+                },
+            };
+            out.push(
+                entry
+                    .filter(|s| s.members.contains(from))
+                    .map(|s| s.summary),
+            );
+        }
+        ReplicaResponse::Summaries {
+            summaries: tigress_protocol::wire::BoundedVec::truncated(out),
+        }
     }
 
     /// Removes expired mailboxes; returns whether anything was removed.
@@ -377,6 +436,7 @@ impl Actor {
             })
             .collect();
         for address in &expired {
+            self.summaries.remove(address);
             self.remove_messages(address);
             if let Ok(Some(old)) = self.mailboxes.remove(address.as_bytes()) {
                 self.stats
@@ -419,6 +479,7 @@ impl replica::Storage for Actor {
     }
 
     fn save(&mut self, state: &MailboxState) -> Result<(), RemoteError> {
+        self.summaries.remove(&state.address());
         let bytes = wire::encode_local(state).map_err(|e| unavailable(e.to_string()))?;
         let previous = self
             .mailboxes
@@ -436,6 +497,7 @@ impl replica::Storage for Actor {
     }
 
     fn remove_messages(&mut self, address: &Address) {
+        self.summaries.remove(address);
         let keys: Vec<_> = self
             .messages
             .scan_prefix(address.as_bytes())
@@ -505,6 +567,63 @@ mod tests {
         )
         .unwrap();
         s.genesis().clone()
+    }
+
+    #[tokio::test]
+    async fn summaries_go_to_the_lineup_only_and_come_from_the_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = SigningKey::from_seed(&[3; 32]);
+        let g = genesis(&node, 1, 3600);
+        let store = Store::open(
+            dir.path(),
+            node.clone(),
+            Limits::default(),
+            1 << 20,
+            Clock::manual(T0),
+        )
+        .unwrap();
+        let r = store
+            .apply(ReplicaRequest::StoreGenesis { genesis: g.clone() })
+            .await;
+        assert!(matches!(r, ReplicaResponse::Stored { .. }), "{r:?}");
+        let address = g.header().address;
+        let absent = Address([9; 32]);
+        let ask = |from: Option<PublicKey>| {
+            let store = store.clone();
+            async move {
+                store
+                    .apply_from(
+                        ReplicaRequest::Summaries {
+                            addresses: tigress_protocol::wire::BoundedVec::truncated(vec![
+                                address, absent,
+                            ]),
+                        },
+                        from,
+                    )
+                    .await
+            }
+        };
+        let stranger = SigningKey::from_seed(&[4; 32]).public_key();
+        match ask(Some(stranger)).await {
+            ReplicaResponse::Summaries { summaries } => {
+                assert_eq!(summaries.to_vec(), vec![None, None]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            matches!(ask(None).await, ReplicaResponse::Error(e) if e.code == ErrorCode::Unauthorized)
+        );
+        for _ in 0..3 {
+            match ask(Some(node.public_key())).await {
+                ReplicaResponse::Summaries { summaries } => {
+                    assert!(summaries.to_vec()[0].is_some());
+                    assert!(summaries.to_vec()[1].is_none());
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        // Four requests, one state decoded.
+        assert_eq!(store.stats().summaries_decoded.load(Ordering::Relaxed), 1);
     }
 
     #[tokio::test]

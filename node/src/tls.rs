@@ -140,8 +140,15 @@ pub async fn prepare(tls: Tls) -> Result<Prepared, TlsError> {
     }
 }
 
-/// Serves `app` over TLS on `listener` until `handle` shuts it down.
-pub async fn serve(listener: tokio::net::TcpListener, app: Router, tls: Prepared, handle: Handle) {
+/// Serves `app` over TLS on `listener` until `handle` shuts it down, each connection
+/// admitted against `budgets` before its handshake.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    tls: Prepared,
+    handle: Handle,
+    budgets: Arc<crate::budget::Budgets>,
+) {
     let listener = match listener.into_std() {
         Ok(l) => l,
         Err(e) => {
@@ -150,19 +157,23 @@ pub async fn serve(listener: tokio::net::TcpListener, app: Router, tls: Prepared
         }
     };
     let make = app.into_make_service_with_connect_info::<SocketAddr>();
+    let budgeted = |inner| crate::http::Budgeted::new(inner, budgets.clone());
     let served = match tls {
         Prepared::Files(config) => {
-            axum_server::from_tcp_rustls(listener, config)
-                .handle(handle)
-                .serve(make)
-                .await
+            let mut server = axum_server::from_tcp(listener)
+                .acceptor(budgeted(axum_server::tls_rustls::RustlsAcceptor::new(
+                    config,
+                )))
+                .handle(handle);
+            crate::http::configure(&mut server, &budgets);
+            server.serve(make).await
         }
         Prepared::Acme(acceptor) => {
-            axum_server::from_tcp(listener)
-                .acceptor(acceptor)
-                .handle(handle)
-                .serve(make)
-                .await
+            let mut server = axum_server::from_tcp(listener)
+                .acceptor(crate::http::Budgeted::new(acceptor, budgets.clone()))
+                .handle(handle);
+            crate::http::configure(&mut server, &budgets);
+            server.serve(make).await
         }
     };
     if let Err(e) = served {

@@ -55,7 +55,8 @@ pub struct Applied {
 }
 
 impl Applied {
-    fn read(response: ReplicaResponse) -> Self {
+    /// An answer that wrote nothing.
+    pub fn read(response: ReplicaResponse) -> Self {
         Self {
             response,
             wrote: false,

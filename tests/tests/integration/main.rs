@@ -7,6 +7,7 @@
     clippy::panic
 )]
 
+mod abuse;
 mod byzantine;
 mod cluster;
 mod curious;

@@ -1,0 +1,472 @@
+//! Floods from one machine, with attackers and honest users as different hosts: every
+//! request leaves from an explicitly bound loopback address, so sources differ as they
+//! would on the internet (127.66.0.0/24 is the attacker's network, its neighbour shares
+//! it, 127.77.0.0/24 is elsewhere; the nodes themselves are on 127.0.0.1).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::Notify;
+
+use crate::support::HttpReply;
+
+const ATTACKER: &str = "127.66.0.2";
+const ATTACKER_2: &str = "127.66.0.4";
+const NEIGHBOUR: &str = "127.66.0.3";
+const OUTSIDER: &str = "127.77.0.2";
+const INITIATOR: &str = "0f8fad5b-d9cb-469f-a165-70867728950e";
+const RECIPIENT: &str = "7c9e6679-7425-40de-944b-e07fc1f90ae7";
+
+/// A connection to `to` from the address `from`.
+async fn connect(from: &str, to: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(from.parse().unwrap(), 0))?;
+    socket.connect(to).await
+}
+
+/// One HTTP/1.1 request from `from` (`Connection: close`), within 150 s.
+async fn request(
+    from: &str,
+    to: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> HttpReply {
+    try_request(from, to, method, path, headers, body)
+        .await
+        .expect("the exchange")
+}
+
+/// One HTTP/1.1 request, or the error that cut it off (a connection over budget is
+/// closed before it is read).
+async fn try_request(
+    from: &str,
+    to: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<HttpReply> {
+    let exchange = async {
+        let mut s = connect(from, to).await?;
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {to}\r\nConnection: close\r\nContent-Length: {}\r\n",
+            body.len()
+        );
+        if !body.is_empty() {
+            head.push_str("Content-Type: application/json\r\n");
+        }
+        for (k, v) in headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str("\r\n");
+        s.write_all(head.as_bytes()).await?;
+        s.write_all(body).await?;
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).await?;
+        Ok::<_, std::io::Error>(raw)
+    };
+    let raw = tokio::time::timeout(Duration::from_secs(150), exchange)
+        .await
+        .expect("an answer within 150 s")?;
+    if raw.is_empty() {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
+    Ok(parse(&raw))
+}
+
+fn parse(raw: &[u8]) -> HttpReply {
+    let text = String::from_utf8_lossy(raw).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP status in {head:?}"));
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    HttpReply {
+        status,
+        headers,
+        body: body.to_owned(),
+    }
+}
+
+/// Waits for `what` until `deadline`, checking whenever `changed` fires (and at least
+/// every 100 ms).
+async fn until(deadline: Duration, what: &str, changed: &Notify, ok: impl Fn() -> bool) {
+    let end = tokio::time::Instant::now() + deadline;
+    while !ok() {
+        assert!(
+            tokio::time::Instant::now() < end,
+            "timed out waiting for {what}"
+        );
+        let _ = tokio::time::timeout(Duration::from_millis(100), changed.notified()).await;
+    }
+}
+
+fn create_body() -> Vec<u8> {
+    let expiration = humantime::format_rfc3339_seconds(
+        std::time::SystemTime::now() + Duration::from_secs(24 * 3600),
+    )
+    .to_string();
+    json!({
+        "displayInformation": {"title": "Pass", "description": "A pass", "imageURL": "https://example.com/i"},
+        "payload": {"type": "AEAD_AES_128_GCM", "data": "RkRFQy4uLjk4NzY1NDMyMQ=="},
+        "notificationToken": {"type": "com.apple.apns", "tokenData": "APNS...1234"},
+        "mailboxConfiguration": {"accessRights": "RWD", "expiration": expiration}
+    })
+    .to_string()
+    .into_bytes()
+}
+
+fn update_body(data: &str) -> Vec<u8> {
+    json!({
+        "payload": {"type": "AEAD_AES_128_GCM", "data": data},
+        "notificationToken": {"type": "com.apple.apns", "tokenData": "APNS...1234"}
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// Creates a mailbox from `from` and has the recipient read it; its path.
+async fn mailbox(from: &str, to: SocketAddr, rid: &str) -> String {
+    let r = request(
+        from,
+        to,
+        "POST",
+        "/v1/m",
+        &[
+            ("Mailbox-Device-Claim", INITIATOR),
+            ("Mailbox-Request-ID", rid),
+        ],
+        &create_body(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "create: {}", r.body);
+    let link = r.json()["urlLink"].as_str().unwrap().to_owned();
+    let path = link[link.find("/v1/m/").unwrap()..].to_owned();
+    let read = request(
+        from,
+        to,
+        "POST",
+        &path,
+        &[("Mailbox-Device-Claim", RECIPIENT)],
+        b"",
+    )
+    .await;
+    assert_eq!(read.status, 200, "read: {}", read.body);
+    path
+}
+
+/// Opens `n` connections from `from` to `to`, sends half a request head on each and
+/// then nothing (a slowloris); each task ends when the node closes its connection.
+async fn slowloris(
+    from: &str,
+    to: SocketAddr,
+    n: usize,
+    closed: &Arc<AtomicUsize>,
+    changed: &Arc<Notify>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    for _ in 0..n {
+        let (closed, changed) = (closed.clone(), changed.clone());
+        let mut s = connect(from, to).await.unwrap();
+        tasks.push(tokio::spawn(async move {
+            let _ = s
+                .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: 1\r\n")
+                .await;
+            let mut buf = [0u8; 1024];
+            // Until the node closes it (EOF or a reset).
+            while let Ok(n) = s.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+            }
+            closed.fetch_add(1, Ordering::SeqCst);
+            changed.notify_waiters();
+        }));
+    }
+    tasks
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_host_holds_only_its_share_of_connections() {
+    // A header timeout longer than the test: only the connection budget closes anything.
+    let cluster = tigress_bootstrap::Cluster::start(1, |_, c| {
+        c.http = "127.0.0.1:0".parse().ok();
+        c.budgets.http_header_timeout_secs = 600;
+    })
+    .await
+    .unwrap();
+    let gw = cluster.node(0).unwrap().http_addr().unwrap();
+    let member_cap = tigress_node::budget::BudgetConfig::default().http_connections_per_member;
+    let (closed, changed) = (Arc::new(AtomicUsize::new(0)), Arc::new(Notify::new()));
+    let slow = slowloris(ATTACKER, gw, 200, &closed, &changed).await;
+    // Beyond the host's share, connections are closed at once.
+    until(
+        Duration::from_secs(60),
+        "the connections over the host's share to close",
+        &changed,
+        || closed.load(Ordering::SeqCst) >= 200 - member_cap,
+    )
+    .await;
+    // Meanwhile a neighbour in the attacker's /24 and a host elsewhere are served.
+    for from in [NEIGHBOUR, OUTSIDER] {
+        let r = request(from, gw, "GET", "/health", &[], b"").await;
+        assert_eq!(r.status, 200, "/health from {from}: {}", r.body);
+    }
+    // The host's share stays open: exactly that many were closed.
+    assert_eq!(closed.load(Ordering::SeqCst), 200 - member_cap);
+    for t in slow {
+        t.abort();
+    }
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_sent_heads_and_bodies_time_out() {
+    let cluster = tigress_bootstrap::Cluster::start(1, |_, c| {
+        c.http = "127.0.0.1:0".parse().ok();
+        c.budgets.http_header_timeout_secs = 2;
+        c.budgets.http_body_timeout_secs = 2;
+    })
+    .await
+    .unwrap();
+    let gw = cluster.node(0).unwrap().http_addr().unwrap();
+    // Within its share, a host's half-open connections are given up after the header
+    // timeout.
+    let (closed, changed) = (Arc::new(AtomicUsize::new(0)), Arc::new(Notify::new()));
+    let slow = slowloris(ATTACKER, gw, 10, &closed, &changed).await;
+    let r = request(OUTSIDER, gw, "GET", "/health", &[], b"").await;
+    assert_eq!(r.status, 200);
+    until(
+        Duration::from_secs(60),
+        "the half-open connections to time out",
+        &changed,
+        || closed.load(Ordering::SeqCst) == 10,
+    )
+    .await;
+    for t in slow {
+        t.await.unwrap();
+    }
+    // A body announced and never sent: 408 after the body timeout.
+    let mut s = connect(OUTSIDER, gw).await.unwrap();
+    s.write_all(
+        format!(
+            "PUT /v1/m/x HTTP/1.1\r\nHost: {gw}\r\nContent-Length: 100000\r\nContent-Type: application/json\r\n\r\n{{\"pay"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(60), s.read_to_end(&mut raw))
+        .await
+        .expect("an answer to the stalled body")
+        .unwrap();
+    assert_eq!(parse(&raw).status, 408, "{}", String::from_utf8_lossy(&raw));
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_poll_flood_leaves_room_for_writes_and_neighbours() {
+    // Few request slots: without a budget of their own, the attacker's waiting reads
+    // would hold all of them on every replica.
+    let cluster = tigress_bootstrap::Cluster::start(3, |_, c| {
+        c.http = "127.0.0.1:0".parse().ok();
+        c.replication = 3;
+        c.standbys = 0;
+        c.max_inflight_requests = 24;
+    })
+    .await
+    .unwrap();
+    let gw = cluster.node(0).unwrap().http_addr().unwrap();
+    let budgets = tigress_node::budget::BudgetConfig::default();
+    let (per_host, per_mailbox) = (
+        budgets.long_polls_per_member,
+        budgets.long_polls_per_mailbox,
+    );
+
+    // The attacker, on two hosts of its /24, makes mailboxes of its own and waits on
+    // them, far more than its share: together more long-polls than a replica has
+    // request slots.
+    let hosts = [ATTACKER, ATTACKER_2];
+    let mut paths = Vec::new();
+    for (h, host) in hosts.iter().enumerate() {
+        for i in 0..5 {
+            paths.push((*host, mailbox(host, gw, &format!("a-{h}-{i}")).await));
+        }
+    }
+    let tries = paths.len() * per_mailbox;
+    let (refused, admitted) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let changed = Arc::new(Notify::new());
+    let mut polls = Vec::new();
+    for (host, path) in &paths {
+        for _ in 0..per_mailbox {
+            let (refused, admitted, changed) = (refused.clone(), admitted.clone(), changed.clone());
+            let (host, path) = (*host, format!("{path}?wait=100"));
+            polls.push(tokio::spawn(async move {
+                let r = try_request(
+                    host,
+                    gw,
+                    "POST",
+                    &path,
+                    &[("Mailbox-Device-Claim", INITIATOR)],
+                    b"",
+                )
+                .await;
+                // Refused: 429, or the connection closed over the host's connection
+                // budget.
+                match r.map(|r| r.status) {
+                    Ok(429) | Err(_) => refused.fetch_add(1, Ordering::SeqCst),
+                    Ok(_) => admitted.fetch_add(1, Ordering::SeqCst),
+                };
+                changed.notify_waiters();
+            }));
+        }
+    }
+    let waiting = hosts.len() * per_host;
+    assert!(waiting > 24, "the test floods more than the request slots");
+    until(
+        Duration::from_secs(60),
+        "the long-polls over each host's share to be refused",
+        &changed,
+        || refused.load(Ordering::SeqCst) >= tries - waiting,
+    )
+    .await;
+    assert_eq!(
+        admitted.load(Ordering::SeqCst),
+        0,
+        "the admitted long-polls are still waiting"
+    );
+    assert_eq!(refused.load(Ordering::SeqCst), tries - waiting);
+
+    // An honest host elsewhere writes while they wait.
+    for i in 0..3 {
+        let path = mailbox(OUTSIDER, gw, &format!("o-{i}")).await;
+        let r = request(
+            OUTSIDER,
+            gw,
+            "PUT",
+            &path,
+            &[
+                ("Mailbox-Device-Claim", RECIPIENT),
+                ("Mailbox-Request-ID", "u"),
+            ],
+            &update_body("QkJC"),
+        )
+        .await;
+        assert_eq!(r.status, 200, "update: {}", r.body);
+    }
+    // The neighbour in the attacker's /24 waits for an answer and gets it.
+    let path = mailbox(NEIGHBOUR, gw, "n-1").await;
+    let waiting = {
+        let path = format!("{path}?wait=100");
+        tokio::spawn(async move {
+            request(
+                NEIGHBOUR,
+                gw,
+                "POST",
+                &path,
+                &[("Mailbox-Device-Claim", INITIATOR)],
+                b"",
+            )
+            .await
+        })
+    };
+    // The answer comes from elsewhere: the wait ends with it (or, had the update come
+    // first, the read finds it at once).
+    let r = request(
+        OUTSIDER,
+        gw,
+        "PUT",
+        &path,
+        &[
+            ("Mailbox-Device-Claim", RECIPIENT),
+            ("Mailbox-Request-ID", "n-u"),
+        ],
+        &update_body("TkVJR0g="),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let answer = waiting.await.unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.json()["payload"]["data"], "TkVJR0g=");
+    for p in polls {
+        p.abort();
+    }
+    cluster.shutdown().await;
+}
+
+/// How many replica-protocol `op` requests `node` answered.
+fn replica_ops(node: &tigress_node::Node, op: &str) -> u64 {
+    let prefix = format!("tigress_requests_total{{protocol=\"replica\",op=\"{op}\"");
+    node.metrics_text()
+        .lines()
+        .filter(|l| l.starts_with(&prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn addresses_that_do_not_exist_cost_one_lookup() {
+    let cluster = tigress_bootstrap::Cluster::start(3, |_, c| {
+        c.http = "127.0.0.1:0".parse().ok();
+        c.replication = 3;
+        c.standbys = 0;
+    })
+    .await
+    .unwrap();
+    let gw = cluster.node(0).unwrap().http_addr().unwrap();
+    let asked = |c: &tigress_bootstrap::Cluster| {
+        (1..3)
+            .map(|i| replica_ops(c.node(i).unwrap(), "get_genesis"))
+            .sum::<u64>()
+    };
+    let path = "/v1/m/2f0e9c1c-6b43-4d6c-9e55-0d1f3a7b9c21";
+    let before = asked(&cluster);
+    let r = request(
+        OUTSIDER,
+        gw,
+        "POST",
+        path,
+        &[("Mailbox-Device-Claim", RECIPIENT)],
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 404, "{}", r.body);
+    let first = asked(&cluster) - before;
+    assert!(first > 0, "the first search asks the other nodes");
+    // Asked again and again, the address costs the other nodes nothing more.
+    for _ in 0..20 {
+        let r = request(
+            OUTSIDER,
+            gw,
+            "POST",
+            path,
+            &[("Mailbox-Device-Claim", RECIPIENT)],
+            b"",
+        )
+        .await;
+        assert_eq!(r.status, 404, "{}", r.body);
+    }
+    assert_eq!(asked(&cluster) - before, first);
+    assert!(
+        cluster
+            .node(0)
+            .unwrap()
+            .metrics_text()
+            .contains("tigress_absent_hits_total 20")
+    );
+    cluster.shutdown().await;
+}
