@@ -245,7 +245,7 @@ impl ClientFilter for EntryLies {
         match self {
             EntryLies::DropWrites(key) => {
                 let (address, record) = match request {
-                    ClientRequest::Create { genesis } => {
+                    ClientRequest::Create { genesis, .. } => {
                         (genesis.header().address, genesis.digest())
                     }
                     ClientRequest::Send { message } => (message.header().address, message.digest()),

@@ -118,11 +118,38 @@ enum Via {
 
 impl Via {
     async fn request(&self, request: ClientRequest) -> Result<ClientResponse, ClientError> {
-        match self {
+        let answer = match self {
             Via::Direct(c) => c.request(request).await,
             Via::Oblivious(r) => r.request(request).await,
+        };
+        match answer {
+            Ok(ClientResponse::AdmissionRequired { bits }) => Err(ClientError::Admission { bits }),
+            other => other,
         }
     }
+}
+
+/// `create` with a proof of `bits` of work for `genesis`, found on a blocking thread.
+async fn with_admission(
+    create: ClientRequest,
+    genesis: &Genesis,
+    bits: u8,
+) -> Result<ClientRequest, ClientError> {
+    let digest = genesis.digest();
+    let nonce = tokio::task::spawn_blocking(move || {
+        tigress_protocol::admission::solve_from(&digest, bits, getrandom::u64().unwrap_or(0))
+    })
+    .await
+    .ok()
+    .flatten()
+    .ok_or(ClientError::Admission { bits })?;
+    Ok(match create {
+        ClientRequest::Create { genesis, .. } => ClientRequest::Create {
+            genesis,
+            admission: nonce,
+        },
+        other => other,
+    })
 }
 
 impl Client {
@@ -449,8 +476,30 @@ impl Client {
         let Party::Sender(session) = &state.party else {
             return Err(ClientError::UnexpectedResponse("sender state"));
         };
-        self.stored(&via, create, session.genesis(), session.genesis().digest())
-            .await?;
+        // The proof of work the node asks for a new mailbox: as its information says,
+        // and again as its refusal says if that rose meanwhile (never past MAX_BITS).
+        let genesis = session.genesis().clone();
+        let mut bits = info.admission_bits;
+        let mut create = create;
+        loop {
+            if bits > 0 {
+                create = with_admission(create, &genesis, bits).await?;
+            }
+            match self
+                .stored(&via, create.clone(), &genesis, genesis.digest())
+                .await
+            {
+                Err(ClientError::Admission { bits: asked })
+                    if asked > bits && asked <= tigress_protocol::admission::MAX_BITS =>
+                {
+                    bits = asked;
+                }
+                other => {
+                    other?;
+                    break;
+                }
+            }
+        }
         Ok(Shared {
             share_id: url.mailbox_id(),
             url,

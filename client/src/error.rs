@@ -25,6 +25,12 @@ pub enum ClientError {
     /// An oblivious request could not be sealed, or its answer opened.
     #[error("oblivious request: {0}")]
     Sealed(String),
+    /// The node asks more proof of work for a new mailbox than was given.
+    #[error("the node asks a proof of work of {bits} bits for a new mailbox")]
+    Admission {
+        /// The leading zero bits asked.
+        bits: u8,
+    },
     /// The node answered something that makes no sense for the request.
     #[error("unexpected answer from the node: {0}")]
     UnexpectedResponse(&'static str),
@@ -66,6 +72,7 @@ impl ClientError {
             ClientError::Unreachable(_) => Some(ErrorCode::Unavailable),
             ClientError::Relay(e) => Some(e.code),
             ClientError::Sealed(_) => Some(ErrorCode::Unavailable),
+            ClientError::Admission { .. } => Some(ErrorCode::RateLimited),
             ClientError::UnknownShare(_) => Some(ErrorCode::NotFound),
             ClientError::UnexpectedResponse(_) | ClientError::Usage(_) | ClientError::Io { .. } => {
                 None

@@ -73,6 +73,15 @@ pub struct BudgetConfig {
     pub replica_long_polls_per_node: usize,
     /// Replica-protocol long-polls waiting from one prefix of nodes.
     pub replica_long_polls_per_prefix: usize,
+    /// The least proof of work (leading zero bits) asked for a new mailbox through the
+    /// client protocol, whatever the load (0: none while the node is not under pressure).
+    pub admission_bits_min: u8,
+    /// Bytes of geneses and messages a calling node may have this node store, per
+    /// second on average (bursts of a minute's worth): what one node can make the others
+    /// write to disk.
+    pub replica_bytes_per_sec_per_node: u32,
+    /// The same for a prefix of nodes.
+    pub replica_bytes_per_sec_per_prefix: u32,
     /// Mailboxes a prefix may create per minute through the HTTP gateway (draft clients,
     /// which carry no proof of work).
     pub http_creates_per_prefix_per_min: u32,
@@ -99,6 +108,9 @@ impl Default for BudgetConfig {
             http_header_timeout_secs: 10,
             http_body_timeout_secs: 15,
             http_creates_per_prefix_per_min: 60,
+            admission_bits_min: 0,
+            replica_bytes_per_sec_per_node: 1 << 20,
+            replica_bytes_per_sec_per_prefix: 2 << 20,
             replica_requests_per_node: 128,
             replica_requests_per_prefix: 192,
             replica_long_polls_per_node: 512,
@@ -120,6 +132,12 @@ impl BudgetConfig {
             return Err(format!(
                 "budgets.prefix_v6 must be 1..=128, not {}",
                 self.prefix_v6
+            ));
+        }
+        if self.admission_bits_min > tigress_protocol::admission::MAX_BITS {
+            return Err(format!(
+                "budgets.admission_bits_min must be at most {}",
+                tigress_protocol::admission::MAX_BITS
             ));
         }
         if self.http_header_timeout_secs == 0 || self.http_body_timeout_secs == 0 {
@@ -446,6 +464,49 @@ impl<C: Clock + Clone> Rates<C> {
         }
     }
 
+    /// Units (bytes) per second per prefix and per member, with bursts of `burst_secs`
+    /// seconds' worth, on `clock`; counted with [`Rates::check_n`].
+    pub fn with_clock_and_burst(
+        per_prefix: u32,
+        per_member: u32,
+        burst_secs: u32,
+        clock: C,
+    ) -> Self {
+        Self {
+            prefixes: quota(per_prefix, burst_secs)
+                .map(|q| RateLimiter::hashmap_with_clock(q, clock.clone())),
+            members: quota(per_member, burst_secs)
+                .map(|q| RateLimiter::hashmap_with_clock(q, clock)),
+            overall: None,
+            retained: Mutex::new(Instant::now()),
+        }
+    }
+
+    /// Whether `source` may spend `n` units now (more than a whole burst: never).
+    pub fn check_n(&self, source: &Source, n: u32) -> Result<(), Exhausted> {
+        let Some(n) = NonZeroU32::new(n) else {
+            return Ok(());
+        };
+        self.retain();
+        if source.exempt {
+            return Ok(());
+        }
+        if let Some(m) = &self.members
+            && !matches!(
+                m.check_key_n(&(source.prefix, source.member), n),
+                Ok(Ok(()))
+            )
+        {
+            return Err(Exhausted::Source);
+        }
+        if let Some(p) = &self.prefixes
+            && !matches!(p.check_key_n(&source.prefix, n), Ok(Ok(())))
+        {
+            return Err(Exhausted::Source);
+        }
+        Ok(())
+    }
+
     /// [`Rates::per_period`] on `clock`.
     pub fn per_period_with_clock(count: u32, period: Duration, clock: C) -> Self {
         let quota = NonZeroU32::new(count)
@@ -578,6 +639,42 @@ impl Drop for LongPoll {
     }
 }
 
+/// The proof of work a node asks for a new mailbox, from its load: none while fewer
+/// than half its request permits are taken, then [`FIRST_LEVEL`] bits, one more for each
+/// further tenth taken (each doubles the work), never less than the configured floor.
+///
+/// [`FIRST_LEVEL`]: tigress_protocol::admission::FIRST_LEVEL
+pub struct AdmissionLevel {
+    inflight: Arc<tokio::sync::Semaphore>,
+    max: usize,
+    floor: u8,
+}
+
+impl AdmissionLevel {
+    /// The level of a node whose request permits are `inflight`, `max` in all.
+    pub fn new(inflight: Arc<tokio::sync::Semaphore>, max: usize, floor: u8) -> Self {
+        Self {
+            inflight,
+            max: max.max(1),
+            floor,
+        }
+    }
+
+    /// The bits asked now.
+    pub fn bits(&self) -> u8 {
+        use tigress_protocol::admission::{FIRST_LEVEL, MAX_BITS};
+        let taken = self.max.saturating_sub(self.inflight.available_permits());
+        // In tenths of the permits.
+        let tenths = taken * 10 / self.max;
+        let raised = if tenths < 5 {
+            0
+        } else {
+            FIRST_LEVEL.saturating_add(u8::try_from(tenths - 5).unwrap_or(u8::MAX))
+        };
+        raised.max(self.floor).min(MAX_BITS)
+    }
+}
+
 /// Every budget of a node, by protocol.
 pub struct Budgets {
     /// How sources are told apart.
@@ -594,6 +691,8 @@ pub struct Budgets {
     pub replica_slots: Slots,
     /// Replica-protocol long-polls.
     pub replica_polls: LongPolls,
+    /// Bytes stored for calling nodes.
+    pub replica_bytes: Rates,
     /// HTTP request rates.
     pub http_rates: Rates,
     /// HTTP requests in flight.
@@ -603,7 +702,7 @@ pub struct Budgets {
     /// HTTP connections open.
     pub http_connections: Slots,
     /// Mailboxes created through the HTTP gateway.
-    pub http_creates: Rates,
+    pub http_creates: Arc<Rates>,
 }
 
 impl Budgets {
@@ -633,6 +732,12 @@ impl Budgets {
                 },
                 config.long_polls_per_mailbox,
             ),
+            replica_bytes: Rates::with_clock_and_burst(
+                config.replica_bytes_per_sec_per_prefix,
+                config.replica_bytes_per_sec_per_node,
+                60,
+                DefaultClock::default(),
+            ),
             http_rates: Rates::new(config.rate_per_prefix, config.rate_per_member, 0),
             http_slots: Slots::new(requests),
             http_polls: LongPolls::new(config),
@@ -641,10 +746,10 @@ impl Budgets {
                 per_member: config.http_connections_per_member,
                 total: config.http_connections,
             }),
-            http_creates: Rates::per_period(
+            http_creates: Arc::new(Rates::per_period(
                 config.http_creates_per_prefix_per_min,
                 Duration::from_secs(60),
-            ),
+            )),
         })
     }
 }
@@ -675,6 +780,7 @@ tokio::task_local! {
 pub struct Admission {
     source: Source,
     polls: LongPolls,
+    creates: Option<Arc<Rates>>,
     held: Mutex<Vec<Box<dyn Send>>>,
     poll: Mutex<Option<LongPoll>>,
 }
@@ -686,15 +792,34 @@ impl Admission {
         Self {
             source,
             polls,
+            creates: None,
             held: Mutex::new(held),
             poll: Mutex::new(None),
         }
+    }
+
+    /// Charges the mailboxes this request creates to `creates` (draft clients over HTTP).
+    pub fn with_creates(mut self, creates: Arc<Rates>) -> Self {
+        self.creates = Some(creates);
+        self
     }
 
     /// Runs `serve` as this request.
     pub async fn scope<F: std::future::Future>(self, serve: F) -> F::Output {
         ADMISSION.scope(self, serve).await
     }
+}
+
+/// Charges a mailbox created by the request being served to its source's budget of
+/// creates, where it has one (HTTP requests; also the draft requests sealed inside an
+/// oblivious one, charged to the source that brought it).
+pub fn charge_create() -> Result<(), Exhausted> {
+    ADMISSION
+        .try_with(|a| match &a.creates {
+            Some(rates) => rates.check(&a.source),
+            None => Ok(()),
+        })
+        .unwrap_or(Ok(()))
 }
 
 /// Turns the request being served into a long-poll on `mailbox`: it takes a place in its
@@ -858,6 +983,26 @@ mod tests {
     }
 
     #[test]
+    fn stored_bytes_are_counted_per_node_and_prefix() {
+        let c = classifier(&[]);
+        let clock = governor::clock::FakeRelativeClock::default();
+        let bytes = Rates::with_clock_and_burst(2000, 1000, 10, clock.clone());
+        let peer = PeerId::random();
+        let addr: Multiaddr = "/ip4/203.0.113.5/tcp/1".parse().unwrap();
+        let node = c.of_node(peer, Some(&addr));
+        // A burst of ten seconds' worth, then refusals until time passes.
+        assert!(bytes.check_n(&node, 6000).is_ok());
+        assert!(bytes.check_n(&node, 4000).is_ok());
+        assert_eq!(bytes.check_n(&node, 1).unwrap_err(), Exhausted::Source);
+        // More than a whole burst at once: never.
+        let other = c.of_node(PeerId::random(), Some(&addr));
+        assert!(bytes.check_n(&other, 10_001).is_err());
+        clock.advance(Duration::from_secs(1));
+        assert!(bytes.check_n(&node, 1000).is_ok());
+        assert!(bytes.check_n(&node, 1).is_err());
+    }
+
+    #[test]
     fn creates_per_period() {
         let c = classifier(&[]);
         let clock = governor::clock::FakeRelativeClock::default();
@@ -871,6 +1016,24 @@ mod tests {
         assert!(rates.check(&b).is_err());
         let elsewhere = c.of_ip("192.0.2.1".parse().unwrap());
         assert!(rates.check(&elsewhere).is_ok());
+    }
+
+    #[test]
+    fn admission_rises_with_load_from_its_floor() {
+        use tigress_protocol::admission::{FIRST_LEVEL, MAX_BITS};
+        let permits = Arc::new(tokio::sync::Semaphore::new(100));
+        let level = AdmissionLevel::new(permits.clone(), 100, 0);
+        assert_eq!(level.bits(), 0, "quiet: no work");
+        let _held = permits.clone().try_acquire_many_owned(49).unwrap();
+        assert_eq!(level.bits(), 0);
+        let _more = permits.clone().try_acquire_many_owned(1).unwrap();
+        assert_eq!(level.bits(), FIRST_LEVEL, "half the permits taken");
+        let _most = permits.clone().try_acquire_many_owned(30).unwrap();
+        assert_eq!(level.bits(), FIRST_LEVEL + 3);
+        let _all = permits.clone().try_acquire_many_owned(20).unwrap();
+        assert_eq!(level.bits(), (FIRST_LEVEL + 5).min(MAX_BITS));
+        let floor = AdmissionLevel::new(Arc::new(tokio::sync::Semaphore::new(10)), 10, 12);
+        assert_eq!(floor.bits(), 12, "the configured floor when quiet");
     }
 
     #[test]

@@ -85,6 +85,21 @@ fn is_relay_layer(request: &ClientRequest) -> bool {
     )
 }
 
+/// The bytes a replica request asks this node to store (geneses and messages; the rest
+/// are small and bounded).
+fn stored_bytes(request: &tigress_protocol::rpc::ReplicaRequest) -> u32 {
+    use tigress_protocol::record::Record as _;
+    use tigress_protocol::rpc::ReplicaRequest;
+    let n = match request {
+        ReplicaRequest::StoreGenesis { genesis } | ReplicaRequest::Takeover { genesis, .. } => {
+            genesis.to_bytes().len()
+        }
+        ReplicaRequest::StoreMessage { message } => message.to_bytes().len(),
+        _ => 0,
+    };
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
 fn refusal(code: ErrorCode, message: &str) -> RemoteError {
     RemoteError::new(code, message)
 }
@@ -117,11 +132,14 @@ impl Dispatcher {
                     };
                     match admitted {
                         Ok((slot, permit)) => {
+                            // Draft requests sealed inside an oblivious one pay their
+                            // creates from the budget of the source that brought them.
                             let admission = Admission::new(
                                 source,
                                 self.budgets.client_polls.clone(),
                                 vec![Box::new(slot), Box::new(permit)],
-                            );
+                            )
+                            .with_creates(self.budgets.http_creates.clone());
                             let served = self.serving.enter();
                             let entry = self.entry.clone();
                             let oblivious = self.oblivious.clone();
@@ -156,11 +174,18 @@ impl Dispatcher {
                     channel,
                 } => {
                     let source = self.budgets.classify.of_node(peer, from.as_ref());
+                    let stored = stored_bytes(&request);
                     let admitted = match &self.replica {
                         None => Err(refusal(
                             ErrorCode::NotFound,
                             "a bootstrap node stores nothing",
                         )),
+                        Some(_) if self.budgets.replica_bytes.check_n(&source, stored).is_err() => {
+                            Err(crate::budget::refusal(
+                                crate::budget::Exhausted::Source,
+                                "bytes to store",
+                            ))
+                        }
                         Some(replica) => self
                             .budgets
                             .replica_slots

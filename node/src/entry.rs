@@ -67,6 +67,12 @@ fn via() -> Option<PublicKey> {
     VIA.try_with(|v| *v).ok()
 }
 
+tokio::task_local! {
+    /// Set while the HTTP gateway carries out a draft client's request: its creates were
+    /// paid from the source's budget of creates, not with a proof of work.
+    static PAID: ();
+}
+
 /// Settings of the entry role.
 #[derive(Debug, Clone)]
 pub struct EntryConfig {
@@ -107,6 +113,7 @@ pub struct Entry {
     chains: Mutex<LruCache<Address, (Vec<Takeover>, u64)>>,
     liars: Mutex<LruCache<PublicKey, ()>>,
     filter: Option<Arc<dyn ClientFilter>>,
+    admission: Option<Arc<crate::budget::AdmissionLevel>>,
     metrics: Arc<Metrics>,
     stopping: watch::Receiver<bool>,
 }
@@ -137,6 +144,7 @@ impl Entry {
             chains: Mutex::new(LruCache::new(GENESIS_CACHE)),
             liars: Mutex::new(LruCache::new(LIARS)),
             filter: None,
+            admission: None,
             metrics,
             stopping,
         }
@@ -187,6 +195,7 @@ impl Entry {
                 public_url: BoundedString::new(self.config.public_url.clone()).unwrap_or_default(),
                 replication: self.config.replication,
                 max_ttl_secs: self.config.limits.max_ttl_secs,
+                admission_bits: self.admission_bits(),
             })),
             ClientRequest::Locate { address } => {
                 let r = usize::from(self.config.replication);
@@ -205,9 +214,18 @@ impl Entry {
                     standbys: BoundedVec::truncated(standbys),
                 })
             }
-            ClientRequest::Create { genesis } => {
+            ClientRequest::Create { genesis, admission } => {
                 mailbox::validate_genesis(&genesis, &self.config.limits, self.config.clock.unix())
                     .map_err(|e| RemoteError::from(&e))?;
+                let bits = self.admission_bits();
+                if PAID.try_with(|_| ()).is_err()
+                    && !tigress_protocol::admission::verify(&genesis.digest(), bits, admission)
+                {
+                    self.metrics
+                        .admission_refused
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    return Ok(ClientResponse::AdmissionRequired { bits });
+                }
                 let replicas = genesis.header().replicas.to_vec();
                 let address = genesis.header().address;
                 let written = self
@@ -348,6 +366,23 @@ impl Entry {
             .ok()
             .and_then(|mut a| a.get(address).copied())
             .is_some_and(|until| now < until)
+    }
+
+    /// The proof of work asked for a new mailbox now.
+    pub fn admission_bits(&self) -> u8 {
+        self.admission.as_ref().map_or(0, |a| a.bits())
+    }
+
+    /// Sets how the proof of work asked for new mailboxes follows the load.
+    pub fn with_admission(mut self, admission: Arc<crate::budget::AdmissionLevel>) -> Self {
+        self.admission = Some(admission);
+        self
+    }
+
+    /// Carries out a request of the HTTP gateway, whose creates its sources paid from
+    /// their budgets of creates.
+    pub async fn handle_paid(&self, request: ClientRequest) -> ClientResponse {
+        PAID.scope((), self.handle(request)).await
     }
 
     /// Remembers the replica `proof` shows lying: it is no longer placed nor asked.
@@ -743,7 +778,7 @@ fn request_address(request: &ClientRequest) -> Option<Address> {
         | ClientRequest::Relay { .. }
         | ClientRequest::Oblivious { .. } => None,
         ClientRequest::Locate { address } | ClientRequest::Status { address } => Some(*address),
-        ClientRequest::Create { genesis } => Some(genesis.header().address),
+        ClientRequest::Create { genesis, .. } => Some(genesis.header().address),
         ClientRequest::Open { request }
         | ClientRequest::Read { request }
         | ClientRequest::Fetch { request, .. } => Some(request.body.address),

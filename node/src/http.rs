@@ -165,6 +165,9 @@ pub const MAX_REQUEST_BODY: usize = tigress_protocol::rpc::MAX_FRAME;
 /// The most bytes of one request's head (request line and headers) a connection buffers.
 pub const MAX_HEAD: usize = 64 << 10;
 
+/// The response header with the proof of work a new mailbox costs now (bits).
+pub const ADMISSION_BITS: &str = "tigress-admission-bits";
+
 /// The public port's limits: budgets per source, and the bytes of bodies held at once.
 #[derive(Clone)]
 pub struct PublicLimits {
@@ -172,14 +175,17 @@ pub struct PublicLimits {
     pub budgets: Arc<Budgets>,
     /// Bytes of bodies held, one permit a byte.
     pub body_bytes: Arc<Semaphore>,
+    /// The proof of work asked for new mailboxes.
+    pub admission: Arc<crate::budget::AdmissionLevel>,
 }
 
 impl PublicLimits {
-    /// Limits under `budgets`.
-    pub fn new(budgets: Arc<Budgets>) -> Self {
+    /// Limits under `budgets`, publishing `admission`.
+    pub fn new(budgets: Arc<Budgets>, admission: Arc<crate::budget::AdmissionLevel>) -> Self {
         Self {
             budgets,
             body_bytes: Arc::new(Semaphore::new(BODY_BYTES)),
+            admission,
         }
     }
 }
@@ -222,14 +228,6 @@ async fn admit(limits: PublicLimits, from: SocketAddr, request: Request, next: N
     let source = budgets.classify.of_ip(from.ip());
     if let Err(e) = budgets.http_rates.check(&source) {
         return exhausted(e, "requests");
-    }
-    // A draft client's create carries no proof of work: its source pays from a budget
-    // of creates per minute.
-    if request.method() == axum::http::Method::POST
-        && request.uri().path() == "/v1/m"
-        && let Err(e) = budgets.http_creates.check(&source)
-    {
-        return exhausted(e, "mailboxes created");
     }
     let slot = match budgets.http_slots.take(&source) {
         Ok(s) => s,
@@ -291,9 +289,16 @@ async fn admit(limits: PublicLimits, from: SocketAddr, request: Request, next: N
     if let Some(p) = bytes_permit {
         held.push(Box::new(p));
     }
-    Admission::new(source, budgets.http_polls.clone(), held)
+    let mut response = Admission::new(source, budgets.http_polls.clone(), held)
+        .with_creates(budgets.http_creates.clone())
         .scope(next.run(request))
-        .await
+        .await;
+    // What a native create would cost here now (a draft client may pay it too, in
+    // place of its source's budget of creates).
+    if let Ok(v) = HeaderValue::from_str(&limits.admission.bits().to_string()) {
+        response.headers_mut().insert(ADMISSION_BITS, v);
+    }
+    response
 }
 
 /// A connection of the public port, holding its place in the connection budget.

@@ -391,6 +391,12 @@ impl Node {
             )
         });
         let (nudge_tx, nudge_rx) = tokio::sync::mpsc::channel(256);
+        let inflight = Arc::new(Semaphore::new(config.max_inflight_requests));
+        let admission = Arc::new(budget::AdmissionLevel::new(
+            inflight.clone(),
+            config.max_inflight_requests,
+            config.budgets.admission_bits_min,
+        ));
         let entry = Arc::new(
             Entry::new(
                 identity.public_key(),
@@ -408,7 +414,8 @@ impl Node {
                 metrics.clone(),
                 stop_rx,
             )
-            .with_filter(client_filter),
+            .with_filter(client_filter)
+            .with_admission(admission.clone()),
         );
         // The draft's gateway, served on the public port and inside oblivious requests,
         // and the oblivious gateway and relay around it.
@@ -444,7 +451,6 @@ impl Node {
             budget::Budgets::new(&config.budgets)
                 .map_err(|e| NodeError::Config(ConfigError::Invalid(e)))?,
         );
-        let inflight = Arc::new(Semaphore::new(config.max_inflight_requests));
         let serving = dispatch::Serving::default();
         let accepting = Arc::new(AtomicBool::new(true));
         let (inbound_tx, inbound_rx) = tokio::sync::mpsc::channel(dispatch::INBOUND_QUEUE);
@@ -484,7 +490,10 @@ impl Node {
         };
         if let Some((listener, _)) = http_listener {
             let app = http::public_router(Some(oblivious.routes().merge(gateway_router)), tap);
-            let app = http::with_budgets(app, http::PublicLimits::new(budgets.clone()));
+            let app = http::with_budgets(
+                app,
+                http::PublicLimits::new(budgets.clone(), admission.clone()),
+            );
             let app = if public_url.starts_with("https://") {
                 http::with_hsts(app)
             } else {

@@ -17,6 +17,8 @@ pub struct Metrics {
     pub refused: AtomicU64,
     /// Searches for a mailbox answered from the memory of addresses found absent.
     pub absent_hits: AtomicU64,
+    /// Creates refused for want of proof of work.
+    pub admission_refused: AtomicU64,
     /// Connected peers.
     pub peers: AtomicU64,
     /// Long-polls waiting for a message right now.
@@ -142,6 +144,13 @@ impl Metrics {
             "Searches for a mailbox answered from the memory of addresses found absent.",
             "counter",
             self.absent_hits.load(Ordering::Relaxed),
+        );
+        gauge(
+            &mut out,
+            "tigress_admission_refused_total",
+            "Creates refused for want of proof of work.",
+            "counter",
+            self.admission_refused.load(Ordering::Relaxed),
         );
         gauge(
             &mut out,

@@ -104,6 +104,7 @@ pub fn create(
     )?;
     let request = ClientRequest::Create {
         genesis: session.genesis().clone(),
+        admission: 0,
     };
     Ok((session, url, request))
 }

@@ -55,6 +55,7 @@
 
 #![warn(missing_docs)]
 
+pub mod admission;
 pub mod crypto;
 pub mod error;
 pub mod flow;

@@ -88,6 +88,9 @@ pub struct NodeInfo {
     pub replication: u8,
     /// The network's maximum mailbox lifetime.
     pub max_ttl_secs: u64,
+    /// The proof of work this node asks for a new mailbox now, in leading zero bits
+    /// ([`crate::admission`]; 0 while it is not under pressure).
+    pub admission_bits: u8,
 }
 
 /// What a party reads about its mailbox.
@@ -190,6 +193,9 @@ pub enum ClientRequest {
     Create {
         /// The genesis.
         genesis: Genesis,
+        /// The proof of work for the genesis digest (see [`crate::admission`]); 0 when
+        /// the node asks none.
+        admission: u64,
     },
     /// The genesis, to a party or to an invitee signing with the claim key.
     Open {
@@ -279,6 +285,11 @@ pub enum ClientRequest {
 pub enum ClientResponse {
     /// Node information.
     Info(NodeInfo),
+    /// A create without enough proof of work: the node asks `bits` now.
+    AdmissionRequired {
+        /// The leading zero bits asked.
+        bits: u8,
+    },
     /// The replica set for a new mailbox.
     Located {
         /// Node keys, closest first.

@@ -7,6 +7,7 @@
 
 use std::io;
 use std::marker::PhantomData;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -38,6 +39,49 @@ pub const FRAME_DEADLINE: Duration = Duration::from_secs(15);
 /// The most bytes read at once into a frame's body.
 const CHUNK: usize = 16 * 1024;
 
+/// The most bytes of unfinished frames held at once in this process (a node), all
+/// streams and connections together: a frame that would go past it is refused.
+pub const MAX_BUFFERED: usize = 64 << 20;
+
+static BUFFERED: AtomicUsize = AtomicUsize::new(0);
+
+/// Bytes of a frame being read, counted in [`BUFFERED`] until dropped.
+struct Held(usize);
+
+impl Held {
+    /// Counts `n` more bytes, unless that would pass [`MAX_BUFFERED`].
+    fn grow(&mut self, n: usize) -> io::Result<()> {
+        let mut now = BUFFERED.load(Ordering::Relaxed);
+        loop {
+            if now.saturating_add(n) > MAX_BUFFERED {
+                return Err(io::Error::new(
+                    io::ErrorKind::OutOfMemory,
+                    "the node holds as many unfinished frames as it can",
+                ));
+            }
+            match BUFFERED.compare_exchange_weak(now, now + n, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) => {
+                    self.0 += n;
+                    return Ok(());
+                }
+                Err(seen) => now = seen,
+            }
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        BUFFERED.fetch_sub(self.0, Ordering::AcqRel);
+    }
+}
+
+/// Bytes of unfinished frames held now, in this process.
+pub fn buffered() -> usize {
+    BUFFERED.load(Ordering::Relaxed)
+}
+
 fn timed_out() -> io::Error {
     io::Error::new(io::ErrorKind::TimedOut, "the frame did not arrive in time")
 }
@@ -48,14 +92,17 @@ where
     V: DeserializeOwned,
 {
     let len = rpc::frame_len(prefix).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    let mut held = Held(0);
     let mut body = Vec::with_capacity(len.min(CHUNK));
     let mut chunk = vec![0u8; len.min(CHUNK)];
+    held.grow(chunk.len())?;
     while body.len() < len {
         let want = (len - body.len()).min(chunk.len());
         let n = io.read(chunk.get_mut(..want).unwrap_or_default()).await?;
         if n == 0 {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
+        held.grow(n)?;
         body.extend_from_slice(chunk.get(..n).unwrap_or_default());
     }
     rpc::decode_body(&body).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
@@ -225,6 +272,24 @@ mod tests {
         let (mut io, _) = stalling(announced, 10);
         let r: io::Result<rpc::ClientResponse> = read_response_frame(&mut io).await;
         assert_eq!(r.unwrap_err().kind(), io::ErrorKind::TimedOut);
+    }
+
+    #[tokio::test]
+    #[allow(clippy::unwrap_used)]
+    async fn unfinished_frames_hold_no_more_than_the_node_budget() {
+        // Most of the budget held by frames already being read...
+        let mut others = Held(0);
+        others.grow(MAX_BUFFERED - 200_000).unwrap();
+        // ...a frame that would pass it is refused as its bytes arrive.
+        let (mut io, _) = stalling(500_000, 500_000);
+        let r: io::Result<rpc::ClientRequest> = read_request_frame(&mut io).await;
+        assert_eq!(r.unwrap_err().kind(), io::ErrorKind::OutOfMemory);
+        // What the refused frame held is given back, and so is the rest once done.
+        let mut more = Held(0);
+        assert!(more.grow(150_000).is_ok());
+        drop((others, more));
+        let mut again = Held(0);
+        assert!(again.grow(MAX_BUFFERED / 2).is_ok());
     }
 
     #[tokio::test]

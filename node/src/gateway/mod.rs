@@ -52,6 +52,9 @@ use crate::entry::Entry;
 pub const MAX_BODY: usize = 128 * 1024;
 /// The header naming a request.
 pub const REQUEST_ID: &str = "mailbox-request-id";
+/// The request header with a proof of work for a create's body (a decimal nonce; see
+/// `tigress_protocol::admission`): the create is not charged to its source's budget.
+pub const ADMISSION_PROOF: &str = "tigress-admission-proof";
 /// The header naming a device.
 pub const DEVICE_CLAIM: &str = "mailbox-device-claim";
 /// The optional attestation header.
@@ -130,8 +133,29 @@ impl Gateway {
         })
     }
 
+    /// Admits a draft create: with a proof of work for its body in
+    /// `Tigress-Admission-Proof` (at least the first level, or what the node asks now if
+    /// more), else from its source's budget of creates.
+    fn admit_create(&self, headers: &HeaderMap, body: &[u8]) -> Result<(), Fail> {
+        use tigress_protocol::admission::{FIRST_LEVEL, verify};
+        let proof = headers
+            .get(ADMISSION_PROOF)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if let Some(nonce) = proof {
+            let bits = self.entry.admission_bits().max(FIRST_LEVEL);
+            if verify(&tigress_protocol::crypto::sha256(&[body]), bits, nonce) {
+                return Ok(());
+            }
+        }
+        crate::budget::charge_create().map_err(|e| {
+            let r = crate::budget::refusal(e, "mailboxes created");
+            Fail::new(r.code, r.message.as_str())
+        })
+    }
+
     async fn client(&self, request: ClientRequest) -> Result<ClientResponse, Fail> {
-        match self.entry.handle(request).await {
+        match self.entry.handle_paid(request).await {
             ClientResponse::Error(e) => Err(e.into()),
             other => Ok(other),
         }
@@ -639,7 +663,10 @@ impl Gateway {
 async fn create_handler(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
     let headers = request.headers().clone();
     let result = match read_body(request).await {
-        Ok(body) => gw.create(&headers, &body).await,
+        Ok(body) => match gw.admit_create(&headers, &body) {
+            Ok(()) => gw.create(&headers, &body).await,
+            Err(f) => Err(f),
+        },
         Err(f) => Err(f),
     };
     finish(result, &headers)

@@ -470,3 +470,132 @@ async fn addresses_that_do_not_exist_cost_one_lookup() {
     );
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_mailboxes_cost_the_work_the_node_asks() {
+    use tigress_protocol::record::Record as _;
+    use tigress_protocol::rpc::{ClientRequest, ClientResponse};
+    use tigress_protocol::session::{SenderSession, ShareIdentity, ShareOptions};
+    const BITS: u8 = 10;
+    let cluster = tigress_bootstrap::Cluster::start(3, |_, c| {
+        c.http = "127.0.0.1:0".parse().ok();
+        c.replication = 3;
+        c.standbys = 0;
+        c.budgets.admission_bits_min = BITS;
+        c.budgets.http_creates_per_prefix_per_min = 2;
+    })
+    .await
+    .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let addr = cluster.addr(0).unwrap();
+
+    // The node publishes what it asks.
+    let direct = crate::support::client(&addr, tmp.path().join("direct")).await;
+    assert_eq!(direct.info().await.unwrap().admission_bits, BITS);
+
+    // A create without the work is refused with what is asked; with it, stored.
+    let conn = direct.connection().unwrap().clone();
+    let mut rng = <rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::from_seed([5; 32]);
+    let keys: Vec<_> = (0..3)
+        .map(|i| cluster.node(i).unwrap().identity().public_key())
+        .collect();
+    let (session, _) = SenderSession::create(
+        ShareIdentity::random(&mut rng),
+        "https://relay.example",
+        keys,
+        b"k",
+        &ShareOptions::default(),
+        tigress_client::unix_now(),
+        &mut rng,
+    )
+    .unwrap();
+    let genesis = session.genesis().clone();
+    let unpaid = conn
+        .request(ClientRequest::Create {
+            genesis: genesis.clone(),
+            admission: 0,
+        })
+        .await
+        .unwrap();
+    assert_eq!(unpaid, ClientResponse::AdmissionRequired { bits: BITS });
+    let nonce = tigress_protocol::admission::solve(&genesis.digest(), BITS).unwrap();
+    let paid = conn
+        .request(ClientRequest::Create {
+            genesis: genesis.clone(),
+            admission: nonce,
+        })
+        .await
+        .unwrap();
+    tigress_protocol::flow::stored(paid, &genesis, &genesis.digest()).unwrap();
+    // The proof is bound to its genesis: another mailbox cannot reuse it (one for which
+    // the nonce happens to be a proof too, one in 2^BITS, is skipped).
+    let other = loop {
+        let (other, _) = SenderSession::create(
+            ShareIdentity::random(&mut rng),
+            "https://relay.example",
+            vec![cluster.node(0).unwrap().identity().public_key()],
+            b"k",
+            &ShareOptions::default(),
+            tigress_client::unix_now(),
+            &mut rng,
+        )
+        .unwrap();
+        if !tigress_protocol::admission::verify(&other.genesis().digest(), BITS, nonce) {
+            break other;
+        }
+    };
+    let reused = conn
+        .request(ClientRequest::Create {
+            genesis: other.genesis().clone(),
+            admission: nonce,
+        })
+        .await
+        .unwrap();
+    assert_eq!(reused, ClientResponse::AdmissionRequired { bits: BITS });
+
+    // Users pay it without noticing: an oblivious share and its acceptance.
+    let alice = crate::support::oblivious_client(&addr, tmp.path().join("alice")).await;
+    let shared = alice
+        .share(b"car key", &ShareOptions::default(), None)
+        .await
+        .unwrap();
+    let bob =
+        crate::support::oblivious_client(&cluster.addr(1).unwrap(), tmp.path().join("bob")).await;
+    let url = tigress_protocol::ShareUrl::parse(&shared.url.expose_url()).unwrap();
+    assert_eq!(bob.accept(&url).await.unwrap(), b"car key");
+
+    // Draft clients pay from their source's budget of creates (two a minute here) and
+    // see the price in a header; a proof for the body skips the budget.
+    let gw = cluster.node(0).unwrap().http_addr().unwrap();
+    let create = |rid: &'static str, body: Vec<u8>, proof: Option<u64>| async move {
+        let proof = proof.map(|p| p.to_string());
+        let mut headers = vec![
+            ("Mailbox-Device-Claim", INITIATOR),
+            ("Mailbox-Request-ID", rid),
+        ];
+        if let Some(p) = &proof {
+            headers.push(("Tigress-Admission-Proof", p.as_str()));
+        }
+        request(OUTSIDER, gw, "POST", "/v1/m", &headers, &body).await
+    };
+    for rid in ["c-1", "c-2"] {
+        let r = create(rid, create_body(), None).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.header("tigress-admission-bits"), Some("10"));
+    }
+    let body = create_body();
+    let over = create("c-3", body.clone(), None).await;
+    assert_eq!(over.status, 429, "{}", over.body);
+    // The proof for a draft create is at least the first level.
+    let bits = tigress_protocol::admission::FIRST_LEVEL.max(BITS);
+    let digest = tigress_protocol::crypto::sha256(&[&body]);
+    let not_a_proof = (0..)
+        .find(|n| !tigress_protocol::admission::verify(&digest, bits, *n))
+        .unwrap();
+    let wrong = create("c-3", body.clone(), Some(not_a_proof)).await;
+    assert_eq!(wrong.status, 429, "{}", wrong.body);
+    let proof = tigress_protocol::admission::solve(&digest, bits).unwrap();
+    let r = create("c-3", body, Some(proof)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    cluster.shutdown().await;
+}

@@ -449,6 +449,7 @@ async fn delete_reaches_every_replica_and_a_replayed_genesis_is_refused() {
             .unwrap()
             .request(ClientRequest::Create {
                 genesis: genesis.clone(),
+                admission: 0,
             })
             .await;
         assert!(
