@@ -20,11 +20,13 @@
 
 #![warn(missing_docs)]
 
+pub mod abuse;
 pub mod bench;
 pub mod cluster;
 pub mod liar;
 pub mod process;
 pub mod ready;
+pub mod soak;
 
 pub use cluster::Cluster;
 pub use tigress_node::config::parse_seeds;

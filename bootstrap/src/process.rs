@@ -317,6 +317,61 @@ impl ProcessCluster {
         Ok(cluster)
     }
 
+    /// Kills node `i` with SIGKILL (a crash: nothing flushed, nothing answered) and reaps
+    /// it.
+    pub async fn kill(&mut self, i: usize) -> anyhow::Result<()> {
+        let slot = self
+            .children
+            .get_mut(i)
+            .ok_or_else(|| anyhow::anyhow!("no node {i}"))?;
+        if let Some(mut child) = slot.take() {
+            child.start_kill()?;
+            child.wait().await?;
+        }
+        Ok(())
+    }
+
+    /// Starts node `i` again from its configuration file: the same addresses, identity
+    /// and data. Returns once it printed its startup line.
+    pub async fn restart(&mut self, i: usize, node_bin: &Path) -> anyhow::Result<()> {
+        let entry = self
+            .file
+            .nodes
+            .get(i)
+            .ok_or_else(|| anyhow::anyhow!("no node {i}"))?;
+        let node_dir = entry.data_dir.clone();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(node_dir.join("node.log"))?;
+        let mut child = Command::new(node_bin)
+            .arg("run")
+            .arg("--config")
+            .arg(node_dir.join("config.toml"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| anyhow::anyhow!("starting {}: {e}", node_bin.display()))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+        let mut lines = BufReader::new(stdout).lines();
+        tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .map_err(|_| anyhow::anyhow!("node {i} did not restart within 30 s"))??
+            .ok_or_else(|| anyhow::anyhow!("node {i} exited at restart"))?;
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        if let Some(e) = self.file.nodes.get_mut(i) {
+            e.pid = child.id().unwrap_or(0);
+        }
+        if let Some(slot) = self.children.get_mut(i) {
+            *slot = Some(child);
+        }
+        Ok(())
+    }
+
     /// The cluster file's content.
     pub fn file(&self) -> &ClusterFile {
         &self.file

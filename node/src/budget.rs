@@ -83,7 +83,7 @@ pub struct BudgetConfig {
     /// The same for a prefix of nodes.
     pub replica_bytes_per_sec_per_prefix: u32,
     /// Mailboxes a prefix may create per minute through the HTTP gateway (draft clients,
-    /// which carry no proof of work).
+    /// which carry no proof of work); one host may make a third of them.
     pub http_creates_per_prefix_per_min: u32,
 }
 
@@ -509,11 +509,17 @@ impl<C: Clock + Clone> Rates<C> {
 
     /// [`Rates::per_period`] on `clock`.
     pub fn per_period_with_clock(count: u32, period: Duration, clock: C) -> Self {
-        let quota = NonZeroU32::new(count)
-            .and_then(|n| Quota::with_period(period / n.get()).map(|q| q.allow_burst(n)));
+        let quota = |count: u32| {
+            NonZeroU32::new(count)
+                .and_then(|n| Quota::with_period(period / n.get()).map(|q| q.allow_burst(n)))
+        };
         Self {
-            prefixes: quota.map(|q| RateLimiter::hashmap_with_clock(q, clock)),
-            members: None,
+            prefixes: quota(count).map(|q| RateLimiter::hashmap_with_clock(q, clock.clone())),
+            // A host gets a third of its prefix's share.
+            members: (count > 0)
+                .then(|| quota((count / 3).max(1)))
+                .flatten()
+                .map(|q| RateLimiter::hashmap_with_clock(q, clock)),
             overall: None,
             retained: Mutex::new(Instant::now()),
         }
@@ -1006,14 +1012,22 @@ mod tests {
     fn creates_per_period() {
         let c = classifier(&[]);
         let clock = governor::clock::FakeRelativeClock::default();
-        let rates = Rates::per_period_with_clock(3, Duration::from_secs(60), clock.clone());
+        let rates = Rates::per_period_with_clock(6, Duration::from_secs(60), clock.clone());
         let a = c.of_ip("203.0.113.5".parse().unwrap());
         let b = c.of_ip("203.0.113.6".parse().unwrap());
-        assert_eq!((0..10).filter(|_| rates.check(&a).is_ok()).count(), 3);
-        assert!(rates.check(&b).is_err(), "one budget for the prefix");
+        let d = c.of_ip("203.0.113.7".parse().unwrap());
+        let e = c.of_ip("203.0.113.8".parse().unwrap());
+        // A host gets a third of its prefix's six.
+        assert_eq!((0..10).filter(|_| rates.check(&a).is_ok()).count(), 2);
+        assert_eq!((0..10).filter(|_| rates.check(&b).is_ok()).count(), 2);
+        assert_eq!((0..10).filter(|_| rates.check(&d).is_ok()).count(), 2);
+        assert!(rates.check(&e).is_err(), "the prefix's six are spent");
+        // Ten seconds give the prefix one back; a host waits thirty for its own.
+        clock.advance(Duration::from_secs(10));
+        assert!(rates.check(&a).is_err());
+        assert!(rates.check(&e).is_ok());
         clock.advance(Duration::from_secs(20));
-        assert!(rates.check(&b).is_ok());
-        assert!(rates.check(&b).is_err());
+        assert!(rates.check(&a).is_ok());
         let elsewhere = c.of_ip("192.0.2.1".parse().unwrap());
         assert!(rates.check(&elsewhere).is_ok());
     }

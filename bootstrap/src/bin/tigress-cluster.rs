@@ -89,6 +89,45 @@ enum Command {
         #[arg(long)]
         node_bin: Option<PathBuf>,
     },
+    /// Flood a throwaway process cluster from other loopback hosts while honest users
+    /// transfer through the flooded node; one line per scenario.
+    Abuse {
+        /// The scenario (`all`: every one).
+        #[arg(long)]
+        scenario: String,
+        /// Seconds of flood (after a quiet phase of half as long).
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+        /// Nodes in the cluster.
+        #[arg(long, default_value_t = 5)]
+        nodes: usize,
+        /// The tigress-node binary (default: beside this one, else on PATH).
+        #[arg(long)]
+        node_bin: Option<PathBuf>,
+    },
+    /// Kill random nodes of a throwaway process cluster with SIGKILL (sometimes two at
+    /// once) and restart them while writers create shares and send messages; then read
+    /// back every acknowledged write. Exits 1 when one was lost.
+    Soak {
+        /// Kill-and-restart cycles.
+        #[arg(long, default_value_t = 20)]
+        cycles: usize,
+        /// Writers at a time.
+        #[arg(long, default_value_t = 20)]
+        writers: usize,
+        /// Nodes in the cluster.
+        #[arg(long, default_value_t = 5)]
+        nodes: usize,
+        /// The replication factor.
+        #[arg(long, default_value_t = 5)]
+        replication: u8,
+        /// Seed for the victims and pauses.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// The tigress-node binary (default: beside this one, else on PATH).
+        #[arg(long)]
+        node_bin: Option<PathBuf>,
+    },
     /// Run the deterministic simulator: claim races and message exchanges on the
     /// protocol's state machines under injected faults, checking the invariants at every
     /// step. Exits 1 when an invariant broke, with the first on stderr.
@@ -242,6 +281,61 @@ async fn main() -> anyhow::Result<()> {
                 }
             }
             cluster.stop().await;
+        }
+        Command::Abuse {
+            scenario,
+            seconds,
+            nodes,
+            node_bin,
+        } => {
+            let node_bin = node_bin.unwrap_or_else(default_node_bin);
+            let scenarios: Vec<String> = if scenario == "all" {
+                tigress_bootstrap::abuse::SCENARIOS
+                    .iter()
+                    .map(|s| (*s).to_owned())
+                    .collect()
+            } else {
+                vec![scenario]
+            };
+            for s in scenarios {
+                let dir = tempfile::tempdir()?;
+                let report = tigress_bootstrap::abuse::run(
+                    &s,
+                    seconds,
+                    std::time::Duration::from_secs(30),
+                    nodes,
+                    &node_bin,
+                    dir.path(),
+                )
+                .await?;
+                writeln!(std::io::stdout().lock(), "{}", report.line())?;
+            }
+        }
+        Command::Soak {
+            cycles,
+            writers,
+            nodes,
+            replication,
+            seed,
+            node_bin,
+        } => {
+            let dir = tempfile::tempdir()?;
+            let report = tigress_bootstrap::soak::run(
+                &tigress_bootstrap::soak::SoakOptions {
+                    cycles,
+                    writers,
+                    nodes,
+                    replication,
+                    node_bin: node_bin.unwrap_or_else(default_node_bin),
+                    seed,
+                },
+                dir.path(),
+            )
+            .await?;
+            writeln!(std::io::stdout().lock(), "{}", report.line())?;
+            if report.writes_lost > 0 {
+                std::process::exit(1);
+            }
         }
         Command::Bench {
             cluster,

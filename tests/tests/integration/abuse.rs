@@ -482,7 +482,8 @@ async fn new_mailboxes_cost_the_work_the_node_asks() {
         c.replication = 3;
         c.standbys = 0;
         c.budgets.admission_bits_min = BITS;
-        c.budgets.http_creates_per_prefix_per_min = 2;
+        // A host gets a third: two a minute.
+        c.budgets.http_creates_per_prefix_per_min = 6;
     })
     .await
     .unwrap();
@@ -564,7 +565,7 @@ async fn new_mailboxes_cost_the_work_the_node_asks() {
     let url = tigress_protocol::ShareUrl::parse(&shared.url.expose_url()).unwrap();
     assert_eq!(bob.accept(&url).await.unwrap(), b"car key");
 
-    // Draft clients pay from their source's budget of creates (two a minute here) and
+    // Draft clients pay from their source's budget of creates (two a minute a host here) and
     // see the price in a header; a proof for the body skips the budget.
     let gw = cluster.node(0).unwrap().http_addr().unwrap();
     let create = |rid: &'static str, body: Vec<u8>, proof: Option<u64>| async move {
@@ -598,4 +599,27 @@ async fn new_mailboxes_cost_the_work_the_node_asks() {
     let r = create("c-3", body, Some(proof)).await;
     assert_eq!(r.status, 200, "{}", r.body);
     cluster.shutdown().await;
+}
+
+/// Every scenario of `tigress-cluster abuse`, briefly: the honest users of the flooded
+/// node keep completing their transfers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_abuse_scenario_leaves_honest_transfers_working() {
+    let (node_bin, _) = crate::support::bins();
+    for scenario in tigress_bootstrap::abuse::SCENARIOS {
+        let tmp = tempfile::tempdir().unwrap();
+        let report = tigress_bootstrap::abuse::run(
+            scenario,
+            6,
+            Duration::from_secs(3),
+            3,
+            node_bin,
+            tmp.path(),
+        )
+        .await
+        .unwrap();
+        eprintln!("{}", report.line());
+        assert!(report.honest_ok > 0, "{}", report.line());
+        assert_eq!(report.honest_failed, 0, "{}", report.line());
+    }
 }

@@ -169,3 +169,27 @@ async fn replicas_killed_restarted_and_a_lost_majority() {
     drop((n3, n4));
     cluster.stop().await;
 }
+
+/// A short crash soak: nodes killed with SIGKILL (sometimes two at once) and restarted
+/// while writers share and send; every acknowledged write is read back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_soak_loses_no_acknowledged_write() {
+    let (node_bin, _) = bins();
+    let tmp = tempfile::tempdir().unwrap();
+    let report = tigress_bootstrap::soak::run(
+        &tigress_bootstrap::soak::SoakOptions {
+            cycles: 4,
+            writers: 4,
+            nodes: 5,
+            replication: 5,
+            node_bin: node_bin.clone(),
+            seed: 7,
+        },
+        tmp.path(),
+    )
+    .await
+    .unwrap();
+    eprintln!("{}", report.line());
+    assert!(report.writes_acked > 0, "{}", report.line());
+    assert_eq!(report.writes_lost, 0, "{}", report.line());
+}
