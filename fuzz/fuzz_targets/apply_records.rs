@@ -30,7 +30,8 @@ fn mailbox() -> Option<(MailboxState, SigningKey, Limits)> {
     )
     .ok()?;
     let mut state = MailboxState::create(sender.genesis().clone(), &limits, NOW).ok()?;
-    let (r, _) = RecipientSession::open(&url, sender.genesis().clone(), &limits, NOW, &mut rng).ok()?;
+    let (r, _) =
+        RecipientSession::open(&url, sender.genesis().clone(), &limits, NOW, &mut rng).ok()?;
     let (receipt, _) = state.grant(r.claim(), &replica, &limits, NOW).ok()?;
     if let ClaimTally::Certified(cert) = tally_claim(state.genesis(), r.claim(), &[receipt]) {
         state.accept_certificate(&cert, &limits, NOW).ok()?;
@@ -39,8 +40,12 @@ fn mailbox() -> Option<(MailboxState, SigningKey, Limits)> {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((mut state, replica, limits)) = mailbox() else { return };
-    let Some((&selector, rest)) = data.split_first() else { return };
+    let Some((mut state, replica, limits)) = mailbox() else {
+        return;
+    };
+    let Some((&selector, rest)) = data.split_first() else {
+        return;
+    };
     let now = NOW + u64::from(selector);
     match selector % 8 {
         0 => {

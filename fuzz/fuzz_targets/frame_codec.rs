@@ -1,0 +1,86 @@
+//! The frame codec reading a request and a response from a stream that delivers
+//! arbitrary bytes in arbitrary pieces, as a peer's substream does. Must return, never
+//! panic.
+#![no_main]
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures::AsyncRead;
+use libfuzzer_sys::fuzz_target;
+use libp2p::request_response::Codec as _;
+use tigress_transport::{CLIENT_STREAM, ClientCodec, REPLICA_STREAM, ReplicaCodec};
+
+/// Bytes handed out in pieces whose sizes come from the input itself.
+struct Pieces<'a> {
+    data: &'a [u8],
+    sizes: &'a [u8],
+    turn: usize,
+}
+
+impl AsyncRead for Pieces<'_> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let size = usize::from(
+            *self
+                .sizes
+                .get(self.turn % self.sizes.len().max(1))
+                .unwrap_or(&255),
+        )
+        .max(1);
+        self.turn += 1;
+        let n = size.min(buf.len()).min(self.data.len());
+        buf[..n].copy_from_slice(&self.data[..n]);
+        self.data = &self.data[n..];
+        Poll::Ready(Ok(n))
+    }
+}
+
+fuzz_target!(|input: &[u8]| {
+    let Some((&split, rest)) = input.split_first() else {
+        return;
+    };
+    let split = usize::from(split).min(rest.len());
+    let (sizes, data) = rest.split_at(split);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut io = Pieces {
+            data,
+            sizes,
+            turn: 0,
+        };
+        let _ = ClientCodec::default()
+            .read_request(&CLIENT_STREAM, &mut io)
+            .await;
+        let mut io = Pieces {
+            data,
+            sizes,
+            turn: 0,
+        };
+        let _ = ClientCodec::default()
+            .read_response(&CLIENT_STREAM, &mut io)
+            .await;
+        let mut io = Pieces {
+            data,
+            sizes,
+            turn: 0,
+        };
+        let _ = ReplicaCodec::default()
+            .read_request(&REPLICA_STREAM, &mut io)
+            .await;
+        let mut io = Pieces {
+            data,
+            sizes,
+            turn: 0,
+        };
+        let _ = ReplicaCodec::default()
+            .read_response(&REPLICA_STREAM, &mut io)
+            .await;
+    });
+});
