@@ -258,7 +258,11 @@ pub async fn run(opts: &SoakOptions, dir: &std::path::Path) -> anyhow::Result<So
     let mut dice = Dice(opts.seed | 1);
     // At most a minority of the replicas down at once.
     let most = (usize::from(opts.replication).saturating_sub(1) / 2).clamp(1, 2);
-    for _ in 0..opts.cycles {
+    for cycle in 0..opts.cycles {
+        if cycle > 0 && cycle % 50 == 0 {
+            use std::io::Write as _;
+            let _ = writeln!(std::io::stderr().lock(), "soak: {cycle}/{} cycles", opts.cycles);
+        }
         let two = most >= 2 && dice.below(4) == 0;
         let first = dice.below(addrs.len());
         let mut victims = vec![first];
