@@ -261,7 +261,11 @@ pub async fn run(opts: &SoakOptions, dir: &std::path::Path) -> anyhow::Result<So
     for cycle in 0..opts.cycles {
         if cycle > 0 && cycle % 50 == 0 {
             use std::io::Write as _;
-            let _ = writeln!(std::io::stderr().lock(), "soak: {cycle}/{} cycles", opts.cycles);
+            let _ = writeln!(
+                std::io::stderr().lock(),
+                "soak: {cycle}/{} cycles",
+                opts.cycles
+            );
         }
         let two = most >= 2 && dice.below(4) == 0;
         let first = dice.below(addrs.len());

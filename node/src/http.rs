@@ -246,8 +246,12 @@ async fn admit(limits: PublicLimits, from: SocketAddr, request: Request, next: N
             &format!("body over {MAX_REQUEST_BODY} bytes"),
         );
     }
-    // A body with no length announced is held as if it were the largest.
-    let hold = announced.unwrap_or(MAX_REQUEST_BODY);
+    // A request without a body holds nothing; one whose length is not announced
+    // (chunked) is held as if it were the largest.
+    let exact = axum::body::HttpBody::size_hint(&body).exact();
+    let hold = announced
+        .or_else(|| exact.and_then(|n| usize::try_from(n).ok()))
+        .unwrap_or(MAX_REQUEST_BODY);
     let bytes_permit = if hold == 0 {
         None
     } else {
