@@ -299,19 +299,28 @@ pub async fn run(opts: &SoakOptions, dir: &std::path::Path) -> anyhow::Result<So
             written.push((w, one));
         }
     }
-    // Every acknowledged write, read back.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut acked = 0;
-    let mut missing = 0;
-    for (i, (w, one)) in written.iter().enumerate() {
-        acked += 1 + one.messages.len();
-        let Some(addr) = addrs.get(i % addrs.len().max(1)) else {
-            missing += 1 + one.messages.len();
-            continue;
-        };
-        let bob_dir = dir.join("clients").join(format!("bob-{w}"));
-        missing += lost(one, &bob_dir, addr, deadline).await;
-    }
+    // Every acknowledged write, read back: sixteen shares at a time, each retried for up
+    // to 30 s while something is missing (restarted nodes may still be catching up).
+    use futures::StreamExt as _;
+    let acked: usize = written.iter().map(|(_, one)| 1 + one.messages.len()).sum();
+    let clients = dir.join("clients");
+    let missing: usize = futures::stream::iter(written.iter().enumerate())
+        .map(|(i, (w, one))| {
+            let addr = addrs.get(i % addrs.len().max(1)).cloned();
+            let bob_dir = clients.join(format!("bob-{w}"));
+            async move {
+                match addr {
+                    Some(addr) => {
+                        let deadline = Instant::now() + Duration::from_secs(30);
+                        lost(one, &bob_dir, &addr, deadline).await
+                    }
+                    None => 1 + one.messages.len(),
+                }
+            }
+        })
+        .buffer_unordered(16)
+        .fold(0, |sum, n| async move { sum + n })
+        .await;
     cluster.stop().await;
     Ok(SoakReport {
         cycles: opts.cycles,
