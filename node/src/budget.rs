@@ -707,6 +707,9 @@ pub struct Budgets {
     pub http_polls: LongPolls,
     /// HTTP connections open.
     pub http_connections: Slots,
+    /// New HTTP connections per second (a source over its request rate is refused at
+    /// accept, before its request is read).
+    pub http_accepts: Rates,
     /// Mailboxes created through the HTTP gateway.
     pub http_creates: Arc<Rates>,
 }
@@ -752,6 +755,7 @@ impl Budgets {
                 per_member: config.http_connections_per_member,
                 total: config.http_connections,
             }),
+            http_accepts: Rates::new(config.rate_per_prefix, config.rate_per_member, 0),
             http_creates: Arc::new(Rates::per_period(
                 config.http_creates_per_prefix_per_min,
                 Duration::from_secs(60),

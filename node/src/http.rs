@@ -351,8 +351,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Held<S> {
     }
 }
 
-/// Admits each connection against its source's connection budget before the inner
-/// acceptor (TLS, or none) sees it; a connection over budget is closed at once. The
+/// Admits each connection against its source's connection budget and rate before the
+/// inner acceptor (TLS, or none) sees it; a connection over either is closed at once,
+/// before anything is read from it. The
 /// inner accept (a TLS handshake) must finish within the header timeout.
 #[derive(Clone)]
 pub struct Budgeted<A> {
@@ -386,6 +387,10 @@ where
     fn accept(&self, stream: TcpStream, service: S) -> Self::Future {
         let slot = stream.peer_addr().map_err(|e| e.to_string()).and_then(|a| {
             let source = self.budgets.classify.of_ip(a.ip());
+            self.budgets
+                .http_accepts
+                .check(&source)
+                .map_err(|e| format!("{e:?}"))?;
             self.budgets
                 .http_connections
                 .take(&source)
