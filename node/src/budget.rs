@@ -387,7 +387,8 @@ impl Slots {
     }
 
     /// Slots held in all.
-    pub fn held(&self) -> usize {
+    #[cfg(test)]
+    fn held(&self) -> usize {
         self.counts.lock().unwrap_or_else(|e| e.into_inner()).total
     }
 }
@@ -628,7 +629,8 @@ impl LongPolls {
     }
 
     /// Long-polls waiting in all.
-    pub fn waiting(&self) -> usize {
+    #[cfg(test)]
+    fn waiting(&self) -> usize {
         self.by_source.held()
     }
 }

@@ -77,11 +77,6 @@ impl Drop for Held {
     }
 }
 
-/// Bytes of unfinished frames held now, in this process.
-pub fn buffered() -> usize {
-    BUFFERED.load(Ordering::Relaxed)
-}
-
 fn timed_out() -> io::Error {
     io::Error::new(io::ErrorKind::TimedOut, "the frame did not arrive in time")
 }
