@@ -8,12 +8,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::Notify;
 
-use crate::support::HttpReply;
+use crate::support::{HttpReply, parse_reply};
 
 const ATTACKER: &str = "127.66.0.2";
 const ATTACKER_2: &str = "127.66.0.4";
@@ -78,27 +77,7 @@ async fn try_request(
     if raw.is_empty() {
         return Err(std::io::ErrorKind::UnexpectedEof.into());
     }
-    Ok(parse(&raw))
-}
-
-fn parse(raw: &[u8]) -> HttpReply {
-    let text = String::from_utf8_lossy(raw).to_string();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no HTTP status in {head:?}"));
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-        .collect();
-    HttpReply {
-        status,
-        headers,
-        body: body.to_owned(),
-    }
+    Ok(parse_reply(&raw))
 }
 
 /// Waits for `what` until `deadline`, checking whenever `changed` fires (and at least
@@ -115,27 +94,12 @@ async fn until(deadline: Duration, what: &str, changed: &Notify, ok: impl Fn() -
 }
 
 fn create_body() -> Vec<u8> {
-    let expiration = humantime::format_rfc3339_seconds(
-        std::time::SystemTime::now() + Duration::from_secs(24 * 3600),
+    crate::gateway::create_body(
+        &humantime::format_rfc3339_seconds(
+            std::time::SystemTime::now() + Duration::from_secs(24 * 3600),
+        )
+        .to_string(),
     )
-    .to_string();
-    json!({
-        "displayInformation": {"title": "Pass", "description": "A pass", "imageURL": "https://example.com/i"},
-        "payload": {"type": "AEAD_AES_128_GCM", "data": "RkRFQy4uLjk4NzY1NDMyMQ=="},
-        "notificationToken": {"type": "com.apple.apns", "tokenData": "APNS...1234"},
-        "mailboxConfiguration": {"accessRights": "RWD", "expiration": expiration}
-    })
-    .to_string()
-    .into_bytes()
-}
-
-fn update_body(data: &str) -> Vec<u8> {
-    json!({
-        "payload": {"type": "AEAD_AES_128_GCM", "data": data},
-        "notificationToken": {"type": "com.apple.apns", "tokenData": "APNS...1234"}
-    })
-    .to_string()
-    .into_bytes()
 }
 
 /// Creates a mailbox from `from` and has the recipient read it; its path.
@@ -274,7 +238,12 @@ async fn half_sent_heads_and_bodies_time_out() {
         .await
         .expect("an answer to the stalled body")
         .unwrap();
-    assert_eq!(parse(&raw).status, 408, "{}", String::from_utf8_lossy(&raw));
+    assert_eq!(
+        parse_reply(&raw).status,
+        408,
+        "{}",
+        String::from_utf8_lossy(&raw)
+    );
     cluster.shutdown().await;
 }
 
@@ -363,7 +332,7 @@ async fn a_long_poll_flood_leaves_room_for_writes_and_neighbours() {
                 ("Mailbox-Device-Claim", RECIPIENT),
                 ("Mailbox-Request-ID", "u"),
             ],
-            &update_body("QkJC"),
+            &crate::gateway::update_body("QkJC"),
         )
         .await;
         assert_eq!(r.status, 200, "update: {}", r.body);
@@ -395,7 +364,7 @@ async fn a_long_poll_flood_leaves_room_for_writes_and_neighbours() {
             ("Mailbox-Device-Claim", RECIPIENT),
             ("Mailbox-Request-ID", "n-u"),
         ],
-        &update_body("TkVJR0g="),
+        &crate::gateway::update_body("TkVJR0g="),
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.body);

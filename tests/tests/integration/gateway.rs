@@ -14,7 +14,7 @@ const STRANGER: &str = "3b241101-e2bb-4255-8caf-4136c566a962";
 
 /// The draft's CreateMailbox example body, with a real base64 payload, a future expiry and
 /// a field the draft does not define (unknown fields are ignored).
-fn create_body(expiration: &str) -> Vec<u8> {
+pub(crate) fn create_body(expiration: &str) -> Vec<u8> {
     json!({
         "displayInformation": {
             "title": "Hotel Pass",
@@ -30,7 +30,7 @@ fn create_body(expiration: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-fn update_body(data: &str) -> Vec<u8> {
+pub(crate) fn update_body(data: &str) -> Vec<u8> {
     json!({
         "payload": {"type": "AEAD_AES_128_GCM", "data": data},
         "notificationToken": {"type": "com.apple.apns", "tokenData": "APNS...1234"}

@@ -334,7 +334,12 @@ pub(crate) fn http(
     let _ = s.write_all(body);
     let mut raw = Vec::new();
     let _ = s.read_to_end(&mut raw);
-    let text = String::from_utf8_lossy(&raw).to_string();
+    parse_reply(&raw)
+}
+
+/// An HTTP/1.1 answer read to the end: status, headers, body.
+pub(crate) fn parse_reply(raw: &[u8]) -> HttpReply {
+    let text = String::from_utf8_lossy(raw).to_string();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let mut lines = head.lines();
     let status = lines
