@@ -85,21 +85,6 @@ fn is_relay_layer(request: &ClientRequest) -> bool {
     )
 }
 
-/// The bytes a replica request asks this node to store (geneses and messages; the rest
-/// are small and bounded).
-fn stored_bytes(request: &tigress_protocol::rpc::ReplicaRequest) -> u32 {
-    use tigress_protocol::record::Record as _;
-    use tigress_protocol::rpc::ReplicaRequest;
-    let n = match request {
-        ReplicaRequest::StoreGenesis { genesis } | ReplicaRequest::Takeover { genesis, .. } => {
-            genesis.to_bytes().len()
-        }
-        ReplicaRequest::StoreMessage { message } => message.to_bytes().len(),
-        _ => 0,
-    };
-    u32::try_from(n).unwrap_or(u32::MAX)
-}
-
 fn refusal(code: ErrorCode, message: &str) -> RemoteError {
     RemoteError::new(code, message)
 }
@@ -174,7 +159,7 @@ impl Dispatcher {
                     channel,
                 } => {
                     let source = self.budgets.classify.of_node(peer, from.as_ref());
-                    let stored = stored_bytes(&request);
+                    let stored = u32::try_from(request.stored_len()).unwrap_or(u32::MAX);
                     let admitted = match &self.replica {
                         None => Err(refusal(
                             ErrorCode::NotFound,

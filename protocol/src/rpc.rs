@@ -484,6 +484,21 @@ impl ReplicaDigest {
     }
 }
 
+impl ReplicaRequest {
+    /// The bytes of records this request asks a replica to store (geneses and messages;
+    /// the other records are small and bounded): what budgets of stored bytes count.
+    pub fn stored_len(&self) -> usize {
+        use crate::record::Record as _;
+        match self {
+            ReplicaRequest::StoreGenesis { genesis } | ReplicaRequest::Takeover { genesis, .. } => {
+                genesis.to_bytes().len()
+            }
+            ReplicaRequest::StoreMessage { message } => message.to_bytes().len(),
+            _ => 0,
+        }
+    }
+}
+
 /// What a replica holds for one mailbox, summarised for anti-entropy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReplicaDigest {
