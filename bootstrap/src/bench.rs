@@ -233,6 +233,7 @@ impl Pool {
                         address,
                         usize::from(directory.info.replication),
                         keys.clone(),
+                        None,
                     )
                     .await?,
                 ))

@@ -35,6 +35,10 @@ pub struct Cli {
     /// learns both who you are and which share you use).
     #[arg(long, global = true, env = "TIGRESS_DIRECT")]
     direct: bool,
+    /// The local IP address connections leave from (on a host with several; by default
+    /// the system picks one).
+    #[arg(long, global = true, env = "TIGRESS_SOURCE_ADDR", value_name = "IP")]
+    source: Option<std::net::IpAddr>,
     /// The state directory (default: the platform data directory, `tigress`).
     #[arg(long, global = true, env = "TIGRESS_STATE")]
     state: Option<PathBuf>,
@@ -316,9 +320,9 @@ async fn execute(cli: Cli) -> Result<(), ClientError> {
         parse_url(url)?;
     }
     let client = if cli.direct {
-        Client::connect_direct(&addr, state).await?
+        Client::connect_direct_from(&addr, state, cli.source).await?
     } else {
-        Client::connect(&addr, state).await?
+        Client::connect_from(&addr, state, cli.source).await?
     }
     .with_alternates(alternates);
     if client.is_alone() {

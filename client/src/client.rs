@@ -2,6 +2,7 @@
 //! [`StateDir`]. Every rule is the protocol crate's; this module moves records and keeps
 //! the device's state.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -93,6 +94,8 @@ pub struct Client {
     state: StateDir,
     limits: Limits,
     clock: ClientClock,
+    /// The local address connections leave from (the kernel's choice when `None`).
+    source: Option<IpAddr>,
 }
 
 /// Where a client reads the time: the system clock, or one a test moves.
@@ -161,20 +164,30 @@ impl Client {
     /// the named node at all unless it picks it as a relay, so that node cannot tell from
     /// a directory fetch when an operation follows.
     pub async fn connect(addr: &Multiaddr, state: StateDir) -> Result<Self, ClientError> {
+        Self::connect_from(addr, state, None).await
+    }
+
+    /// Like [`Client::connect`], with every connection leaving from the local address
+    /// `source` when given (a host with several addresses).
+    pub async fn connect_from(
+        addr: &Multiaddr,
+        state: StateDir,
+        source: Option<IpAddr>,
+    ) -> Result<Self, ClientError> {
         let home = addr.to_string();
         let now = unix_now();
         if let Some(directory) = state.load_directory(&home, now, DIRECTORY_MAX_AGE_SECS)
             && directory.has_others(&directory.info.node_key)
         {
-            let mut client = Self::with_state(addr, state);
+            let mut client = Self::with_state(addr, state, source);
             client.directory = Some(Arc::new(directory));
             return Ok(client);
         }
-        let conn = Connection::connect(addr).await?;
+        let conn = Connection::connect_from(addr, source).await?;
         let directory = Directory::fetch(&conn).await?;
         let key = crate::oblivious::key_of(&conn.peer_id());
         let alone = key.is_none_or(|h| !directory.has_others(&h));
-        let mut client = Self::with_state(addr, state);
+        let mut client = Self::with_state(addr, state, source);
         if alone {
             client.direct = Some(conn);
             client.alone = true;
@@ -189,12 +202,21 @@ impl Client {
 
     /// Connects to the node at `addr` as the entry of every request (no relay).
     pub async fn connect_direct(addr: &Multiaddr, state: StateDir) -> Result<Self, ClientError> {
-        let mut client = Self::with_state(addr, state);
-        client.direct = Some(Connection::connect(addr).await?);
+        Self::connect_direct_from(addr, state, None).await
+    }
+
+    /// Like [`Client::connect_direct`], leaving from the local address `source` when given.
+    pub async fn connect_direct_from(
+        addr: &Multiaddr,
+        state: StateDir,
+        source: Option<IpAddr>,
+    ) -> Result<Self, ClientError> {
+        let mut client = Self::with_state(addr, state, source);
+        client.direct = Some(Connection::connect_from(addr, source).await?);
         Ok(client)
     }
 
-    fn with_state(addr: &Multiaddr, state: StateDir) -> Self {
+    fn with_state(addr: &Multiaddr, state: StateDir, source: Option<IpAddr>) -> Self {
         Self {
             home: addr.clone(),
             direct: None,
@@ -205,6 +227,7 @@ impl Client {
             state,
             limits: Limits::default(),
             clock: ClientClock(Arc::new(unix_now)),
+            source,
         }
     }
 
@@ -230,6 +253,7 @@ impl Client {
                     address,
                     usize::from(dir.info.replication),
                     self.keys.clone(),
+                    self.source,
                 )
                 .await?,
             )),
@@ -282,7 +306,7 @@ impl Client {
     /// A connection to alternate `i`, if it answers and is not the entry itself.
     async fn alternate(&self, i: usize, entry: &Connection) -> Option<Connection> {
         let addr = self.alternates.get(i)?;
-        match Connection::connect(addr).await {
+        match Connection::connect_from(addr, self.source).await {
             Ok(c) if c.peer_id() != entry.peer_id() => Some(c),
             Ok(_) => None,
             Err(e) => {

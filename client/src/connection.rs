@@ -4,6 +4,7 @@
 //! awaits the answers, in the shape of rust-libp2p's file-sharing example.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -15,7 +16,7 @@ use tigress_protocol::rpc::{ClientRequest, ClientResponse};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::ClientError;
-use tigress_transport::{CLIENT_STREAM, ClientCodec, IDENTIFY_PROTOCOL};
+use tigress_transport::{CLIENT_STREAM, ClientCodec, IDENTIFY_PROTOCOL, SourceTcp};
 
 use tigress_transport::REQUEST_TIMEOUT;
 /// How long to wait for the connection to a node.
@@ -26,6 +27,21 @@ struct ClientBehaviour {
     rpc: request_response::Behaviour<ClientCodec>,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
+}
+
+fn behaviour(key: &libp2p::identity::Keypair) -> ClientBehaviour {
+    ClientBehaviour {
+        rpc: request_response::Behaviour::with_codec(
+            ClientCodec::default(),
+            [(CLIENT_STREAM, ProtocolSupport::Outbound)],
+            request_response::Config::default().with_request_timeout(REQUEST_TIMEOUT),
+        ),
+        identify: identify::Behaviour::new(identify::Config::new(
+            IDENTIFY_PROTOCOL.into(),
+            key.public(),
+        )),
+        ping: ping::Behaviour::new(ping::Config::new()),
+    }
 }
 
 type Reply = oneshot::Sender<Result<ClientResponse, ClientError>>;
@@ -45,30 +61,48 @@ pub struct Connection {
 impl Connection {
     /// Connects to the node at `addr` (with or without a `/p2p/<id>` suffix).
     pub async fn connect(addr: &Multiaddr) -> Result<Self, ClientError> {
+        Self::connect_from(addr, None).await
+    }
+
+    /// Like [`Connection::connect`], leaving from the local address `source` when given
+    /// (a host with several addresses; see [`tigress_transport::SourceTcp`]).
+    pub async fn connect_from(
+        addr: &Multiaddr,
+        source: Option<IpAddr>,
+    ) -> Result<Self, ClientError> {
         let keypair = libp2p::identity::Keypair::generate_ed25519();
-        let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
-            .with_tokio()
-            .with_tcp(
-                tcp::Config::default().nodelay(true),
-                noise::Config::new,
-                yamux::Config::default,
-            )
-            .map_err(|e| ClientError::Unreachable(e.to_string()))?
-            .with_behaviour(|key| ClientBehaviour {
-                rpc: request_response::Behaviour::with_codec(
-                    ClientCodec::default(),
-                    [(CLIENT_STREAM, ProtocolSupport::Outbound)],
-                    request_response::Config::default().with_request_timeout(REQUEST_TIMEOUT),
-                ),
-                identify: identify::Behaviour::new(identify::Config::new(
-                    IDENTIFY_PROTOCOL.into(),
-                    key.public(),
-                )),
-                ping: ping::Behaviour::new(ping::Config::new()),
-            })
-            .map_err(|e| ClientError::Unreachable(e.to_string()))?
-            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(300)))
-            .build();
+        let unreachable = |e: &dyn std::fmt::Display| ClientError::Unreachable(e.to_string());
+        let idle =
+            |c: libp2p::swarm::Config| c.with_idle_connection_timeout(Duration::from_secs(300));
+        let builder = libp2p::SwarmBuilder::with_existing_identity(keypair).with_tokio();
+        let mut swarm = match source {
+            None => builder
+                .with_tcp(
+                    tcp::Config::default().nodelay(true),
+                    noise::Config::new,
+                    yamux::Config::default,
+                )
+                .map_err(|e| unreachable(&e))?
+                .with_behaviour(behaviour)
+                .map_err(|e| unreachable(&e))?
+                .with_swarm_config(idle)
+                .build(),
+            Some(ip) => builder
+                .with_other_transport(
+                    |key| -> Result<_, Box<dyn std::error::Error + Send + Sync>> {
+                        use libp2p::Transport as _;
+                        Ok(SourceTcp::new(ip)
+                            .upgrade(libp2p::core::upgrade::Version::V1)
+                            .authenticate(noise::Config::new(key)?)
+                            .multiplex(yamux::Config::default()))
+                    },
+                )
+                .map_err(|e| unreachable(&e))?
+                .with_behaviour(behaviour)
+                .map_err(|e| unreachable(&e))?
+                .with_swarm_config(idle)
+                .build(),
+        };
         let expected = addr.iter().find_map(|p| match p {
             Protocol::P2p(id) => Some(id),
             _ => None,

@@ -117,6 +117,7 @@ impl Route {
         address: &Address,
         r: usize,
         keys: KeyCache,
+        source: Option<std::net::IpAddr>,
     ) -> Result<Self, ClientError> {
         let home_key = directory.info.node_key;
         let known: Vec<PublicKey> = directory.nodes.iter().map(|n| n.key).collect();
@@ -128,7 +129,7 @@ impl Route {
         let mut relay = None;
         if let Some(other) = route.relay {
             for addr in directory.addrs_of(&other) {
-                match Connection::connect(&addr).await {
+                match Connection::connect_from(&addr, source).await {
                     Ok(c) => {
                         relay = Some((c, other));
                         break;
@@ -152,7 +153,11 @@ impl Route {
                 key,
                 oblivious::choose(&known, address, r, &key, &|_| None, &mut rng).targets,
             ),
-            None => (Connection::connect(home).await?, home_key, route.targets),
+            None => (
+                Connection::connect_from(home, source).await?,
+                home_key,
+                route.targets,
+            ),
         };
         let targets: Vec<PublicKey> = targets.into_iter().filter(|t| *t != relay_key).collect();
         if targets.is_empty() {

@@ -4,7 +4,8 @@
 //! It holds the request-response frame codec ([`codec`]), the stream protocol names, the
 //! identify protocol string, and the request timeout both ends agree on. What a frame
 //! carries, and every rule about it, is `tigress_protocol::rpc`'s; this crate only moves
-//! it over a libp2p stream. It opens no connection and runs no swarm.
+//! it over a libp2p stream. It runs no swarm; [`SourceTcp`]
+//! dials TCP from a chosen local address for those that need one.
 //!
 //! ```
 //! use tigress_transport::{CLIENT_STREAM, IDENTIFY_PROTOCOL, REQUEST_TIMEOUT};
@@ -16,10 +17,12 @@
 #![warn(missing_docs)]
 
 pub mod codec;
+pub mod source;
 
 use std::time::Duration;
 
 pub use codec::{CLIENT_STREAM, ClientCodec, FrameCodec, REPLICA_STREAM, ReplicaCodec};
+pub use source::SourceTcp;
 
 /// The protocol string nodes and clients announce over identify.
 pub const IDENTIFY_PROTOCOL: &str = "/tigress/1.0.0";
