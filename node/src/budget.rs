@@ -53,6 +53,11 @@ pub struct BudgetConfig {
     pub rate_per_member: u32,
     /// Libp2p connections per prefix (inbound).
     pub connections_per_prefix: u32,
+    /// Bytes of requests not yet answered that one libp2p connection may have this node
+    /// hold (frames being read, requests being served).
+    pub held_bytes_per_connection: usize,
+    /// The same for all connections from one prefix.
+    pub held_bytes_per_prefix: usize,
     /// HTTP connections open per prefix.
     pub http_connections_per_prefix: usize,
     /// HTTP connections open per member.
@@ -102,6 +107,8 @@ impl Default for BudgetConfig {
             rate_per_prefix: 200,
             rate_per_member: 50,
             connections_per_prefix: 64,
+            held_bytes_per_connection: 8 << 20,
+            held_bytes_per_prefix: 16 << 20,
             http_connections_per_prefix: 128,
             http_connections_per_member: 32,
             http_connections: 768,

@@ -31,6 +31,7 @@ pub mod conn_budget;
 mod dispatch;
 pub mod entry;
 pub mod gateway;
+pub mod held;
 pub mod http;
 pub mod identity;
 pub mod metrics;

@@ -348,51 +348,48 @@ impl Network {
         };
         let idle = Duration::from_secs(config.idle_timeout_secs);
         let transport_error = |e: &dyn std::fmt::Display| NetworkError::Transport(e.to_string());
-        let mut swarm =
-            match tap {
-                None => {
-                    let builder = libp2p::SwarmBuilder::with_existing_identity(keypair)
-                        .with_tokio()
-                        .with_tcp(
-                            tcp::Config::default().nodelay(true),
-                            noise::Config::new,
-                            yamux::Config::default,
-                        )
-                        .map_err(|e| transport_error(&e))?;
-                    // QUIC (listen on `/ip4/…/udp/…/quic-v1`) is an optional cargo feature: it
-                    // builds aws-lc-sys, a C library.
-                    #[cfg(feature = "quic")]
-                    let builder = builder.with_quic();
-                    builder
-                        .with_behaviour(|key| make_behaviour(key))
-                        .map_err(|e| transport_error(&e))?
-                        .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
-                        .build()
-                }
-                // The same TCP, Noise and yamux, with every substream recorded (a test double).
-                Some(tap) => libp2p::SwarmBuilder::with_existing_identity(keypair)
-                    .with_tokio()
-                    .with_other_transport(
-                        |key| -> Result<_, Box<dyn std::error::Error + Send + Sync>> {
-                            use libp2p::Transport as _;
-                            Ok(libp2p::tcp::tokio::Transport::new(
-                                tcp::Config::default().nodelay(true),
-                            )
-                            .upgrade(libp2p::core::upgrade::Version::V1)
-                            .authenticate(noise::Config::new(key)?)
-                            .multiplex(yamux::Config::default())
-                            .map(move |(peer, muxer), endpoint| {
-                                let from = endpoint.get_remote_address().clone();
-                                (peer, crate::tap::Tapped::new(muxer, peer, from, tap))
-                            }))
-                        },
-                    )
-                    .map_err(|e| transport_error(&e))?
-                    .with_behaviour(|key| make_behaviour(key))
-                    .map_err(|e| transport_error(&e))?
-                    .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
-                    .build(),
-            };
+        let held = crate::held::HeldBudget::new(
+            classify.clone(),
+            config.budgets.held_bytes_per_connection,
+            config.budgets.held_bytes_per_prefix,
+        );
+        // TCP, Noise and yamux, each connection's muxer wrapped so that what a peer sent
+        // and the node has not answered is held to a budget ([`crate::held`]), and, in
+        // tests, every substream recorded ([`crate::tap`]).
+        let tcp = move |key: &libp2p::identity::Keypair| -> Result<_, Box<dyn std::error::Error + Send + Sync>> {
+            use libp2p::Transport as _;
+            use libp2p::core::muxing::StreamMuxerBox;
+            Ok(libp2p::tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
+                .upgrade(libp2p::core::upgrade::Version::V1)
+                .authenticate(noise::Config::new(key)?)
+                .multiplex(yamux::Config::default())
+                .map(move |(peer, muxer), endpoint| {
+                    let from = endpoint.get_remote_address().clone();
+                    let muxer = crate::held::Held::new(muxer, &from, held.clone());
+                    let muxer = match &tap {
+                        Some(tap) => StreamMuxerBox::new(crate::tap::Tapped::new(
+                            muxer,
+                            peer,
+                            from,
+                            tap.clone(),
+                        )),
+                        None => StreamMuxerBox::new(muxer),
+                    };
+                    (peer, muxer)
+                }))
+        };
+        let builder = libp2p::SwarmBuilder::with_existing_identity(keypair).with_tokio();
+        // QUIC (listen on `/ip4/…/udp/…/quic-v1`) is an optional cargo feature: it builds
+        // aws-lc-sys, a C library. Its connections are not held to the byte budget.
+        #[cfg(feature = "quic")]
+        let builder = builder.with_quic();
+        let mut swarm = builder
+            .with_other_transport(tcp)
+            .map_err(|e| transport_error(&e))?
+            .with_behaviour(|key| make_behaviour(key))
+            .map_err(|e| transport_error(&e))?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
+            .build();
 
         let mut listeners: HashSet<ListenerId> = HashSet::new();
         for text in &config.listen {
