@@ -5,9 +5,10 @@
 //! in `shared-prefix` the one host .2), the honest users from four hosts in other /24s
 //! (127.77.0.2, 127.78.0.2, …) and, in `shared-prefix`, two of them from 127.66.0.200 and
 //! .201, neighbours inside the attacker's /24. The nodes exempt only 127.0.0.1. Honest
-//! users run the draft's transfer over HTTP against the flooded node (create, the
-//! recipient's read, an update, the other side's read), each at most one every two
-//! seconds, as people do.
+//! users transfer through the flooded node, each at most one transfer every two seconds,
+//! as people do: during the floods on HTTP, the draft's transfer over HTTP (create, the
+//! recipient's read, an update, the other side's read); during the floods on the libp2p
+//! protocols ([`p2p`]), a share, its acceptance and an answer through the client library.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,11 +20,20 @@ use tokio::net::{TcpSocket, TcpStream};
 
 use crate::process::{ProcessCluster, UpOptions};
 
+mod p2p;
+
 /// The scenarios this command runs.
 pub const SCENARIOS: &[&str] = &[
     "longpoll-http",
+    "longpoll-p2p",
     "slowloris",
+    "genesis-flood",
+    "stalled-frames",
+    "summaries-flood",
     "random-lookups",
+    "fresh-peers",
+    "bad-signatures",
+    "relay-flood",
     "shared-prefix",
 ];
 
@@ -53,15 +63,16 @@ pub struct AbuseReport {
     pub node_peak_rss_mb: u64,
     /// The most descriptors any one node held during the flood.
     pub node_peak_fds: u64,
-    /// Seconds after the flood until the honest p99 was back within 1.5× quiet.
-    pub recovered_s: f64,
+    /// Seconds after the flood until the honest p99 was back within 1.5× quiet; `None`
+    /// when it was not within the time looked.
+    pub recovered_s: Option<f64>,
 }
 
 impl AbuseReport {
     /// The one-line summary.
     pub fn line(&self) -> String {
         format!(
-            "abuse scenario={} honest_ok={} honest_failed={} honest_p99_ms={:.1} quiet_p99_ms={:.1} node_peak_rss_mb={} node_peak_fds={} recovered_s={:.1}",
+            "abuse scenario={} honest_ok={} honest_failed={} honest_p99_ms={:.1} quiet_p99_ms={:.1} node_peak_rss_mb={} node_peak_fds={} recovered_s={}",
             self.scenario,
             self.honest_ok,
             self.honest_failed,
@@ -70,6 +81,7 @@ impl AbuseReport {
             self.node_peak_rss_mb,
             self.node_peak_fds,
             self.recovered_s
+                .map_or_else(|| "never".to_owned(), |s| format!("{s:.1}"))
         )
     }
 }
@@ -235,14 +247,19 @@ fn p99(samples: &[Sample]) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-/// The flood of `scenario` against `to`, until `stop`.
-async fn flood(scenario: &str, to: SocketAddr, stop: Arc<AtomicBool>) {
-    let attackers = if scenario == "shared-prefix" {
+/// The attacker's hosts in `scenario`.
+fn attackers(scenario: &str) -> Vec<String> {
+    let hosts = if scenario == "shared-prefix" {
         2..3
     } else {
         2..6
     };
-    let hosts: Vec<String> = attackers.map(|h| format!("127.66.0.{h}")).collect();
+    hosts.map(|h| format!("127.66.0.{h}")).collect()
+}
+
+/// The flood of `scenario` against `to`, until `stop`.
+async fn flood(scenario: &str, to: SocketAddr, stop: Arc<AtomicBool>) {
+    let hosts = attackers(scenario);
     match scenario {
         "longpoll-http" | "shared-prefix" => {
             // Mailboxes of the attacker's own, then 300 long-polls on them, each sent
@@ -374,23 +391,37 @@ pub async fn run(
             hard,
         );
     }
+    let replication = u8::try_from(nodes.min(3)).unwrap_or(3);
     let cluster = ProcessCluster::up(&UpOptions {
         nodes,
         dir: dir.join(scenario),
         base_port: None,
-        replication: u8::try_from(nodes.min(3)).unwrap_or(3),
+        replication,
         node_bin: node_bin.to_path_buf(),
         extra_args: Vec::new(),
         liars: None,
     })
     .await?;
-    let to: SocketAddr = cluster
+    let first = cluster
         .file()
         .nodes
         .first()
-        .ok_or_else(|| anyhow::anyhow!("no nodes"))?
-        .http
-        .parse()?;
+        .ok_or_else(|| anyhow::anyhow!("no nodes"))?;
+    let to: SocketAddr = first.http.parse()?;
+    let multiaddr: libp2p::Multiaddr = first.multiaddr.parse()?;
+    let key_of = |peer: &str| {
+        peer.parse::<libp2p::PeerId>()
+            .ok()
+            .and_then(|p| tigress_client::oblivious::key_of(&p))
+    };
+    let keys: Vec<_> = cluster
+        .file()
+        .nodes
+        .iter()
+        .filter_map(|n| key_of(&n.peer_id))
+        .collect();
+    let target_key = key_of(&first.peer_id).ok_or_else(|| anyhow::anyhow!("bad peer ID"))?;
+    let native = p2p::SCENARIOS.contains(&scenario);
     let pids = cluster.pids();
     let samples: Arc<Mutex<Vec<Sample>>> = Arc::default();
     let honest_stop = Arc::new(AtomicBool::new(false));
@@ -400,12 +431,20 @@ pub async fn run(
     } else {
         HONEST.to_vec()
     };
-    for from in sources {
+    for (i, from) in sources.into_iter().enumerate() {
         let (samples, stop) = (samples.clone(), honest_stop.clone());
+        let (multiaddr, state) = (
+            multiaddr.clone(),
+            dir.join(scenario).join(format!("honest-{i}")),
+        );
         honest.push(tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
                 let t = Instant::now();
-                let ok = transfer(from, to).await;
+                let ok = if native {
+                    p2p::transfer(&multiaddr, &state, from).await
+                } else {
+                    transfer(from, to).await
+                };
                 let ms = t.elapsed().as_secs_f64() * 1000.0;
                 if let Ok(mut s) = samples.lock() {
                     s.push((Instant::now(), ok, ms));
@@ -417,7 +456,20 @@ pub async fn run(
     tokio::time::sleep(Duration::from_secs(seconds.div_ceil(2).max(1))).await;
     let flood_start = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
-    let attacker = tokio::spawn(flood_owned(scenario.to_owned(), to, stop.clone()));
+    let attacker = if native {
+        tokio::spawn(p2p::flood(
+            scenario.to_owned(),
+            multiaddr.clone(),
+            target_key,
+            keys,
+            usize::from(replication),
+            attackers(scenario),
+            dir.join(scenario).join("attacker"),
+            stop.clone(),
+        ))
+    } else {
+        tokio::spawn(flood_owned(scenario.to_owned(), to, stop.clone()))
+    };
     let (mut peak_rss, mut peak_fds) = (0, 0);
     while flood_start.elapsed() < Duration::from_secs(seconds) {
         for pid in &pids {
@@ -437,7 +489,7 @@ pub async fn run(
         .map(|s| s.iter().filter(|x| x.0 < flood_start).copied().collect())
         .unwrap_or_default();
     let quiet_p99 = p99(&quiet);
-    let mut recovered = f64::NAN;
+    let mut recovered = None;
     let deadline = flood_end + recovery;
     let mut window_start = flood_end;
     while Instant::now() < deadline {
@@ -448,7 +500,7 @@ pub async fn run(
             .unwrap_or_default();
         if window.len() >= 4 {
             if p99(&window) <= 1.5 * quiet_p99 && window.iter().all(|x| x.1) {
-                recovered = window_start.duration_since(flood_end).as_secs_f64();
+                recovered = Some(window_start.duration_since(flood_end).as_secs_f64());
                 break;
             }
             window_start = Instant::now();

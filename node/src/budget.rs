@@ -74,6 +74,11 @@ pub struct BudgetConfig {
     pub replica_requests_per_node: usize,
     /// Replica-protocol requests in flight from one prefix of nodes.
     pub replica_requests_per_prefix: usize,
+    /// Replica-protocol requests per second from one calling node on average (bursts of
+    /// two seconds' worth), checked as they arrive, before they queue for the dispatcher.
+    pub replica_rate_per_node: u32,
+    /// The same for one prefix of nodes.
+    pub replica_rate_per_prefix: u32,
     /// Replica-protocol long-polls waiting from one calling node.
     pub replica_long_polls_per_node: usize,
     /// Replica-protocol long-polls waiting from one prefix of nodes.
@@ -120,6 +125,8 @@ impl Default for BudgetConfig {
             replica_bytes_per_sec_per_prefix: 2 << 20,
             replica_requests_per_node: 128,
             replica_requests_per_prefix: 192,
+            replica_rate_per_node: 1000,
+            replica_rate_per_prefix: 2000,
             replica_long_polls_per_node: 512,
             replica_long_polls_per_prefix: 768,
         }
@@ -319,6 +326,14 @@ impl Classifier {
         }
     }
 }
+
+/// `Summaries` requests in flight: one calling node (anti-entropy asks one peer at a time),
+/// a prefix of nodes, and in all.
+pub const SUMMARIES_SLOTS: SlotLimits = SlotLimits {
+    per_prefix: 4,
+    per_member: 2,
+    total: 8,
+};
 
 /// Limits of a slot pool (0: none).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -706,6 +721,11 @@ pub struct Budgets {
     pub replica_slots: Slots,
     /// Replica-protocol long-polls.
     pub replica_polls: LongPolls,
+    /// Replica-protocol request rates.
+    pub replica_rates: Rates,
+    /// `Summaries` requests in flight ([`SUMMARIES_SLOTS`]): each makes the store look up
+    /// to a thousand mailboxes, so a few at a time is all anti-entropy needs.
+    pub summaries: Slots,
     /// Bytes stored for calling nodes.
     pub replica_bytes: Rates,
     /// HTTP request rates.
@@ -737,6 +757,12 @@ impl Budgets {
             client_rates: Rates::new(config.rate_per_prefix, config.rate_per_member, 0),
             client_slots: Slots::new(requests),
             client_polls: LongPolls::new(config),
+            summaries: Slots::new(SUMMARIES_SLOTS),
+            replica_rates: Rates::new(
+                config.replica_rate_per_prefix,
+                config.replica_rate_per_node,
+                0,
+            ),
             replica_slots: Slots::new(SlotLimits {
                 per_prefix: config.replica_requests_per_prefix,
                 per_member: config.replica_requests_per_node,

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use tigress_protocol::ErrorCode;
-use tigress_protocol::rpc::{ClientRequest, ClientResponse, RemoteError, ReplicaResponse};
+use tigress_protocol::rpc::{
+    ClientRequest, ClientResponse, RemoteError, ReplicaRequest, ReplicaResponse,
+};
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::budget::{Admission, Budgets};
@@ -106,8 +108,6 @@ impl Dispatcher {
                             ErrorCode::RateLimited,
                             "too many requests from this peer; slow down",
                         ))
-                    } else if let Err(e) = self.budgets.client_rates.check(&source) {
-                        Err(crate::budget::refusal(e, "requests"))
                     } else {
                         self.budgets
                             .client_slots
@@ -177,16 +177,22 @@ impl Dispatcher {
                             .take(&source)
                             .map_err(|e| crate::budget::refusal(e, "requests in flight"))
                             .and_then(|slot| {
-                                self.admit().map(|permit| (slot, permit, replica.clone()))
+                                let mut held: Vec<Box<dyn Send>> = vec![Box::new(slot)];
+                                if matches!(request, ReplicaRequest::Summaries { .. }) {
+                                    let summaries =
+                                        self.budgets.summaries.take(&source).map_err(|e| {
+                                            crate::budget::refusal(e, "summaries in flight")
+                                        })?;
+                                    held.push(Box::new(summaries));
+                                }
+                                held.push(Box::new(self.admit()?));
+                                Ok((held, replica.clone()))
                             }),
                     };
                     match admitted {
-                        Ok((slot, permit, replica)) => {
-                            let admission = Admission::new(
-                                source,
-                                self.budgets.replica_polls.clone(),
-                                vec![Box::new(slot), Box::new(permit)],
-                            );
+                        Ok((held, replica)) => {
+                            let admission =
+                                Admission::new(source, self.budgets.replica_polls.clone(), held);
                             let served = self.serving.enter();
                             let net = self.net.clone();
                             let metrics = self.metrics.clone();

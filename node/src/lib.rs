@@ -474,6 +474,7 @@ impl Node {
         let network_task = tokio::spawn(network.run(LoopContext {
             inbound: inbound_tx,
             metrics: metrics.clone(),
+            budgets: budgets.clone(),
         }));
 
         // HTTP: health and the gateway on the public port; metrics on the admin listener.

@@ -596,6 +596,9 @@ pub(crate) enum Inbound {
 pub(crate) struct LoopContext {
     pub(crate) inbound: mpsc::Sender<Inbound>,
     pub(crate) metrics: Arc<Metrics>,
+    /// The request rates per source are checked here, as requests arrive: a source over
+    /// its rate is answered at once and never queues ahead of others for the dispatcher.
+    pub(crate) budgets: Arc<crate::budget::Budgets>,
 }
 
 fn busy() -> RemoteError {
@@ -855,14 +858,22 @@ impl LoopState {
                         },
                 },
             )) => {
-                if let Err(mpsc::error::TrySendError::Full(Inbound::Client { channel, .. })) =
-                    ctx.inbound.try_send(Inbound::Client {
-                        peer,
-                        from: self.addrs.get(&connection_id).cloned(),
-                        request,
-                        channel,
-                    })
-                {
+                let from = self.addrs.get(&connection_id).cloned();
+                let source = ctx.budgets.classify.of_addr(from.as_ref());
+                if let Err(e) = ctx.budgets.client_rates.check(&source) {
+                    ctx.metrics.refused.fetch_add(1, Ordering::Relaxed);
+                    let refused = ClientResponse::Error(crate::budget::refusal(e, "requests"));
+                    let sent = swarm.behaviour_mut().client.send_response(channel, refused);
+                    self.responding += usize::from(sent.is_ok());
+                } else if let Err(mpsc::error::TrySendError::Full(Inbound::Client {
+                    channel,
+                    ..
+                })) = ctx.inbound.try_send(Inbound::Client {
+                    peer,
+                    from,
+                    request,
+                    channel,
+                }) {
                     ctx.metrics.refused.fetch_add(1, Ordering::Relaxed);
                     let sent = swarm
                         .behaviour_mut()
@@ -881,11 +892,22 @@ impl LoopState {
                 request_response::Message::Request {
                     request, channel, ..
                 } => {
-                    if let Err(mpsc::error::TrySendError::Full(Inbound::Replica {
-                        channel, ..
+                    let from = self.addrs.get(&connection_id).cloned();
+                    let source = ctx.budgets.classify.of_node(peer, from.as_ref());
+                    if let Err(e) = ctx.budgets.replica_rates.check(&source) {
+                        ctx.metrics.refused.fetch_add(1, Ordering::Relaxed);
+                        let refused = ReplicaResponse::Error(crate::budget::refusal(e, "requests"));
+                        let sent = swarm
+                            .behaviour_mut()
+                            .replica
+                            .send_response(channel, refused);
+                        self.responding += usize::from(sent.is_ok());
+                    } else if let Err(mpsc::error::TrySendError::Full(Inbound::Replica {
+                        channel,
+                        ..
                     })) = ctx.inbound.try_send(Inbound::Replica {
                         peer,
-                        from: self.addrs.get(&connection_id).cloned(),
+                        from,
                         request,
                         channel,
                     }) {
