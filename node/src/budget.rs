@@ -58,6 +58,11 @@ pub struct BudgetConfig {
     pub held_bytes_per_connection: usize,
     /// The same for all connections from one prefix.
     pub held_bytes_per_prefix: usize,
+    /// Bytes per second one host may send over its libp2p connections, on average (bursts
+    /// of two seconds' worth); past it the node reads its connections no faster.
+    pub read_bytes_per_sec_per_host: u32,
+    /// The same for one prefix.
+    pub read_bytes_per_sec_per_prefix: u32,
     /// HTTP connections open per prefix.
     pub http_connections_per_prefix: usize,
     /// HTTP connections open per member.
@@ -114,6 +119,8 @@ impl Default for BudgetConfig {
             connections_per_prefix: 64,
             held_bytes_per_connection: 8 << 20,
             held_bytes_per_prefix: 16 << 20,
+            read_bytes_per_sec_per_host: 4 << 20,
+            read_bytes_per_sec_per_prefix: 8 << 20,
             http_connections_per_prefix: 128,
             http_connections_per_member: 32,
             http_connections: 768,

@@ -7,12 +7,15 @@
 //! share and starve everyone else's requests. This layer sits on each connection's
 //! muxer, below the codec: every byte an inbound substream reads before the node first
 //! writes on it (the request, not yet answered) counts against its connection and its
-//! source prefix until the node answers or the stream ends. A read past either limit
-//! fails that stream alone. Outbound substreams (the node's own requests) are not
+//! source prefix until the node answers or the stream ends. A read past the prefix's
+//! limit fails that stream; a read past the connection's own limit closes the whole
+//! connection (no honest peer sends megabytes it has not had answered, and a peer that
+//! does would otherwise go on sending for nothing at the node's cost). Outbound substreams (the node's own requests) are not
 //! counted: the node chose to open them. Exempt sources count only per connection.
 
 use std::collections::HashMap;
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -51,25 +54,25 @@ impl HeldBudget {
             .unwrap_or(0)
     }
 
-    fn charge(&self, conn: &Connection, n: usize) -> bool {
+    fn charge(&self, conn: &Connection, n: usize) -> Result<(), Refused> {
         let Ok(mut prefixes) = self.prefixes.lock() else {
-            return false;
+            return Err(Refused::Prefix);
         };
         let Ok(mut held) = conn.held.lock() else {
-            return false;
+            return Err(Refused::Connection);
         };
         if self.per_connection > 0 && held.saturating_add(n) > self.per_connection {
-            return false;
+            return Err(Refused::Connection);
         }
         if !conn.source.exempt {
             let of_prefix = prefixes.entry(conn.source.prefix).or_insert(0);
             if self.per_prefix > 0 && of_prefix.saturating_add(n) > self.per_prefix {
-                return false;
+                return Err(Refused::Prefix);
             }
             *of_prefix += n;
         }
         *held += n;
-        true
+        Ok(())
     }
 
     fn release(&self, conn: &Connection, n: usize) {
@@ -97,6 +100,14 @@ struct Connection {
     budget: Arc<HeldBudget>,
     source: Source,
     held: Mutex<usize>,
+    /// Set when a read went past the connection's limit: the connection is closed.
+    over: std::sync::atomic::AtomicBool,
+}
+
+/// Why a read was refused.
+enum Refused {
+    Connection,
+    Prefix,
 }
 
 /// A connection's muxer whose inbound substreams count what they hold.
@@ -115,8 +126,20 @@ impl<M> Held<M> {
                 budget,
                 source,
                 held: Mutex::new(0),
+                over: std::sync::atomic::AtomicBool::new(false),
             }),
         }
+    }
+}
+
+impl<M> Held<M> {
+    fn closing(&self) -> Option<std::io::Error> {
+        self.conn.over.load(Ordering::Relaxed).then(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::OutOfMemory,
+                "the peer sent more unanswered bytes than a connection may hold",
+            )
+        })
     }
 }
 
@@ -124,46 +147,66 @@ impl<M> StreamMuxer for Held<M>
 where
     M: StreamMuxer + Unpin,
     M::Substream: Unpin,
+    M::Error: std::error::Error + Send + Sync + 'static,
 {
     type Substream = HeldStream<M::Substream>;
-    type Error = M::Error;
+    type Error = std::io::Error;
 
     fn poll_inbound(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Self::Substream, Self::Error>> {
         let this = self.get_mut();
+        if let Some(e) = this.closing() {
+            return Poll::Ready(Err(e));
+        }
         Pin::new(&mut this.inner)
             .poll_inbound(cx)
             .map_ok(|s| HeldStream {
                 inner: s,
                 conn: Some(this.conn.clone()),
                 held: 0,
+                waker: Some(cx.waker().clone()),
             })
+            .map_err(std::io::Error::other)
     }
 
     fn poll_outbound(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Self::Substream, Self::Error>> {
-        Pin::new(&mut self.get_mut().inner)
+        let this = self.get_mut();
+        if let Some(e) = this.closing() {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut this.inner)
             .poll_outbound(cx)
             .map_ok(|s| HeldStream {
                 inner: s,
                 conn: None,
                 held: 0,
+                waker: None,
             })
+            .map_err(std::io::Error::other)
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Pin::new(&mut self.get_mut().inner).poll_close(cx)
+        Pin::new(&mut self.get_mut().inner)
+            .poll_close(cx)
+            .map_err(std::io::Error::other)
     }
 
     fn poll(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Result<StreamMuxerEvent, Self::Error>> {
-        Pin::new(&mut self.get_mut().inner).poll(cx)
+        let this = self.get_mut();
+        if let Some(e) = this.closing() {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut this.inner)
+            .poll(cx)
+            .map_err(std::io::Error::other)
     }
 }
 
@@ -173,6 +216,8 @@ pub struct HeldStream<S> {
     /// The connection, while the stream is inbound and unanswered.
     conn: Option<Arc<Connection>>,
     held: usize,
+    /// Wakes the connection's muxer when the stream finds the connection over its limit.
+    waker: Option<std::task::Waker>,
 }
 
 impl<S> HeldStream<S> {
@@ -201,7 +246,13 @@ impl<S: AsyncRead + Unpin> AsyncRead for HeldStream<S> {
         if let (Poll::Ready(Ok(n)), Some(conn)) = (&read, &this.conn)
             && *n > 0
         {
-            if !conn.budget.charge(conn, *n) {
+            if let Err(refused) = conn.budget.charge(conn, *n) {
+                if matches!(refused, Refused::Connection) {
+                    conn.over.store(true, Ordering::Relaxed);
+                    if let Some(w) = this.waker.take() {
+                        w.wake();
+                    }
+                }
                 return Poll::Ready(Err(std::io::Error::new(
                     std::io::ErrorKind::OutOfMemory,
                     "this source has as many unanswered bytes on this node as it may",
@@ -254,6 +305,7 @@ mod tests {
             budget: budget.clone(),
             source: budget.classify.of_addr(Some(&remote)),
             held: Mutex::new(0),
+            over: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -262,6 +314,7 @@ mod tests {
             inner: futures::io::Cursor::new(data.to_vec()),
             conn: Some(conn.clone()),
             held: 0,
+            waker: None,
         }
     }
 
@@ -278,11 +331,19 @@ mod tests {
         let mut s2 = stream(&a1, &[1; 30]);
         let e = s2.read(&mut buf).await.unwrap_err();
         assert_eq!(e.kind(), std::io::ErrorKind::OutOfMemory);
+        assert!(
+            a1.over.load(Ordering::Relaxed),
+            "the connection is to be closed"
+        );
         // Another connection of the prefix: 70 reach the prefix's 150; one more does not.
         let mut s3 = stream(&a2, &[1; 70]);
         assert_eq!(s3.read(&mut buf).await.unwrap(), 70);
         let mut s4 = stream(&a2, &[1; 1]);
         assert!(s4.read(&mut buf).await.is_err());
+        assert!(
+            !a2.over.load(Ordering::Relaxed),
+            "the prefix's limit fails the stream only"
+        );
         assert_eq!(b.held_by(&a1.source), 150);
         // Another prefix is not touched.
         let mut s5 = stream(&other, &[1; 90]);

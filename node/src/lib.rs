@@ -37,6 +37,7 @@ pub mod identity;
 pub mod metrics;
 pub mod network;
 pub mod oblivious;
+pub mod pace;
 pub mod prefix;
 pub mod replica;
 pub mod store;

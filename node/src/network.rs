@@ -353,13 +353,20 @@ impl Network {
             config.budgets.held_bytes_per_connection,
             config.budgets.held_bytes_per_prefix,
         );
-        // TCP, Noise and yamux, each connection's muxer wrapped so that what a peer sent
-        // and the node has not answered is held to a budget ([`crate::held`]), and, in
-        // tests, every substream recorded ([`crate::tap`]).
+        let pacing = crate::pace::Pacing::new(
+            classify.clone(),
+            config.budgets.read_bytes_per_sec_per_prefix,
+            config.budgets.read_bytes_per_sec_per_host,
+        );
+        // TCP paced per source ([`crate::pace`]), Noise and yamux, each connection's muxer
+        // wrapped so that what a peer sent and the node has not answered is held to a
+        // budget ([`crate::held`]), and, in tests, every substream recorded
+        // ([`crate::tap`]).
         let tcp = move |key: &libp2p::identity::Keypair| -> Result<_, Box<dyn std::error::Error + Send + Sync>> {
             use libp2p::Transport as _;
             use libp2p::core::muxing::StreamMuxerBox;
             Ok(libp2p::tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
+                .map(move |stream, endpoint| pacing.wrap(stream, endpoint.get_remote_address()))
                 .upgrade(libp2p::core::upgrade::Version::V1)
                 .authenticate(noise::Config::new(key)?)
                 .multiplex(yamux::Config::default())

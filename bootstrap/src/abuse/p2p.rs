@@ -217,6 +217,7 @@ impl Raw {
         let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let counted = in_flight.clone();
         tokio::spawn(async move {
+            let (mut served, mut refused, mut failed) = (0u64, 0u64, 0u64);
             loop {
                 tokio::select! {
                     order = rx.recv() => match order {
@@ -229,24 +230,38 @@ impl Raw {
                             counted.fetch_add(1, Ordering::Relaxed);
                         }
                         // The attack is over: the connection goes with the swarm.
-                        None => return,
+                        None => break,
                     },
                     event = swarm.select_next_some() => match event {
                         SwarmEvent::Behaviour(AttackEvent::Replica(
-                            request_response::Event::Message { .. }
-                            | request_response::Event::OutboundFailure { .. },
+                            request_response::Event::Message {
+                                message: request_response::Message::Response { response, .. },
+                                ..
+                            },
+                        )) => {
+                            counted.fetch_sub(1, Ordering::Relaxed);
+                            if matches!(response, tigress_protocol::rpc::ReplicaResponse::Error(_)) {
+                                refused += 1;
+                            } else {
+                                served += 1;
+                            }
+                        }
+                        SwarmEvent::Behaviour(AttackEvent::Replica(
+                            request_response::Event::OutboundFailure { .. },
                         ))
                         | SwarmEvent::Behaviour(AttackEvent::Stall(
                             request_response::Event::Message { .. }
                             | request_response::Event::OutboundFailure { .. },
                         )) => {
                             counted.fetch_sub(1, Ordering::Relaxed);
+                            failed += 1;
                         }
-                        SwarmEvent::ConnectionClosed { num_established: 0, .. } => return,
+                        SwarmEvent::ConnectionClosed { num_established: 0, .. } => break,
                         _ => {}
                     },
                 }
             }
+            tracing::debug!(served, refused, failed, "attacker connection closed");
         });
         Some(Self { orders, in_flight })
     }
@@ -257,6 +272,50 @@ impl Raw {
 
     fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)
+    }
+
+    fn closed(&self) -> bool {
+        self.orders.is_closed()
+    }
+}
+
+/// Connections from `hosts`, one each; a connection the node closed is opened again.
+struct Raws {
+    addr: Multiaddr,
+    hosts: Vec<String>,
+    raws: Vec<Option<Raw>>,
+    reopened: usize,
+}
+
+impl Raws {
+    async fn connect(addr: &Multiaddr, hosts: &[String]) -> Self {
+        let mut raws = Vec::new();
+        for host in hosts {
+            raws.push(Raw::connect(addr, host).await);
+        }
+        Self {
+            addr: addr.clone(),
+            hosts: hosts.to_vec(),
+            raws,
+            reopened: 0,
+        }
+    }
+
+    /// The connections open now, after opening again those that closed.
+    async fn live(&mut self) -> Vec<&Raw> {
+        for (slot, host) in self.raws.iter_mut().zip(&self.hosts) {
+            if slot.as_ref().is_none_or(Raw::closed) {
+                *slot = Raw::connect(&self.addr, host).await;
+                self.reopened += 1;
+            }
+        }
+        self.raws.iter().flatten().collect()
+    }
+}
+
+impl Drop for Raws {
+    fn drop(&mut self) {
+        tracing::debug!(reopened = self.reopened, "attacker connections");
     }
 }
 
@@ -377,15 +436,10 @@ pub(super) async fn flood(
             // honest client would compute), straight to its replica protocol, until
             // 17 000 are sent or the flood ends; refusals do not slow the attacker.
             let payload = vec![7u8; 63 * 1024];
-            let mut raws = Vec::new();
-            for host in &hosts {
-                if let Some(raw) = Raw::connect(&addr, host).await {
-                    raws.push(raw);
-                }
-            }
+            let mut raws = Raws::connect(&addr, &hosts).await;
             let mut sent = 0usize;
             let mut rng = rng();
-            while sent < 17_000 && !stop.load(Ordering::Relaxed) && !raws.is_empty() {
+            while sent < 17_000 && !stop.load(Ordering::Relaxed) {
                 let identity = ShareIdentity::random(&mut rng);
                 let replicas = tigress_protocol::placement::nearest(
                     keys.iter().copied(),
@@ -406,11 +460,13 @@ pub(super) async fn flood(
                 ) else {
                     continue;
                 };
-                let Some(raw) = raws.get(sent % raws.len()) else {
-                    break;
+                let live = raws.live().await;
+                let Some(raw) = live.get(sent % live.len().max(1)) else {
+                    let _ = stopped_within(&stop, Duration::from_millis(200)).await;
+                    continue;
                 };
                 // At most 256 unanswered per connection: the attacker's own memory.
-                while raw.in_flight() >= 256 && !stop.load(Ordering::Relaxed) {
+                while raw.in_flight() >= 256 && !raw.closed() && !stop.load(Ordering::Relaxed) {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
                 raw.send(Order::Replica(Box::new(ReplicaRequest::StoreGenesis {
@@ -425,15 +481,10 @@ pub(super) async fn flood(
         "stalled-frames" => {
             // 3 connections × 400 streams, each announcing 1 MiB, sending all but one
             // byte of it and stalling; a stream the node ends is opened again.
-            let mut raws = Vec::new();
-            for host in hosts.iter().take(3) {
-                if let Some(raw) = Raw::connect(&addr, host).await {
-                    raws.push(raw);
-                }
-            }
-            while !stop.load(Ordering::Relaxed) && !raws.is_empty() {
-                for raw in &raws {
-                    while raw.in_flight() < 400 {
+            let mut raws = Raws::connect(&addr, hosts.get(..3).unwrap_or(&hosts)).await;
+            while !stop.load(Ordering::Relaxed) {
+                for raw in raws.live().await {
+                    while raw.in_flight() < 400 && !raw.closed() {
                         raw.send(Order::Stall(rpc::MAX_FRAME - 2)).await;
                     }
                 }
@@ -443,12 +494,7 @@ pub(super) async fn flood(
         "summaries-flood" => {
             // 128 requests of 1 024 addresses (32 KiB) at a time per connection, as
             // anti-entropy asks them, from a peer that holds no mailbox of the node.
-            let mut raws = Vec::new();
-            for host in &hosts {
-                if let Some(raw) = Raw::connect(&addr, host).await {
-                    raws.push(raw);
-                }
-            }
+            let mut raws = Raws::connect(&addr, &hosts).await;
             let mut rng = rng();
             let addresses: Vec<_> = (0..rpc::MAX_SUMMARIES)
                 .map(|_| ShareIdentity::random(&mut rng).id.address())
@@ -456,9 +502,9 @@ pub(super) async fn flood(
             let Some(addresses) = tigress_protocol::wire::BoundedVec::new(addresses) else {
                 return;
             };
-            while !stop.load(Ordering::Relaxed) && !raws.is_empty() {
-                for raw in &raws {
-                    while raw.in_flight() < 128 {
+            while !stop.load(Ordering::Relaxed) {
+                for raw in raws.live().await {
+                    while raw.in_flight() < 128 && !raw.closed() {
                         raw.send(Order::Replica(Box::new(ReplicaRequest::Summaries {
                             addresses: addresses.clone(),
                         })))
