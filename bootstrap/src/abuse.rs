@@ -232,11 +232,19 @@ async fn transfer(from: &str, to: SocketAddr) -> bool {
     matches!(read, Ok((200, _)))
 }
 
-/// A finished honest transfer: when it ended, whether it worked, how long it took.
-type Sample = (Instant, bool, f64);
+/// A finished honest transfer: when it started and ended, whether it worked, how long it
+/// took. A transfer belongs to the phase it started in: one slowed by the flood counts
+/// for the flood even if it ends after it.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    started: Instant,
+    ended: Instant,
+    ok: bool,
+    ms: f64,
+}
 
 fn p99(samples: &[Sample]) -> f64 {
-    let mut ms: Vec<f64> = samples.iter().filter(|s| s.1).map(|s| s.2).collect();
+    let mut ms: Vec<f64> = samples.iter().filter(|s| s.ok).map(|s| s.ms).collect();
     if ms.is_empty() {
         return f64::NAN;
     }
@@ -447,7 +455,12 @@ pub async fn run(
                 };
                 let ms = t.elapsed().as_secs_f64() * 1000.0;
                 if let Ok(mut s) = samples.lock() {
-                    s.push((Instant::now(), ok, ms));
+                    s.push(Sample {
+                        started: t,
+                        ended: Instant::now(),
+                        ok,
+                        ms,
+                    });
                 }
                 tokio::time::sleep(PACE.saturating_sub(t.elapsed())).await;
             }
@@ -486,7 +499,12 @@ pub async fn run(
     // within 1.5× the quiet p99 (looked for up to `recovery`).
     let quiet: Vec<Sample> = samples
         .lock()
-        .map(|s| s.iter().filter(|x| x.0 < flood_start).copied().collect())
+        .map(|s| {
+            s.iter()
+                .filter(|x| x.ended < flood_start)
+                .copied()
+                .collect()
+        })
         .unwrap_or_default();
     let quiet_p99 = p99(&quiet);
     let mut recovered = None;
@@ -496,10 +514,15 @@ pub async fn run(
         tokio::time::sleep(Duration::from_millis(500)).await;
         let window: Vec<Sample> = samples
             .lock()
-            .map(|s| s.iter().filter(|x| x.0 >= window_start).copied().collect())
+            .map(|s| {
+                s.iter()
+                    .filter(|x| x.started >= window_start)
+                    .copied()
+                    .collect()
+            })
             .unwrap_or_default();
         if window.len() >= 4 {
-            if p99(&window) <= 1.5 * quiet_p99 && window.iter().all(|x| x.1) {
+            if p99(&window) <= 1.5 * quiet_p99 && window.iter().all(|x| x.ok) {
                 recovered = Some(window_start.duration_since(flood_end).as_secs_f64());
                 break;
             }
@@ -514,7 +537,7 @@ pub async fn run(
         .lock()
         .map(|s| {
             s.iter()
-                .filter(|x| x.0 >= flood_start && x.0 <= flood_end)
+                .filter(|x| x.started >= flood_start && x.started <= flood_end)
                 .copied()
                 .collect()
         })
@@ -522,8 +545,8 @@ pub async fn run(
     cluster.stop().await;
     Ok(AbuseReport {
         scenario: scenario.to_owned(),
-        honest_ok: during.iter().filter(|x| x.1).count(),
-        honest_failed: during.iter().filter(|x| !x.1).count(),
+        honest_ok: during.iter().filter(|x| x.ok).count(),
+        honest_failed: during.iter().filter(|x| !x.ok).count(),
         honest_p99_ms: p99(&during),
         quiet_p99_ms: quiet_p99,
         node_peak_rss_mb: peak_rss,

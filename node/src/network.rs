@@ -608,6 +608,15 @@ pub(crate) struct LoopContext {
     pub(crate) budgets: Arc<crate::budget::Budgets>,
 }
 
+/// Whether `peer` is in the routing table.
+fn in_routing_table(swarm: &mut Swarm<NodeBehaviour>, peer: &PeerId) -> bool {
+    swarm
+        .behaviour_mut()
+        .kad
+        .kbucket(*peer)
+        .is_some_and(|bucket| bucket.iter().any(|e| e.node.key.preimage() == peer))
+}
+
 fn busy() -> RemoteError {
     RemoteError::new(
         ErrorCode::RateLimited,
@@ -901,7 +910,22 @@ impl LoopState {
                 } => {
                     let from = self.addrs.get(&connection_id).cloned();
                     let source = ctx.budgets.classify.of_node(peer, from.as_ref());
-                    if let Err(e) = ctx.budgets.replica_rates.check(&source) {
+                    if matches!(request, ReplicaRequest::Summaries { .. })
+                        && !in_routing_table(swarm, &peer)
+                    {
+                        // Anti-entropy runs between the nodes of a replica set, which know
+                        // each other: a stranger's Summaries never reach the store.
+                        ctx.metrics.refused.fetch_add(1, Ordering::Relaxed);
+                        let refused = ReplicaResponse::Error(RemoteError::new(
+                            ErrorCode::Unauthorized,
+                            "summaries go to nodes this node knows only",
+                        ));
+                        let sent = swarm
+                            .behaviour_mut()
+                            .replica
+                            .send_response(channel, refused);
+                        self.responding += usize::from(sent.is_ok());
+                    } else if let Err(e) = ctx.budgets.replica_rates.check(&source) {
                         ctx.metrics.refused.fetch_add(1, Ordering::Relaxed);
                         let refused = ReplicaResponse::Error(crate::budget::refusal(e, "requests"));
                         let sent = swarm
