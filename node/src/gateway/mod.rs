@@ -756,3 +756,60 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
             }
         })
 }
+
+/// Every parser the gateway runs on what a draft client sends, applied to `input` with
+/// no node behind it: the JSON bodies of a create and an update (and what is read out of
+/// them: the payload, the access rights, the expiration), the headers (`name: value`
+/// lines: the device claim, the request ID and its echo, the admission proof), the long
+/// poll's query and a mailbox path. For the fuzzer: whatever the input, this returns.
+#[doc(hidden)]
+pub fn parse_untrusted(input: &[u8]) {
+    let Some((which, rest)) = input.split_first() else {
+        return;
+    };
+    match which % 4 {
+        0 => {
+            if let Ok(req) = parse_json::<CreateJson>(rest) {
+                let _ = api::payload_bytes(&req.payload);
+                if let Some(c) = &req.mailbox_configuration {
+                    let _ = c.access_rights.as_deref().unwrap_or("RD").parse::<Rights>();
+                    let _ = time::parse_rfc3339(&c.expiration);
+                }
+                let _ = preview::html_escape(&req.display_information.title);
+            }
+        }
+        1 => {
+            if let Ok(req) = parse_json::<UpdateJson>(rest) {
+                let _ = api::payload_bytes(&req.payload);
+            }
+        }
+        2 => {
+            let mut headers = HeaderMap::new();
+            for line in rest.split(|b| *b == b'\n') {
+                let Some(at) = line.iter().position(|b| *b == b':') else {
+                    continue;
+                };
+                let (name, value) = line.split_at(at);
+                if let (Ok(name), Ok(value)) = (
+                    axum::http::HeaderName::from_bytes(name),
+                    axum::http::HeaderValue::from_bytes(value.get(1..).unwrap_or_default()),
+                ) {
+                    headers.append(name, value);
+                }
+            }
+            let _ = api::required_claim(&headers);
+            let _ = api::required_request_id(&headers);
+            let _ = echo(&headers);
+            let _ = headers
+                .get(ADMISSION_PROOF)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok());
+        }
+        _ => {
+            let text = String::from_utf8_lossy(rest);
+            let (path, query) = text.split_once('?').unwrap_or((&text, ""));
+            let _ = ReadQuery::parse(query);
+            let _ = mailbox_id(path);
+        }
+    }
+}
