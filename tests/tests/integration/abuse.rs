@@ -592,3 +592,89 @@ async fn every_abuse_scenario_leaves_honest_transfers_working() {
         assert_eq!(report.honest_failed, 0, "{}", report.line());
     }
 }
+
+/// Anti-entropy's `Summaries` are answered only to nodes in the routing table: a
+/// stranger's are refused as they arrive, before the store reads a mailbox for them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn summaries_from_a_stranger_never_reach_the_store() {
+    use futures::StreamExt;
+    use libp2p::request_response::{self, ProtocolSupport};
+    use libp2p::swarm::SwarmEvent;
+    use tigress_protocol::rpc::{ReplicaRequest, ReplicaResponse};
+
+    let cluster = tigress_bootstrap::cluster::Cluster::start(2, |_, c| c.replication = 2)
+        .await
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let node = cluster.addr(0).unwrap();
+    let alice = crate::support::client(&node, tmp.path().join("alice")).await;
+    let shared = alice
+        .share(
+            b"k",
+            &tigress_protocol::session::ShareOptions::default(),
+            None,
+        )
+        .await
+        .unwrap();
+    let decoded = |c: &tigress_bootstrap::cluster::Cluster| {
+        c.node(0)
+            .unwrap()
+            .store()
+            .unwrap()
+            .stats()
+            .summaries_decoded
+            .load(Ordering::Relaxed)
+    };
+    let before = decoded(&cluster);
+
+    // A peer that speaks the replica protocol and is no node.
+    let mut stranger = libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(
+            libp2p::tcp::Config::default(),
+            libp2p::noise::Config::new,
+            libp2p::yamux::Config::default,
+        )
+        .unwrap()
+        .with_behaviour(|_| {
+            request_response::Behaviour::with_codec(
+                tigress_transport::ReplicaCodec::default(),
+                [(tigress_transport::REPLICA_STREAM, ProtocolSupport::Outbound)],
+                request_response::Config::default(),
+            )
+        })
+        .unwrap()
+        .build();
+    stranger.dial(node.clone()).unwrap();
+    let peer = cluster.node(0).unwrap().peer_id();
+    let addresses =
+        tigress_protocol::wire::BoundedVec::truncated(vec![shared.share_id.address(); 64]);
+    stranger
+        .behaviour_mut()
+        .send_request(&peer, ReplicaRequest::Summaries { addresses });
+    let answer = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match stranger.select_next_some().await {
+                SwarmEvent::Behaviour(request_response::Event::Message {
+                    message: request_response::Message::Response { response, .. },
+                    ..
+                }) => return Ok(response),
+                SwarmEvent::Behaviour(request_response::Event::OutboundFailure {
+                    error, ..
+                }) => return Err(error.to_string()),
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("an answer within 30 s")
+    .expect("the request reached the node");
+    assert!(
+        matches!(&answer, ReplicaResponse::Error(e)
+            if e.code == tigress_protocol::ErrorCode::Unauthorized
+                && e.message.as_str().contains("knows only")),
+        "{answer:?}"
+    );
+    assert_eq!(decoded(&cluster), before, "the store read nothing for it");
+    cluster.shutdown().await;
+}
