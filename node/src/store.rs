@@ -27,6 +27,10 @@ pub use tigress_protocol::replica::Arrival;
 /// The most jobs applied before one flush.
 const MAX_BATCH: usize = 128;
 
+/// The most memory sled keeps for its page cache (its default is 1 GiB): what others
+/// make this node store must not grow its memory with it; the rest stays on disk.
+const CACHE_BYTES: u64 = 64 << 20;
+
 /// Counters the store keeps for `/metrics`.
 #[derive(Debug, Default)]
 pub struct StoreStats {
@@ -102,6 +106,7 @@ impl Store {
         let db = sled::Config::new()
             .path(dir)
             .flush_every_ms(None)
+            .cache_capacity(CACHE_BYTES)
             .open()
             .map_err(|source| StoreError::Open {
                 path: dir.display().to_string(),
