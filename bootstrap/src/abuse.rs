@@ -86,13 +86,43 @@ impl AbuseReport {
     }
 }
 
-async fn connect(from: &str, to: SocketAddr) -> std::io::Result<TcpStream> {
+/// A TCP connection to `to` leaving from the local address `from`.
+pub async fn connect(from: &str, to: SocketAddr) -> std::io::Result<TcpStream> {
     let socket = TcpSocket::new_v4()?;
     let ip = from
         .parse()
         .map_err(|_| std::io::Error::other("bad source address"))?;
     socket.bind(SocketAddr::new(ip, 0))?;
     socket.connect(to).await
+}
+
+/// One HTTP/1.1 exchange from `from` (`Connection: close`, a JSON body when there is
+/// one): everything the server sent back until it closed.
+pub async fn exchange(
+    from: &str,
+    to: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<Vec<u8>> {
+    let mut s = connect(from, to).await?;
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {to}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if !body.is_empty() {
+        head.push_str("Content-Type: application/json\r\n");
+    }
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).await?;
+    s.write_all(body).await?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await?;
+    Ok(raw)
 }
 
 /// One HTTP/1.1 request from `from`: its status and body.
@@ -105,25 +135,7 @@ async fn request(
     body: &[u8],
     limit: Duration,
 ) -> std::io::Result<(u16, Vec<u8>)> {
-    let exchange = async {
-        let mut s = connect(from, to).await?;
-        let mut head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {to}\r\nConnection: close\r\nContent-Length: {}\r\n",
-            body.len()
-        );
-        if !body.is_empty() {
-            head.push_str("Content-Type: application/json\r\n");
-        }
-        for (k, v) in headers {
-            head.push_str(&format!("{k}: {v}\r\n"));
-        }
-        head.push_str("\r\n");
-        s.write_all(head.as_bytes()).await?;
-        s.write_all(body).await?;
-        let mut raw = Vec::new();
-        s.read_to_end(&mut raw).await?;
-        Ok::<_, std::io::Error>(raw)
-    };
+    let exchange = exchange(from, to, method, path, headers, body);
     let raw = tokio::time::timeout(limit, exchange)
         .await
         .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;

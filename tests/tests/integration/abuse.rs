@@ -9,8 +9,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::Notify;
+
+use tigress_bootstrap::abuse::connect;
 
 use crate::support::{HttpReply, parse_reply};
 
@@ -20,13 +21,6 @@ const NEIGHBOUR: &str = "127.66.0.3";
 const OUTSIDER: &str = "127.77.0.2";
 const INITIATOR: &str = "0f8fad5b-d9cb-469f-a165-70867728950e";
 const RECIPIENT: &str = "7c9e6679-7425-40de-944b-e07fc1f90ae7";
-
-/// A connection to `to` from the address `from`.
-async fn connect(from: &str, to: SocketAddr) -> std::io::Result<TcpStream> {
-    let socket = TcpSocket::new_v4()?;
-    socket.bind(SocketAddr::new(from.parse().unwrap(), 0))?;
-    socket.connect(to).await
-}
 
 /// One HTTP/1.1 request from `from` (`Connection: close`), within 150 s.
 async fn request(
@@ -52,25 +46,7 @@ async fn try_request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> std::io::Result<HttpReply> {
-    let exchange = async {
-        let mut s = connect(from, to).await?;
-        let mut head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {to}\r\nConnection: close\r\nContent-Length: {}\r\n",
-            body.len()
-        );
-        if !body.is_empty() {
-            head.push_str("Content-Type: application/json\r\n");
-        }
-        for (k, v) in headers {
-            head.push_str(&format!("{k}: {v}\r\n"));
-        }
-        head.push_str("\r\n");
-        s.write_all(head.as_bytes()).await?;
-        s.write_all(body).await?;
-        let mut raw = Vec::new();
-        s.read_to_end(&mut raw).await?;
-        Ok::<_, std::io::Error>(raw)
-    };
+    let exchange = tigress_bootstrap::abuse::exchange(from, to, method, path, headers, body);
     let raw = tokio::time::timeout(Duration::from_secs(150), exchange)
         .await
         .expect("an answer within 150 s")?;
