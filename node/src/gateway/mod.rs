@@ -304,53 +304,19 @@ impl Gateway {
     async fn create(&self, headers: &HeaderMap, body: &[u8]) -> Result<Reply, Fail> {
         let claim = required_claim(headers)?;
         let rid = required_request_id(headers)?;
-        let req: CreateJson = parse_json(body)?;
-        let payload = payload_bytes(&req.payload)?;
+        let CreateBody {
+            payload,
+            terms,
+            display,
+        } = read_create(body)?;
         let now = self.entry.clock().unix();
-        let (rights, expires_at) = match &req.mailbox_configuration {
-            Some(c) => {
-                let rights: Rights = c
-                    .access_rights
-                    .as_deref()
-                    .unwrap_or("RD")
-                    .parse()
-                    .map_err(|_| Fail::bad("accessRights must combine R, W and D"))?;
-                let exp = time::parse_rfc3339(&c.expiration)
-                    .ok_or_else(|| Fail::bad("expiration must be YYYY-MM-DDThh:mm:ssZ"))?;
-                (rights, exp)
-            }
-            None => (Rights::DRAFT_DEFAULT, now + self.default_ttl_secs),
-        };
+        let (rights, expires_at) =
+            terms.unwrap_or((Rights::DRAFT_DEFAULT, now + self.default_ttl_secs));
         if expires_at <= now {
             return Err(Fail::bad("expiration lies in the past"));
         }
         // Capped by the network's maximum lifetime.
         let ttl = (expires_at - now).min(self.limits.max_ttl_secs);
-        let bounded = |field: &str, v: &str| -> Result<(), Fail> {
-            if v.len() > 2048 {
-                Err(Fail::new(
-                    ErrorCode::TooLarge,
-                    format!("displayInformation.{field} is too long"),
-                ))
-            } else {
-                Ok(())
-            }
-        };
-        let d = &req.display_information;
-        bounded("title", &d.title)?;
-        bounded("description", &d.description)?;
-        bounded("imageURL", &d.image_url)?;
-        let display = DisplayInfo {
-            title: BoundedString::new(d.title.clone()),
-            description: BoundedString::new(d.description.clone()),
-            image_url: BoundedString::new(d.image_url.clone()),
-        };
-        if display.title.is_none() {
-            return Err(Fail::new(
-                ErrorCode::TooLarge,
-                "displayInformation.title is too long",
-            ));
-        }
         let attestation = headers
             .get(DEVICE_ATTESTATION)
             .map(|v| v.as_bytes().to_vec());
@@ -487,8 +453,7 @@ impl Gateway {
     async fn update(&self, id: &str, headers: &HeaderMap, body: &[u8]) -> Result<Reply, Fail> {
         let claim = required_claim(headers)?;
         let rid = required_request_id(headers)?;
-        let req: UpdateJson = parse_json(body)?;
-        let payload = payload_bytes(&req.payload)?;
+        let payload = read_update(body)?;
         let id = mailbox_id(id)?;
         let mut side = self.side(id, &claim, false).await?;
         let me = match &side {
@@ -757,6 +722,71 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         })
 }
 
+/// What a create's body asks, checked.
+struct CreateBody {
+    payload: Vec<u8>,
+    /// The access rights and expiration, when the body configures them.
+    terms: Option<(Rights, u64)>,
+    display: DisplayInfo,
+}
+
+/// Reads a create's JSON body: the payload, the configuration and the display
+/// information, each checked.
+fn read_create(body: &[u8]) -> Result<CreateBody, Fail> {
+    let req: CreateJson = parse_json(body)?;
+    let payload = payload_bytes(&req.payload)?;
+    let terms = match &req.mailbox_configuration {
+        Some(c) => {
+            let rights: Rights = c
+                .access_rights
+                .as_deref()
+                .unwrap_or("RD")
+                .parse()
+                .map_err(|_| Fail::bad("accessRights must combine R, W and D"))?;
+            let exp = time::parse_rfc3339(&c.expiration)
+                .ok_or_else(|| Fail::bad("expiration must be YYYY-MM-DDThh:mm:ssZ"))?;
+            Some((rights, exp))
+        }
+        None => None,
+    };
+    let bounded = |field: &str, v: &str| -> Result<(), Fail> {
+        if v.len() > 2048 {
+            Err(Fail::new(
+                ErrorCode::TooLarge,
+                format!("displayInformation.{field} is too long"),
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    let d = &req.display_information;
+    bounded("title", &d.title)?;
+    bounded("description", &d.description)?;
+    bounded("imageURL", &d.image_url)?;
+    let display = DisplayInfo {
+        title: BoundedString::new(d.title.clone()),
+        description: BoundedString::new(d.description.clone()),
+        image_url: BoundedString::new(d.image_url.clone()),
+    };
+    if display.title.is_none() {
+        return Err(Fail::new(
+            ErrorCode::TooLarge,
+            "displayInformation.title is too long",
+        ));
+    }
+    Ok(CreateBody {
+        payload,
+        terms,
+        display,
+    })
+}
+
+/// Reads an update's JSON body: its payload, checked.
+fn read_update(body: &[u8]) -> Result<Vec<u8>, Fail> {
+    let req: UpdateJson = parse_json(body)?;
+    payload_bytes(&req.payload)
+}
+
 /// Every parser the gateway runs on what a draft client sends, applied to `input` with
 /// no node behind it: the JSON bodies of a create and an update (and what is read out of
 /// them: the payload, the access rights, the expiration), the headers (`name: value`
@@ -769,19 +799,14 @@ pub fn parse_untrusted(input: &[u8]) {
     };
     match which % 4 {
         0 => {
-            if let Ok(req) = parse_json::<CreateJson>(rest) {
-                let _ = api::payload_bytes(&req.payload);
-                if let Some(c) = &req.mailbox_configuration {
-                    let _ = c.access_rights.as_deref().unwrap_or("RD").parse::<Rights>();
-                    let _ = time::parse_rfc3339(&c.expiration);
-                }
-                let _ = preview::html_escape(&req.display_information.title);
+            if let Ok(create) = read_create(rest)
+                && let Some(title) = &create.display.title
+            {
+                let _ = preview::html_escape(title.as_str());
             }
         }
         1 => {
-            if let Ok(req) = parse_json::<UpdateJson>(rest) {
-                let _ = api::payload_bytes(&req.payload);
-            }
+            let _ = read_update(rest);
         }
         2 => {
             let mut headers = HeaderMap::new();
