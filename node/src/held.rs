@@ -47,7 +47,8 @@ impl HeldBudget {
     }
 
     /// Bytes held from `source`'s prefix now.
-    pub fn held_by(&self, source: &Source) -> usize {
+    #[cfg(test)]
+    fn held_by(&self, source: &Source) -> usize {
         self.prefixes
             .lock()
             .map(|p| p.get(&source.prefix).copied().unwrap_or(0))

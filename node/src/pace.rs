@@ -78,6 +78,10 @@ impl<S: AsyncRead + Unpin, C: Clock + Clone> AsyncRead for Paced<S, C> {
         buf: &mut [u8],
     ) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
+        if this.source.exempt {
+            // Not paced: read as the transport would.
+            return Pin::new(&mut this.inner).poll_read(cx, buf);
+        }
         while this.owed > 0 {
             if let Some(wait) = this.wait.as_mut() {
                 if wait.as_mut().poll(cx).is_pending() {
@@ -170,6 +174,25 @@ mod tests {
         let mut got = Vec::new();
         other.read_to_end(&mut got).await.unwrap();
         assert_eq!(got.len(), 100 * 1024);
+        assert_eq!(started.elapsed(), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn exempt_sources_are_not_paced() {
+        let config = BudgetConfig {
+            exempt: vec!["10.0.0.1/32".into()],
+            ..BudgetConfig::default()
+        };
+        let clock = TokioClock(tokio::time::Instant::now());
+        let pacing = Pacing::with_clock(Classifier::new(&config).unwrap(), 0, 64 * 1024, clock);
+        let mut exempt = pacing.wrap(
+            futures::io::Cursor::new(vec![1u8; 512 * 1024]),
+            &remote("10.0.0.1"),
+        );
+        let started = tokio::time::Instant::now();
+        let mut got = Vec::new();
+        exempt.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got.len(), 512 * 1024);
         assert_eq!(started.elapsed(), Duration::ZERO);
     }
 }

@@ -266,8 +266,9 @@ impl Raw {
         Some(Self { orders, in_flight })
     }
 
-    async fn send(&self, order: Order) -> bool {
-        self.orders.send(order).await.is_ok()
+    /// Sends `order` (a closed connection drops it: see [`Raw::closed`]).
+    async fn send(&self, order: Order) {
+        let _ = self.orders.send(order).await;
     }
 
     fn in_flight(&self) -> usize {
@@ -357,6 +358,14 @@ async fn own_shares(
         }
     }
     out
+}
+
+/// The `i`-th of `items`, round robin.
+fn nth<T: Clone + Default>(items: &[T], i: usize) -> T {
+    items
+        .get(i % items.len().max(1))
+        .cloned()
+        .unwrap_or_default()
 }
 
 fn now() -> u64 {
@@ -519,10 +528,7 @@ pub(super) async fn flood(
             // random address and leaving.
             for i in 0..32 {
                 let (addr, stop) = (addr.clone(), stop.clone());
-                let host = hosts
-                    .get(i % hosts.len().max(1))
-                    .cloned()
-                    .unwrap_or_default();
+                let host = nth(&hosts, i);
                 tasks.push(tokio::spawn(async move {
                     let mut rng = rng();
                     while !stop.load(Ordering::Relaxed) {
@@ -596,10 +602,7 @@ pub(super) async fn flood(
             };
             for i in 0..64 {
                 let (addr, stop) = (addr.clone(), stop.clone());
-                let host = hosts
-                    .get(i % hosts.len().max(1))
-                    .cloned()
-                    .unwrap_or_default();
+                let host = nth(&hosts, i);
                 tasks.push(tokio::spawn(async move {
                     let Ok(conn) = Connection::connect_from(&addr, ip(&host)).await else {
                         return;
