@@ -387,7 +387,8 @@ impl Network {
         };
         let builder = libp2p::SwarmBuilder::with_existing_identity(keypair).with_tokio();
         // QUIC (listen on `/ip4/…/udp/…/quic-v1`) is an optional cargo feature: it builds
-        // aws-lc-sys, a C library. Its connections are not held to the byte budget.
+        // aws-lc-sys, a C library. Its connections are neither paced nor held to the byte
+        // budget.
         #[cfg(feature = "quic")]
         let builder = builder.with_quic();
         let mut swarm = builder
@@ -876,25 +877,26 @@ impl LoopState {
             )) => {
                 let from = self.addrs.get(&connection_id).cloned();
                 let source = ctx.budgets.classify.of_addr(from.as_ref());
-                if let Err(e) = ctx.budgets.client_rates.check(&source) {
-                    ctx.metrics.refused.fetch_add(1, Ordering::Relaxed);
-                    let refused = ClientResponse::Error(crate::budget::refusal(e, "requests"));
-                    let sent = swarm.behaviour_mut().client.send_response(channel, refused);
-                    self.responding += usize::from(sent.is_ok());
-                } else if let Err(mpsc::error::TrySendError::Full(Inbound::Client {
-                    channel,
-                    ..
-                })) = ctx.inbound.try_send(Inbound::Client {
-                    peer,
-                    from,
-                    request,
-                    channel,
-                }) {
+                let refused = match ctx.budgets.client_rates.check(&source) {
+                    Err(e) => Some((channel, crate::budget::refusal(e, "requests"))),
+                    Ok(()) => match ctx.inbound.try_send(Inbound::Client {
+                        peer,
+                        from,
+                        request,
+                        channel,
+                    }) {
+                        Err(mpsc::error::TrySendError::Full(Inbound::Client {
+                            channel, ..
+                        })) => Some((channel, busy())),
+                        _ => None,
+                    },
+                };
+                if let Some((channel, e)) = refused {
                     ctx.metrics.refused.fetch_add(1, Ordering::Relaxed);
                     let sent = swarm
                         .behaviour_mut()
                         .client
-                        .send_response(channel, ClientResponse::Error(busy()));
+                        .send_response(channel, ClientResponse::Error(e));
                     self.responding += usize::from(sent.is_ok());
                 }
             }
@@ -910,43 +912,43 @@ impl LoopState {
                 } => {
                     let from = self.addrs.get(&connection_id).cloned();
                     let source = ctx.budgets.classify.of_node(peer, from.as_ref());
-                    if matches!(request, ReplicaRequest::Summaries { .. })
+                    let refusal = if matches!(request, ReplicaRequest::Summaries { .. })
                         && !in_routing_table(swarm, &peer)
                     {
                         // Anti-entropy runs between the nodes of a replica set, which know
                         // each other: a stranger's Summaries never reach the store.
-                        ctx.metrics.refused.fetch_add(1, Ordering::Relaxed);
-                        let refused = ReplicaResponse::Error(RemoteError::new(
+                        Some(RemoteError::new(
                             ErrorCode::Unauthorized,
                             "summaries go to nodes this node knows only",
-                        ));
-                        let sent = swarm
-                            .behaviour_mut()
-                            .replica
-                            .send_response(channel, refused);
-                        self.responding += usize::from(sent.is_ok());
-                    } else if let Err(e) = ctx.budgets.replica_rates.check(&source) {
+                        ))
+                    } else {
+                        ctx.budgets
+                            .replica_rates
+                            .check(&source)
+                            .err()
+                            .map(|e| crate::budget::refusal(e, "requests"))
+                    };
+                    let refused = match refusal {
+                        Some(e) => Some((channel, e)),
+                        None => match ctx.inbound.try_send(Inbound::Replica {
+                            peer,
+                            from,
+                            request,
+                            channel,
+                        }) {
+                            Err(mpsc::error::TrySendError::Full(Inbound::Replica {
+                                channel,
+                                ..
+                            })) => Some((channel, busy())),
+                            _ => None,
+                        },
+                    };
+                    if let Some((channel, e)) = refused {
                         ctx.metrics.refused.fetch_add(1, Ordering::Relaxed);
-                        let refused = ReplicaResponse::Error(crate::budget::refusal(e, "requests"));
                         let sent = swarm
                             .behaviour_mut()
                             .replica
-                            .send_response(channel, refused);
-                        self.responding += usize::from(sent.is_ok());
-                    } else if let Err(mpsc::error::TrySendError::Full(Inbound::Replica {
-                        channel,
-                        ..
-                    })) = ctx.inbound.try_send(Inbound::Replica {
-                        peer,
-                        from,
-                        request,
-                        channel,
-                    }) {
-                        ctx.metrics.refused.fetch_add(1, Ordering::Relaxed);
-                        let sent = swarm
-                            .behaviour_mut()
-                            .replica
-                            .send_response(channel, ReplicaResponse::Error(busy()));
+                            .send_response(channel, ReplicaResponse::Error(e));
                         self.responding += usize::from(sent.is_ok());
                     }
                 }

@@ -654,3 +654,61 @@ async fn summaries_from_a_stranger_never_reach_the_store() {
     assert_eq!(decoded(&cluster), before, "the store read nothing for it");
     cluster.shutdown().await;
 }
+
+/// A host's client requests over its rate are refused, however many peer IDs it uses
+/// (the rate is checked in the network loop as requests arrive).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_over_its_request_rate_is_refused_whatever_its_peer_ids() {
+    let cluster = tigress_bootstrap::cluster::Cluster::start(1, |_, _| {})
+        .await
+        .unwrap();
+    let node = cluster.addr(0).unwrap();
+    let source = Some(ATTACKER.parse().unwrap());
+    // Two connections, two peer IDs, one host: 600 requests, six times the host's burst.
+    let a = tigress_client::Connection::connect_from(&node, source)
+        .await
+        .unwrap();
+    let b = tigress_client::Connection::connect_from(&node, source)
+        .await
+        .unwrap();
+    // In rounds of 150, 75 per connection: under a client's 100 streams per connection.
+    let mut answers = Vec::new();
+    for _ in 0..4 {
+        let asks = (0..150).map(|i| {
+            let conn = if i % 2 == 0 { a.clone() } else { b.clone() };
+            async move {
+                conn.request(tigress_protocol::rpc::ClientRequest::Info)
+                    .await
+            }
+        });
+        answers.extend(futures::future::join_all(asks).await);
+    }
+    let answered = answers.iter().filter(|r| r.is_ok()).count();
+    let over_rate = answers
+        .iter()
+        .filter(|r| {
+            matches!(r, Err(tigress_client::ClientError::Remote(e))
+                if e.code == tigress_protocol::ErrorCode::RateLimited
+                    && e.message.as_str().starts_with("too many requests from this source"))
+        })
+        .count();
+    assert!(answered > 0, "the host's share is served");
+    assert!(
+        over_rate > 0,
+        "{answered} answered, none refused for the source's rate"
+    );
+    // The rest are the per-peer throttle's refusals: nothing failed otherwise.
+    for r in &answers {
+        assert!(
+            match r {
+                Ok(_) => true,
+                Err(tigress_client::ClientError::Remote(e)) => {
+                    e.code == tigress_protocol::ErrorCode::RateLimited
+                }
+                Err(_) => false,
+            },
+            "{r:?}"
+        );
+    }
+    cluster.shutdown().await;
+}
