@@ -49,38 +49,24 @@ fuzz_target!(|input: &[u8]| {
         .enable_time()
         .build()
         .unwrap();
+    // The same pieces, read afresh by each of the four readers.
+    let io = || Pieces {
+        data,
+        sizes,
+        turn: 0,
+    };
     runtime.block_on(async {
-        let mut io = Pieces {
-            data,
-            sizes,
-            turn: 0,
-        };
         let _ = ClientCodec::default()
-            .read_request(&CLIENT_STREAM, &mut io)
+            .read_request(&CLIENT_STREAM, &mut io())
             .await;
-        let mut io = Pieces {
-            data,
-            sizes,
-            turn: 0,
-        };
         let _ = ClientCodec::default()
-            .read_response(&CLIENT_STREAM, &mut io)
+            .read_response(&CLIENT_STREAM, &mut io())
             .await;
-        let mut io = Pieces {
-            data,
-            sizes,
-            turn: 0,
-        };
         let _ = ReplicaCodec::default()
-            .read_request(&REPLICA_STREAM, &mut io)
+            .read_request(&REPLICA_STREAM, &mut io())
             .await;
-        let mut io = Pieces {
-            data,
-            sizes,
-            turn: 0,
-        };
         let _ = ReplicaCodec::default()
-            .read_response(&REPLICA_STREAM, &mut io)
+            .read_response(&REPLICA_STREAM, &mut io())
             .await;
     });
 });
