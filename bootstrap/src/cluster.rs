@@ -33,7 +33,29 @@ impl Cluster {
         tweak: impl Fn(usize, &mut Config),
         doubles: impl Fn(usize, &NodeIdentity) -> Doubles,
     ) -> anyhow::Result<Self> {
-        let dir = tempfile::tempdir()?;
+        Self::start_in(tempfile::tempdir()?, n, tweak, doubles).await
+    }
+
+    /// Like [`Cluster::start`], with the nodes' data in a new directory under `parent`
+    /// (removed when the cluster is dropped).
+    pub async fn start_under(
+        parent: &std::path::Path,
+        n: usize,
+        tweak: impl Fn(usize, &mut Config),
+    ) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(parent)?;
+        Self::start_in(tempfile::tempdir_in(parent)?, n, tweak, |_, _| {
+            Doubles::default()
+        })
+        .await
+    }
+
+    async fn start_in(
+        dir: tempfile::TempDir,
+        n: usize,
+        tweak: impl Fn(usize, &mut Config),
+        doubles: impl Fn(usize, &NodeIdentity) -> Doubles,
+    ) -> anyhow::Result<Self> {
         let mut nodes: Vec<Option<Node>> = Vec::with_capacity(n);
         let mut configs = Vec::with_capacity(n);
         let mut seed: Option<Multiaddr> = None;
@@ -147,6 +169,12 @@ impl Cluster {
         if let Some(node) = self.nodes.get_mut(i).and_then(Option::take) {
             node.shutdown().await;
         }
+    }
+
+    /// Takes node `i` out of the cluster, running, for the caller to stop (its slot
+    /// stays for [`Cluster::restart`]).
+    pub fn take(&mut self, i: usize) -> Option<Node> {
+        self.nodes.get_mut(i).and_then(Option::take)
     }
 
     /// Restarts node `i` with its data directory and address.

@@ -26,6 +26,7 @@ pub mod cluster;
 pub mod liar;
 pub mod process;
 pub mod ready;
+pub mod scale;
 pub mod soak;
 
 pub use cluster::Cluster;

@@ -61,19 +61,19 @@ impl SoakReport {
 }
 
 /// One share a writer made: its invitation, payload, and the messages acknowledged.
-struct Written {
-    url: ShareUrl,
-    payload: Vec<u8>,
+pub(crate) struct Written {
+    pub(crate) url: ShareUrl,
+    pub(crate) payload: Vec<u8>,
     /// Whether the recipient accepted during the run (else it accepts at the end).
-    accepted: bool,
-    messages: Vec<Vec<u8>>,
+    pub(crate) accepted: bool,
+    pub(crate) messages: Vec<Vec<u8>>,
 }
 
 /// A tiny deterministic generator (xorshift) for victims and pauses.
-struct Dice(u64);
+pub(crate) struct Dice(pub(crate) u64);
 
 impl Dice {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x << 13;
         x ^= x >> 7;
@@ -82,7 +82,7 @@ impl Dice {
         x
     }
 
-    fn below(&mut self, n: usize) -> usize {
+    pub(crate) fn below(&mut self, n: usize) -> usize {
         usize::try_from(self.next() % u64::try_from(n.max(1)).unwrap_or(1)).unwrap_or(0)
     }
 }
@@ -178,7 +178,7 @@ async fn writer(
 
 /// How many of `written`'s acknowledged writes the recipient cannot read, asking node
 /// `addr` (retried until `deadline`: restarted nodes may still be catching up).
-async fn lost(
+pub(crate) async fn lost(
     written: &Written,
     bob_dir: &std::path::Path,
     addr: &Multiaddr,

@@ -648,6 +648,23 @@ impl Node {
         self.entry.locate(address, r).await
     }
 
+    /// A Kademlia lookup of `address` from this node, with what it cost.
+    pub async fn lookup(&self, address: &tigress_protocol::Address) -> network::Lookup {
+        self.net.lookup(address.as_bytes().to_vec()).await
+    }
+
+    /// The `count` peers of this node's routing table closest to `address`: what it
+    /// answers a Kademlia request for that key (no network traffic).
+    pub async fn closest_local(
+        &self,
+        address: &tigress_protocol::Address,
+        count: usize,
+    ) -> Vec<PeerId> {
+        self.net
+            .closest_local(address.as_bytes().to_vec(), count)
+            .await
+    }
+
     /// The peers in the routing table.
     pub async fn routing_table(&self) -> Vec<PeerId> {
         self.net.routing_table().await

@@ -80,7 +80,7 @@ enum Command {
     },
     Closest {
         key: Vec<u8>,
-        reply: oneshot::Sender<Vec<PeerId>>,
+        reply: oneshot::Sender<Lookup>,
     },
     RoutingTable {
         reply: oneshot::Sender<Vec<PeerId>>,
@@ -91,6 +91,19 @@ enum Command {
         reply: oneshot::Sender<Vec<PeerId>>,
     },
     Stop,
+}
+
+/// What a Kademlia lookup found and what it cost.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Lookup {
+    /// The closest peers found, nearest first, without routing-only peers.
+    pub peers: Vec<PeerId>,
+    /// Requests the query sent (libp2p's `QueryStats`).
+    pub requests: u32,
+    /// Of those, requests that failed or timed out.
+    pub failures: u32,
+    /// Whether the query finished on its own rather than by its timeout.
+    pub completed: bool,
 }
 
 /// A handle on the event loop.
@@ -168,6 +181,11 @@ impl NetworkHandle {
     /// The peers closest to `key` that a Kademlia lookup finds, without the peers known
     /// to be routing-only (bootstrap nodes).
     pub async fn closest_peers(&self, key: Vec<u8>) -> Vec<PeerId> {
+        self.lookup(key).await.peers
+    }
+
+    /// A Kademlia lookup of `key`, with what it cost (see [`Lookup`]).
+    pub async fn lookup(&self, key: Vec<u8>) -> Lookup {
         let (reply, rx) = oneshot::channel();
         if self
             .commands
@@ -175,7 +193,7 @@ impl NetworkHandle {
             .await
             .is_err()
         {
-            return Vec::new();
+            return Lookup::default();
         }
         rx.await.unwrap_or_default()
     }
@@ -628,7 +646,7 @@ fn busy() -> RemoteError {
 struct LoopState {
     pending_replica: HashMap<OutboundRequestId, ReplicaReply>,
     pending_client: HashMap<OutboundRequestId, ClientReply>,
-    pending_closest: HashMap<QueryId, oneshot::Sender<Vec<PeerId>>>,
+    pending_closest: HashMap<QueryId, oneshot::Sender<Lookup>>,
     /// Peers known (from identify) not to serve the replica protocol: bootstrap nodes.
     routing_only: HashSet<PeerId>,
     /// Answers handed to the swarm and not yet written (or failed).
@@ -1001,12 +1019,12 @@ impl LoopState {
                     id,
                     result: QueryResult::GetClosestPeers(result),
                     step,
-                    ..
+                    stats,
                 },
             )) => {
-                let peers = match result {
-                    Ok(ok) => ok.peers,
-                    Err(kad::GetClosestPeersError::Timeout { peers, .. }) => peers,
+                let (peers, timed_out) = match result {
+                    Ok(ok) => (ok.peers, false),
+                    Err(kad::GetClosestPeersError::Timeout { peers, .. }) => (peers, true),
                 };
                 if let Some(reply) = self.pending_closest.remove(&id) {
                     let found: Vec<PeerId> = peers
@@ -1014,7 +1032,12 @@ impl LoopState {
                         .map(|p| p.peer_id)
                         .filter(|p| !self.routing_only.contains(p))
                         .collect();
-                    let _ = reply.send(found);
+                    let _ = reply.send(Lookup {
+                        peers: found,
+                        requests: stats.num_requests(),
+                        failures: stats.num_failures(),
+                        completed: !timed_out,
+                    });
                 }
                 if !step.last
                     && let Some(mut q) = swarm.behaviour_mut().kad.query_mut(&id)

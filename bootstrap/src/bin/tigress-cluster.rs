@@ -52,6 +52,34 @@ enum Command {
         /// The tigress-liar binary (default: beside this one, else on PATH).
         #[arg(long)]
         liar_bin: Option<PathBuf>,
+        /// Run the nodes in this process instead of one process each (for hundreds of
+        /// nodes on a small machine); no HTTP or admin listeners, no liars.
+        #[arg(long, conflicts_with_all = ["byzantine", "base_port"])]
+        in_process: bool,
+    },
+    /// Run an in-process network of N relays while a fraction of them leaves and rejoins
+    /// every minute: sampled lookups (hops, requests, success, placement agreement) and
+    /// transfers through random nodes; then read back every acknowledged write. Ends with
+    /// one `scale ...` line.
+    Scale {
+        /// Relays in the network.
+        #[arg(long, default_value_t = 50)]
+        nodes: usize,
+        /// The fraction of the nodes that leaves per minute (each comes back 30 s later).
+        #[arg(long, default_value_t = 0.0)]
+        churn: f64,
+        /// Wall-clock minutes of transfers and lookups.
+        #[arg(long, default_value_t = 1.0)]
+        minutes: f64,
+        /// The replication factor.
+        #[arg(long, default_value_t = 5)]
+        replication: u8,
+        /// Transfers at a time.
+        #[arg(long, default_value_t = 8)]
+        writers: usize,
+        /// Seed for the leaving nodes, entries and looked-up addresses.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
     },
     /// Run complete transfers and report throughput and latency.
     Bench {
@@ -245,7 +273,11 @@ async fn main() -> anyhow::Result<()> {
             behaviour,
             near,
             liar_bin,
+            in_process,
         } => {
+            if in_process {
+                return up_in_process(nodes, &dir, replication).await;
+            }
             let opts = UpOptions {
                 nodes,
                 dir,
@@ -281,6 +313,31 @@ async fn main() -> anyhow::Result<()> {
                 }
             }
             cluster.stop().await;
+        }
+        Command::Scale {
+            nodes,
+            churn,
+            minutes,
+            replication,
+            writers,
+            seed,
+        } => {
+            let dir = tempfile::tempdir()?;
+            let report = tigress_bootstrap::scale::run(
+                &tigress_bootstrap::scale::ScaleOptions {
+                    nodes,
+                    churn,
+                    minutes,
+                    replication,
+                    writers,
+                    seed,
+                },
+                dir.path(),
+            )
+            .await?;
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{}", report.detail())?;
+            writeln!(out, "{}", report.line())?;
         }
         Command::Abuse {
             scenario,
@@ -405,5 +462,50 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+/// `up --in-process`: N nodes in this process, `cluster.json` in `dir`, until a signal.
+async fn up_in_process(nodes: usize, dir: &std::path::Path, replication: u8) -> anyhow::Result<()> {
+    let cluster = tigress_bootstrap::Cluster::start_under(dir, nodes, |_, c| {
+        c.replication = replication;
+        if nodes > 50 {
+            // Hundreds of nodes on a few cores: routing refreshed and replicas reconciled
+            // less often than in small clusters.
+            c.bootstrap_interval_secs = 10;
+            c.anti_entropy_interval_secs = 5;
+        }
+    })
+    .await?;
+    let pid = std::process::id();
+    let file = ClusterFile {
+        nodes: (0..cluster.len())
+            .filter_map(|i| {
+                let node = cluster.node(i)?;
+                Some(tigress_bootstrap::process::NodeEntry {
+                    peer_id: node.peer_id().to_string(),
+                    multiaddr: cluster.addr(i)?.to_string(),
+                    http: String::new(),
+                    admin: String::new(),
+                    pid,
+                    data_dir: cluster.dir().join(format!("node-{i}")),
+                    behaviour: "honest".into(),
+                })
+            })
+            .collect(),
+    };
+    let path = dir.join("cluster.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&file)?)?;
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(
+            out,
+            "tigress-cluster ready nodes={nodes} file={}",
+            path.display()
+        )?;
+        out.flush()?;
+    }
+    tigress_node::shutdown_signal().await;
+    cluster.shutdown().await;
     Ok(())
 }
