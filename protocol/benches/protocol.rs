@@ -217,8 +217,53 @@ fn bench_codec(c: &mut Criterion) {
     g.finish();
 }
 
+/// Ed25519: one strict verification against a batch of n (per batch).
+fn bench_verify(c: &mut Criterion) {
+    use tigress_protocol::crypto::batch::{Item, verify_all};
+    use tigress_protocol::crypto::{PublicKey, Signature, SignatureKind};
+    let mut g = c.benchmark_group("verify");
+    let keys: Vec<SigningKey> = (0..16u8).map(|i| SigningKey::from_seed(&[i; 32])).collect();
+    let body = vec![0x5au8; 300];
+    let signed: Vec<(PublicKey, Signature)> = keys
+        .iter()
+        .map(|k| (k.public_key(), k.sign(SignatureKind::Receipt, &body)))
+        .collect();
+    g.bench_function("strict, one signature", |b| {
+        let (key, sig) = &signed[0];
+        b.iter(|| {
+            key.verify(SignatureKind::Receipt, black_box(&body), sig)
+                .unwrap()
+        });
+    });
+    for n in [5usize, 16] {
+        let items: Vec<Item<'_>> = signed[..n]
+            .iter()
+            .map(|(key, signature)| Item {
+                key,
+                kind: SignatureKind::Receipt,
+                body: &body,
+                signature,
+            })
+            .collect();
+        g.bench_with_input(BenchmarkId::new("strict, one by one", n), &n, |b, _| {
+            b.iter(|| {
+                for i in &items {
+                    i.key
+                        .verify(i.kind, black_box(i.body), i.signature)
+                        .unwrap();
+                }
+            });
+        });
+        g.bench_with_input(BenchmarkId::new("batch, screened", n), &n, |b, _| {
+            b.iter(|| verify_all(black_box(&items)).unwrap());
+        });
+    }
+    g.finish();
+}
+
 criterion_group!(
     benches,
+    bench_verify,
     bench_genesis,
     bench_claim,
     bench_message,

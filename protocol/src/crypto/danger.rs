@@ -57,6 +57,11 @@ fn mac(seed: &[u8; 32], kind: SignatureKind, body: &[u8]) -> [u8; 64] {
 }
 
 /// The simulated signature, when simulation is on for this thread.
+/// Whether simulated signatures are on for this thread.
+pub(super) fn is_active() -> bool {
+    ACTIVE.with(Cell::get)
+}
+
 pub(super) fn sign(key: &SigningKey, kind: SignatureKind, body: &[u8]) -> Option<Signature> {
     if !ACTIVE.with(Cell::get) {
         return None;

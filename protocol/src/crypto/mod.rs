@@ -7,6 +7,7 @@
 //! passed in as a [`CryptoRng`], so tests can seed it.
 
 pub mod aead;
+pub mod batch;
 #[cfg(feature = "danger-simulation")]
 pub mod danger;
 pub mod gateway;
