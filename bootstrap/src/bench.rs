@@ -86,6 +86,9 @@ pub struct BenchReport {
     pub node_cpu_s: f64,
     /// Peak resident memory of the node processes, summed, MiB.
     pub node_rss_mb: f64,
+    /// Ed25519 verifications the nodes ran during the run, and checks they answered from
+    /// memory (from their `/metrics`, when their admin addresses are known).
+    pub verifications: Option<(u64, u64)>,
 }
 
 fn percentiles(v: &mut [Duration]) -> (f64, f64, f64) {
@@ -148,8 +151,36 @@ impl BenchReport {
             "node_rss_mb": self.node_rss_mb,
             "steps": steps,
             "failures": self.failures,
+            "verifications": self.verifications.map(|v| v.0),
+            "verifications_remembered": self.verifications.map(|v| v.1),
         })
     }
+
+    /// `bench-crypto ...`: the signature work of the nodes per completed transfer, when
+    /// it was measured.
+    pub fn crypto_line(&self) -> Option<String> {
+        let (run, remembered) = self.verifications?;
+        let per = |n: u64| n as f64 / self.ok.max(1) as f64;
+        Some(format!(
+            "bench-crypto verifications={run} remembered={remembered} verifications_per_transfer={:.1} remembered_per_transfer={:.1}",
+            per(run),
+            per(remembered)
+        ))
+    }
+}
+
+/// The nodes' verification counters, summed over the admin addresses that answer.
+async fn verification_counters(admins: &[String]) -> Option<(u64, u64)> {
+    if admins.is_empty() {
+        return None;
+    }
+    let mut sum = (0, 0);
+    for a in admins {
+        let text = crate::process::http_get(a, "/metrics").await.ok()?;
+        sum.0 += crate::process::gauge(&text, "tigress_signature_verifications_total")?;
+        sum.1 += crate::process::gauge(&text, "tigress_signatures_remembered_total")?;
+    }
+    Some(sum)
 }
 
 /// CPU seconds (user + system) and peak RSS (MiB) of a process, from /proc.
@@ -404,9 +435,11 @@ async fn transfer(
 }
 
 /// Runs the benchmark against the nodes at `addrs`; `pids` are node processes to measure.
+/// `admins` are the nodes' admin addresses, for their signature counters (may be empty).
 pub async fn run(
     addrs: &[Multiaddr],
     pids: &[u32],
+    admins: &[String],
     opts: &BenchOptions,
 ) -> anyhow::Result<BenchReport> {
     // Several connections per node, as many clients would have: each is its own peer to
@@ -430,6 +463,7 @@ pub async fn run(
         }
     }
     let pool = Arc::new(Pool { conns, oblivious });
+    let counted_before = verification_counters(admins).await;
     let usage_before: Vec<(f64, f64)> = pids.iter().filter_map(|p| proc_usage(*p)).collect();
     let done = Arc::new(AtomicUsize::new(0));
     let tty = std::io::stderr().is_terminal();
@@ -475,6 +509,7 @@ pub async fn run(
         }
     }
     let usage_after: Vec<(f64, f64)> = pids.iter().filter_map(|p| proc_usage(*p)).collect();
+    let counted_after = verification_counters(admins).await;
     let cpu_before: f64 = usage_before.iter().map(|u| u.0).sum();
     let cpu_after: f64 = usage_after.iter().map(|u| u.0).sum();
     let rss: f64 = usage_after.iter().map(|u| u.1).sum();
@@ -497,6 +532,9 @@ pub async fn run(
         failures: t.failures,
         node_cpu_s: (cpu_after - cpu_before).max(0.0),
         node_rss_mb: rss,
+        verifications: counted_before
+            .zip(counted_after)
+            .map(|(b, a)| (a.0.saturating_sub(b.0), a.1.saturating_sub(b.1))),
     })
 }
 

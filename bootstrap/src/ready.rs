@@ -5,12 +5,17 @@
 
 use std::time::{Duration, Instant};
 
+use futures::StreamExt as _;
+
 use libp2p::PeerId;
 use tigress_protocol::Address;
 use tigress_protocol::crypto::{PublicKey, sha256};
 
 /// How many addresses a readiness check looks up from every node.
 pub const PROBES: u32 = 4;
+
+/// Readiness lookups in flight at once.
+const CONCURRENT_LOOKUPS: usize = 64;
 
 /// The `i`-th probe address.
 pub fn probe(i: u32) -> Address {
@@ -37,7 +42,8 @@ pub async fn wait(
         .flat_map(|i| (0..PROBES).map(move |p| (i, p)))
         .collect();
     loop {
-        // Every pending lookup at once: each is a DHT query of its own.
+        // The pending lookups, a bounded number at a time: each is a DHT query of its own,
+        // and hundreds at once on a small machine time out instead of settling.
         let lookup = &lookup;
         let replication = &replication;
         let checks = pending.iter().map(|&(i, p)| async move {
@@ -46,7 +52,9 @@ pub async fn wait(
             let found = lookup(i, address, r).await;
             (!agrees(&found, &closest(peers, &address, r))).then_some((i, p))
         });
-        pending = futures::future::join_all(checks)
+        pending = futures::stream::iter(checks)
+            .buffer_unordered(CONCURRENT_LOOKUPS)
+            .collect::<Vec<_>>()
             .await
             .into_iter()
             .flatten()
@@ -54,6 +62,11 @@ pub async fn wait(
         if pending.is_empty() {
             return Ok(());
         }
+        tracing::info!(
+            disagreeing = pending.len(),
+            of = nodes * PROBES as usize,
+            "cluster not ready yet"
+        );
         if Instant::now() >= deadline {
             anyhow::bail!(
                 "the cluster was not ready within {limit:?}: {} of {} node lookups still disagree on the closest nodes",

@@ -384,6 +384,11 @@ pub async fn run(opts: &ScaleOptions, dir: &Path) -> anyhow::Result<ScaleReport>
         c.anti_entropy_interval_secs = 5;
     })
     .await?;
+    tracing::info!(
+        nodes = opts.nodes,
+        seconds = started.elapsed().as_secs(),
+        "scale: ready"
+    );
     let mut report = ScaleReport {
         nodes: opts.nodes,
         churn: opts.churn,
@@ -457,6 +462,15 @@ pub async fn run(opts: &ScaleOptions, dir: &Path) -> anyhow::Result<ScaleReport>
             }
         }
         sample(&cluster, &mut report, &mut dice, r).await;
+        if report.requests.len().is_multiple_of(100) {
+            tracing::info!(
+                lookups = report.requests.len(),
+                lookups_ok = report.lookups_ok,
+                departures = report.departures,
+                away = away.len(),
+                "scale: sampling"
+            );
+        }
     }
     stop.store(true, Ordering::Relaxed);
     let mut written: Vec<(usize, Written)> = Vec::new();

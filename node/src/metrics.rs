@@ -230,6 +230,21 @@ impl Metrics {
                 "counter",
                 s.sweeps.load(Ordering::Relaxed),
             );
+            let (run, remembered) = tigress_protocol::crypto::sign::verification_counts();
+            gauge(
+                &mut out,
+                "tigress_signature_verifications_total",
+                "Ed25519 verifications run by this process.",
+                "counter",
+                run,
+            );
+            gauge(
+                &mut out,
+                "tigress_signatures_remembered_total",
+                "Signature checks answered from the memory of signatures already verified.",
+                "counter",
+                remembered,
+            );
             gauge(
                 &mut out,
                 "tigress_summaries_decoded_total",

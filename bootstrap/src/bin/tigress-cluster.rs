@@ -415,45 +415,58 @@ async fn main() -> anyhow::Result<()> {
                 direct,
             };
             let mut throwaway = None;
-            let (addrs, pids): (Vec<Multiaddr>, Vec<u32>) = if let Some(path) = cluster {
-                let file = ClusterFile::read(&path)?;
-                (
-                    file.nodes
+            let admins_of = |file: &ClusterFile| -> Vec<String> {
+                file.nodes
+                    .iter()
+                    .filter(|n| !n.admin.is_empty())
+                    .map(|n| n.admin.clone())
+                    .collect()
+            };
+            let (addrs, pids, admins): (Vec<Multiaddr>, Vec<u32>, Vec<String>) =
+                if let Some(path) = cluster {
+                    let file = ClusterFile::read(&path)?;
+                    (
+                        file.nodes
+                            .iter()
+                            .map(|n| n.multiaddr.parse())
+                            .collect::<Result<_, _>>()?,
+                        file.nodes.iter().map(|n| n.pid).collect(),
+                        admins_of(&file),
+                    )
+                } else if let Some(addr) = node {
+                    (vec![addr], Vec::new(), Vec::new())
+                } else {
+                    let n = nodes.unwrap_or(1);
+                    let dir = tempfile::tempdir()?;
+                    let up = ProcessCluster::up(&UpOptions {
+                        nodes: n,
+                        dir: dir.path().to_path_buf(),
+                        base_port: None,
+                        replication,
+                        node_bin: node_bin.unwrap_or_else(default_node_bin),
+                        extra_args: Vec::new(),
+                        liars: None,
+                    })
+                    .await?;
+                    let addrs = up
+                        .file()
+                        .nodes
                         .iter()
                         .map(|n| n.multiaddr.parse())
-                        .collect::<Result<_, _>>()?,
-                    file.nodes.iter().map(|n| n.pid).collect(),
-                )
-            } else if let Some(addr) = node {
-                (vec![addr], Vec::new())
-            } else {
-                let n = nodes.unwrap_or(1);
-                let dir = tempfile::tempdir()?;
-                let up = ProcessCluster::up(&UpOptions {
-                    nodes: n,
-                    dir: dir.path().to_path_buf(),
-                    base_port: None,
-                    replication,
-                    node_bin: node_bin.unwrap_or_else(default_node_bin),
-                    extra_args: Vec::new(),
-                    liars: None,
-                })
-                .await?;
-                let addrs = up
-                    .file()
-                    .nodes
-                    .iter()
-                    .map(|n| n.multiaddr.parse())
-                    .collect::<Result<_, _>>()?;
-                let pids = up.pids();
-                throwaway = Some((up, dir));
-                (addrs, pids)
-            };
-            let report = bench::run(&addrs, &pids, &opts).await?;
+                        .collect::<Result<_, _>>()?;
+                    let pids = up.pids();
+                    let admins = admins_of(up.file());
+                    throwaway = Some((up, dir));
+                    (addrs, pids, admins)
+                };
+            let report = bench::run(&addrs, &pids, &admins, &opts).await?;
             let mut out = std::io::stdout().lock();
             if json {
                 writeln!(out, "{}", report.json())?;
             } else {
+                if let Some(crypto) = report.crypto_line() {
+                    writeln!(out, "{crypto}")?;
+                }
                 writeln!(out, "{}", report.line())?;
             }
             drop(out);

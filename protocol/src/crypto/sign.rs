@@ -95,6 +95,92 @@ pub fn signed_bytes(kind: SignatureKind, body: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Signatures this process has already verified, so that a record checked by several
+/// code paths (a long-poll's read request before and after its wait, a certificate in
+/// each replica's view, a message in each replica's answer) costs one verification.
+///
+/// Only successes are kept, under SHA-256 of everything the verdict depends on (domain,
+/// key, signature, body): a hit is a signature that verified over exactly these bytes.
+/// Two generations of at most [`verified::GENERATION`] entries each (about 4 MiB in all);
+/// when the current one fills, it becomes the previous one and the oldest is dropped, so
+/// a peer sending valid signatures of its own can only push others out, never grow it.
+pub(crate) mod verified {
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    use std::sync::atomic::AtomicU64;
+
+    use sha2::{Digest as _, Sha256};
+
+    use super::{PublicKey, Signature, SignatureKind};
+
+    /// Entries per generation.
+    pub(crate) const GENERATION: usize = 32_768;
+
+    struct Generations {
+        current: HashSet<[u8; 32]>,
+        previous: HashSet<[u8; 32]>,
+    }
+
+    static SEEN: Mutex<Option<Generations>> = Mutex::new(None);
+
+    /// Ed25519 verifications run, and verdicts taken from memory instead.
+    pub(crate) static RUN: AtomicU64 = AtomicU64::new(0);
+    pub(crate) static REMEMBERED: AtomicU64 = AtomicU64::new(0);
+
+    pub(crate) fn fingerprint(
+        key: &PublicKey,
+        kind: SignatureKind,
+        body: &[u8],
+        signature: &Signature,
+    ) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(b"tigress/v1/verified\0");
+        h.update(kind.as_str().as_bytes());
+        h.update([0]);
+        h.update(key.as_bytes());
+        h.update(signature.0);
+        h.update(body);
+        h.finalize().into()
+    }
+
+    pub(crate) fn contains(f: &[u8; 32]) -> bool {
+        SEEN.lock().ok().is_some_and(|s| {
+            s.as_ref()
+                .is_some_and(|g| g.current.contains(f) || g.previous.contains(f))
+        })
+    }
+
+    pub(crate) fn insert(f: [u8; 32]) {
+        if let Ok(mut s) = SEEN.lock() {
+            let g = s.get_or_insert_with(|| Generations {
+                current: HashSet::new(),
+                previous: HashSet::new(),
+            });
+            if g.current.len() >= GENERATION {
+                g.previous = std::mem::take(&mut g.current);
+            }
+            g.current.insert(f);
+        }
+    }
+
+    /// Entries held (both generations).
+    #[cfg(test)]
+    pub(crate) fn len() -> usize {
+        SEEN.lock().ok().map_or(0, |s| {
+            s.as_ref().map_or(0, |g| g.current.len() + g.previous.len())
+        })
+    }
+}
+
+/// Signature verifications this process ran (Ed25519, strict) and those it answered from
+/// the memory of verified signatures, since it started.
+pub fn verification_counts() -> (u64, u64) {
+    (
+        verified::RUN.load(std::sync::atomic::Ordering::Relaxed),
+        verified::REMEMBERED.load(std::sync::atomic::Ordering::Relaxed),
+    )
+}
+
 /// The signature did not verify (or the key is invalid or weak).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("signature verification failed")]
@@ -209,10 +295,18 @@ impl PublicKey {
         if let Some(result) = super::danger::verify(self, kind, body, signature) {
             return result;
         }
+        let seen = verified::fingerprint(self, kind, body, signature);
+        if verified::contains(&seen) {
+            verified::REMEMBERED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Ok(());
+        }
+        verified::RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let key = self.decode()?;
         let sig = ed25519_dalek::Signature::from_bytes(&signature.0);
         key.verify_strict(&signed_bytes(kind, body), &sig)
-            .map_err(|_| SignatureError)
+            .map_err(|_| SignatureError)?;
+        verified::insert(seen);
+        Ok(())
     }
 
     /// The first 8 bytes in hex: enough to tell keys apart in logs.
@@ -322,6 +416,69 @@ mod tests {
     use super::*;
     use rand_chacha::ChaCha20Rng;
     use rand_core::SeedableRng;
+
+    #[test]
+    fn a_verified_signature_is_remembered_and_a_bad_one_never() {
+        let mut rng = ChaCha20Rng::from_seed([2; 32]);
+        let key = SigningKey::generate(&mut rng);
+        let public = key.public_key();
+        let sig = key.sign(SignatureKind::Message, b"remembered");
+        let f = verified::fingerprint(&public, SignatureKind::Message, b"remembered", &sig);
+        assert!(
+            public
+                .verify(SignatureKind::Message, b"remembered", &sig)
+                .is_ok()
+        );
+        assert!(verified::contains(&f));
+        // A hit still names exactly what verified: another body, kind, key or signature
+        // is verified afresh, and fails.
+        assert!(
+            public
+                .verify(SignatureKind::Message, b"rememberes", &sig)
+                .is_err()
+        );
+        assert!(
+            public
+                .verify(SignatureKind::Claim, b"remembered", &sig)
+                .is_err()
+        );
+        let other = SigningKey::generate(&mut rng).public_key();
+        assert!(
+            other
+                .verify(SignatureKind::Message, b"remembered", &sig)
+                .is_err()
+        );
+        let mut bent = sig;
+        bent.0[3] ^= 1;
+        assert!(
+            public
+                .verify(SignatureKind::Message, b"remembered", &bent)
+                .is_err()
+        );
+        for (k, kind, body, s) in [
+            (&public, SignatureKind::Message, &b"rememberes"[..], &sig),
+            (&public, SignatureKind::Claim, &b"remembered"[..], &sig),
+            (&other, SignatureKind::Message, &b"remembered"[..], &sig),
+            (&public, SignatureKind::Message, &b"remembered"[..], &bent),
+        ] {
+            assert!(!verified::contains(&verified::fingerprint(
+                k, kind, body, s
+            )));
+        }
+    }
+
+    #[test]
+    fn the_memory_of_verified_signatures_is_bounded() {
+        for i in 0..(3 * verified::GENERATION as u64) {
+            let mut f = [0xa5u8; 32];
+            f[..8].copy_from_slice(&i.to_le_bytes());
+            verified::insert(f);
+        }
+        assert!(verified::len() <= 2 * verified::GENERATION);
+        let mut newest = [0xa5u8; 32];
+        newest[..8].copy_from_slice(&(3 * verified::GENERATION as u64 - 1).to_le_bytes());
+        assert!(verified::contains(&newest));
+    }
 
     #[test]
     fn signatures_are_bound_to_their_kind_and_body() {

@@ -480,7 +480,7 @@ async fn bench_smoke_run_completes_its_transfers() {
             payload_bytes: 1024,
             direct,
         };
-        let report = tigress_bootstrap::bench::run(&addrs, &[], &opts)
+        let report = tigress_bootstrap::bench::run(&addrs, &[], &[], &opts)
             .await
             .unwrap();
         assert_eq!(report.ok, 6, "failures: {:?}", report.failures);
