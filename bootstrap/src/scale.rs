@@ -378,10 +378,7 @@ pub async fn run(opts: &ScaleOptions, dir: &Path) -> anyhow::Result<ScaleReport>
     let replication = opts.replication;
     let mut cluster = Cluster::start_under(&dir.join("nodes"), opts.nodes, move |_, c| {
         c.replication = replication;
-        // Two hundred nodes on two cores: routing refreshed and replicas reconciled less
-        // often than in the test suite's small clusters.
-        c.bootstrap_interval_secs = 10;
-        c.anti_entropy_interval_secs = 5;
+        crate::cluster::large(c);
     })
     .await?;
     tracing::info!(

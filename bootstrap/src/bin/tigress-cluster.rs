@@ -483,10 +483,7 @@ async fn up_in_process(nodes: usize, dir: &std::path::Path, replication: u8) -> 
     let cluster = tigress_bootstrap::Cluster::start_under(dir, nodes, |_, c| {
         c.replication = replication;
         if nodes > 50 {
-            // Hundreds of nodes on a few cores: routing refreshed and replicas reconciled
-            // less often than in small clusters.
-            c.bootstrap_interval_secs = 10;
-            c.anti_entropy_interval_secs = 5;
+            tigress_bootstrap::cluster::large(c);
         }
     })
     .await?;
