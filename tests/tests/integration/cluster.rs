@@ -494,6 +494,35 @@ async fn bench_smoke_run_completes_its_transfers() {
     cluster.shutdown().await;
 }
 
+/// A short `scale` run: a node leaves while transfers run, lookups are sampled and
+/// traced, and every acknowledged write is read back with the node still away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scale_run_under_churn_loses_no_acknowledged_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = tigress_bootstrap::scale::ScaleOptions {
+        nodes: 10,
+        churn: 0.6,
+        minutes: 0.3,
+        replication: 5,
+        writers: 2,
+        seed: 3,
+    };
+    let report = tigress_bootstrap::scale::run(&opts, dir.path())
+        .await
+        .unwrap();
+    assert!(report.departures >= 1, "no node left");
+    assert!(!report.requests.is_empty() && report.hops.len() == report.requests.len());
+    assert!(report.transfers_ok > 0, "{}", report.line());
+    assert!(report.writes_acked > report.transfers_ok);
+    assert_eq!(report.writes_lost, 0, "{}", report.detail());
+    let line = report.line();
+    assert!(
+        line.starts_with("scale nodes=10 churn=0.6 minutes=0.3 lookups="),
+        "{line}"
+    );
+    assert!(line.ends_with(" mailboxes_lost=0"), "{line}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expiry_reaches_every_replica() {
     let cluster = Cluster::start(5, |_, c| c.sweep_interval_secs = 1)
