@@ -10,10 +10,12 @@ use crate::ready;
 /// Adjusts a test node's config for a network of hundreds in one process: routing
 /// refreshed at the node's own default interval (each refresh is a lookup per bucket, and
 /// the suite's two-second refresh times hundreds of nodes saturates two cores), replicas
-/// reconciled every 5 s.
+/// reconciled every 5 s, and connections closed after 5 s idle (both ends of each
+/// are descriptors of this one process).
 pub fn large(config: &mut Config) {
     config.bootstrap_interval_secs = Config::default().bootstrap_interval_secs;
     config.anti_entropy_interval_secs = 5;
+    config.idle_timeout_secs = 5;
 }
 
 /// N nodes in this process, node 0 seeding the others. Dropping the cluster stops every

@@ -322,6 +322,7 @@ async fn main() -> anyhow::Result<()> {
             writers,
             seed,
         } => {
+            raise_open_files(nodes);
             let dir = tempfile::tempdir()?;
             let report = tigress_bootstrap::scale::run(
                 &tigress_bootstrap::scale::ScaleOptions {
@@ -476,6 +477,33 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Raises this process's open-file limit for `nodes` in-process nodes: both ends of every
+/// connection between them are descriptors of this process (200 nodes hold tens of
+/// thousands). Asks for what they may need, else takes the hard limit; says so when the
+/// limit stays below that.
+fn raise_open_files(nodes: usize) {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let want = (nodes as u64).saturating_mul(400).max(4096);
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    if soft >= want {
+        return;
+    }
+    // Raising the hard limit needs privilege; without it, the hard limit is the most.
+    if setrlimit(Resource::RLIMIT_NOFILE, want, want.max(hard)).is_err() {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard.min(want), hard);
+    }
+    let now = getrlimit(Resource::RLIMIT_NOFILE).map_or(soft, |(s, _)| s);
+    if now < want {
+        tracing::warn!(
+            limit = now,
+            wanted = want,
+            "the open-file limit is low for this many in-process nodes; connections may fail"
+        );
+    }
 }
 
 /// `up --in-process`: N nodes in this process, `cluster.json` in `dir`, until a signal.
