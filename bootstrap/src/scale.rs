@@ -32,7 +32,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt as _;
 use libp2p::{Multiaddr, PeerId};
 use tigress_client::{Client, StateDir};
 use tigress_node::Node;
@@ -41,7 +40,7 @@ use tigress_protocol::crypto::PublicKey;
 use tigress_protocol::session::ShareOptions;
 
 use crate::cluster::Cluster;
-use crate::soak::{Dice, Written, lost};
+use crate::soak::{Dice, Written, read_back};
 
 /// Kademlia's parallelism (α) and bucket size (k), as the nodes run them.
 const ALPHA: usize = 3;
@@ -97,7 +96,7 @@ pub struct ScaleReport {
     pub retries: usize,
     /// Claim (accept) latencies.
     pub claims: Vec<Duration>,
-    /// Acknowledged writes (shares and messages), and those unreadable at the end.
+    /// Acknowledged writes (shares and messages).
     pub writes_acked: usize,
     /// Acknowledged writes that could not be read at the end.
     pub writes_lost: usize,
@@ -517,23 +516,7 @@ pub async fn run(opts: &ScaleOptions, dir: &Path) -> anyhow::Result<ScaleReport>
     // stay away.
     let addrs: Vec<Multiaddr> = (0..cluster.len()).filter_map(|i| cluster.addr(i)).collect();
     report.writes_acked = written.iter().map(|(_, one)| 1 + one.messages.len()).sum();
-    let missing: Vec<usize> = futures::stream::iter(written.iter().enumerate())
-        .map(|(i, (w, one))| {
-            let addr = addrs.get(i % addrs.len().max(1)).cloned();
-            let bob_dir = clients.join(format!("bob-{w}"));
-            async move {
-                match addr {
-                    Some(addr) => {
-                        let deadline = Instant::now() + Duration::from_secs(30);
-                        lost(one, &bob_dir, &addr, deadline).await
-                    }
-                    None => 1 + one.messages.len(),
-                }
-            }
-        })
-        .buffer_unordered(16)
-        .collect()
-        .await;
+    let missing = read_back(&written, &addrs, &clients).await;
     report.writes_lost = missing.iter().sum();
     report.mailboxes_lost = missing.iter().filter(|n| **n > 0).count();
     for (_, _, shutdown, _) in away {

@@ -178,7 +178,7 @@ async fn writer(
 
 /// How many of `written`'s acknowledged writes the recipient cannot read, asking node
 /// `addr` (retried until `deadline`: restarted nodes may still be catching up).
-pub(crate) async fn lost(
+async fn lost(
     written: &Written,
     bob_dir: &std::path::Path,
     addr: &Multiaddr,
@@ -221,6 +221,35 @@ pub(crate) async fn lost(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Every acknowledged write of `written` (with its writer's index), read back by its
+/// recipient (state in `clients/bob-W`) through `addrs` in turn: sixteen shares at a
+/// time, each retried for up to 30 s while something is missing (restarted nodes may
+/// still be catching up). Returns, per share, how many of its writes could not be read.
+pub(crate) async fn read_back(
+    written: &[(usize, Written)],
+    addrs: &[Multiaddr],
+    clients: &std::path::Path,
+) -> Vec<usize> {
+    use futures::StreamExt as _;
+    futures::stream::iter(written.iter().enumerate())
+        .map(|(i, (w, one))| {
+            let addr = addrs.get(i % addrs.len().max(1)).cloned();
+            let bob_dir = clients.join(format!("bob-{w}"));
+            async move {
+                match addr {
+                    Some(addr) => {
+                        let deadline = Instant::now() + Duration::from_secs(30);
+                        lost(one, &bob_dir, &addr, deadline).await
+                    }
+                    None => 1 + one.messages.len(),
+                }
+            }
+        })
+        .buffered(16)
+        .collect()
+        .await
 }
 
 /// Runs a soak on a throwaway cluster in `dir`.
@@ -299,28 +328,11 @@ pub async fn run(opts: &SoakOptions, dir: &std::path::Path) -> anyhow::Result<So
             written.push((w, one));
         }
     }
-    // Every acknowledged write, read back: sixteen shares at a time, each retried for up
-    // to 30 s while something is missing (restarted nodes may still be catching up).
-    use futures::StreamExt as _;
     let acked: usize = written.iter().map(|(_, one)| 1 + one.messages.len()).sum();
-    let clients = dir.join("clients");
-    let missing: usize = futures::stream::iter(written.iter().enumerate())
-        .map(|(i, (w, one))| {
-            let addr = addrs.get(i % addrs.len().max(1)).cloned();
-            let bob_dir = clients.join(format!("bob-{w}"));
-            async move {
-                match addr {
-                    Some(addr) => {
-                        let deadline = Instant::now() + Duration::from_secs(30);
-                        lost(one, &bob_dir, &addr, deadline).await
-                    }
-                    None => 1 + one.messages.len(),
-                }
-            }
-        })
-        .buffer_unordered(16)
-        .fold(0, |sum, n| async move { sum + n })
-        .await;
+    let missing: usize = read_back(&written, &addrs, &dir.join("clients"))
+        .await
+        .iter()
+        .sum();
     cluster.stop().await;
     Ok(SoakReport {
         cycles: opts.cycles,
