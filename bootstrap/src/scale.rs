@@ -274,9 +274,8 @@ async fn traced(
     r: usize,
 ) -> (u32, u32) {
     let distance = |p: &PeerId| {
-        tigress_node::entry::nearest(vec![*p], address, 1)
-            .first()
-            .map(|k| tigress_protocol::placement::distance(k, address))
+        tigress_client::oblivious::key_of(p)
+            .map(|k| tigress_protocol::placement::distance(&k, address))
     };
     let mut known: BTreeMap<[u8; 32], PeerId> = BTreeMap::new();
     for p in entry.closest_local(address, K).await {
