@@ -34,6 +34,7 @@ pub mod gateway;
 pub mod held;
 pub mod http;
 pub mod identity;
+mod link;
 pub mod metrics;
 pub mod network;
 pub mod oblivious;
@@ -315,6 +316,9 @@ pub struct Doubles {
     pub clock: Option<clock::Clock>,
     /// Records everything the node receives (the curious-node test).
     pub tap: Option<tap::Tap>,
+    /// Speaks the replica protocol only over request-response (`/tigress/replica/1`), as
+    /// nodes did before replica links: a mixed network's older node.
+    pub without_links: bool,
 }
 
 impl Node {
@@ -332,6 +336,7 @@ impl Node {
             entry: client_filter,
             clock,
             tap,
+            without_links,
         } = doubles;
         config.validate()?;
         let clock = clock.unwrap_or_else(clock::Clock::system);
@@ -360,7 +365,13 @@ impl Node {
         };
 
         // The network and the HTTP port, bound before anything answers.
-        let mut network = Network::bind(identity.keypair.clone(), &config, tap.clone()).await?;
+        let mut network = Network::bind(
+            identity.keypair.clone(),
+            &config,
+            tap.clone(),
+            without_links,
+        )
+        .await?;
         network.add_seeds(&seeds_of(&config)?);
         let net = network.handle();
         let listen_addrs = network.listen_addrs.clone();
@@ -474,6 +485,7 @@ impl Node {
         let mut background = vec![tokio::spawn(dispatcher.run(inbound_rx))];
         let network_task = tokio::spawn(network.run(LoopContext {
             inbound: inbound_tx,
+            answering: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             metrics: metrics.clone(),
             budgets: budgets.clone(),
         }));

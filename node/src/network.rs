@@ -6,7 +6,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
@@ -27,7 +27,8 @@ use tigress_protocol::rpc::{
     ClientRequest, ClientResponse, RemoteError, ReplicaRequest, ReplicaResponse,
 };
 use tigress_transport::{
-    CLIENT_STREAM, ClientCodec, IDENTIFY_PROTOCOL, REPLICA_STREAM, REQUEST_TIMEOUT, ReplicaCodec,
+    CLIENT_STREAM, ClientCodec, IDENTIFY_PROTOCOL, REPLICA_LINK, REPLICA_STREAM, REQUEST_TIMEOUT,
+    ReplicaCodec,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -51,6 +52,8 @@ pub(crate) struct NodeBehaviour {
     kad: kad::Behaviour<kad::store::MemoryStore>,
     client: request_response::Behaviour<ClientCodec>,
     replica: request_response::Behaviour<ReplicaCodec>,
+    /// The replica protocol over one stream per peer ([`crate::link`]).
+    stream: libp2p_stream::Behaviour,
 }
 
 type ReplicaReply = oneshot::Sender<Result<ReplicaResponse, CallError>>;
@@ -90,6 +93,14 @@ enum Command {
         count: usize,
         reply: oneshot::Sender<Vec<PeerId>>,
     },
+    Remote {
+        peer: PeerId,
+        reply: oneshot::Sender<Option<Multiaddr>>,
+    },
+    InRoutingTable {
+        peer: PeerId,
+        reply: oneshot::Sender<bool>,
+    },
     Stop,
 }
 
@@ -112,6 +123,16 @@ pub struct NetworkHandle {
     commands: mpsc::Sender<Command>,
     local: PeerId,
     public: Arc<AtomicBool>,
+    links: Arc<crate::link::Links>,
+}
+
+/// Where an inbound replica request's answer goes: back through the swarm
+/// (request-response) or onto the link it came on.
+pub(crate) enum ReplicaChannel {
+    /// `/tigress/replica/1`.
+    Swarm(ResponseChannel<ReplicaResponse>),
+    /// `/tigress/replica/2`.
+    Link(crate::link::LinkAnswer),
 }
 
 impl NetworkHandle {
@@ -127,12 +148,21 @@ impl NetworkHandle {
         self.local
     }
 
-    /// Sends a replica request to `peer` and awaits the answer.
+    /// Sends a replica request to `peer` and awaits the answer: over the link to `peer`
+    /// ([`crate::link`]), or over request-response to a peer that has no link protocol.
     pub async fn replica_request(
         &self,
         peer: PeerId,
         request: ReplicaRequest,
     ) -> Result<ReplicaResponse, CallError> {
+        let request = match self.links.call(peer, request).await {
+            crate::link::Outcome::Answered(answer) => return answer,
+            // Never returned by `call`, which sends a request a closed link handed back
+            // over a new one; request-response takes it if it came.
+            crate::link::Outcome::Legacy(request) | crate::link::Outcome::Closed(request) => {
+                request
+            }
+        };
         let (reply, rx) = oneshot::channel();
         self.commands
             .send(Command::Replica {
@@ -238,15 +268,45 @@ impl NetworkHandle {
             .await;
     }
 
-    pub(crate) async fn respond_replica(
-        &self,
-        channel: ResponseChannel<ReplicaResponse>,
-        response: ReplicaResponse,
-    ) {
-        let _ = self
+    pub(crate) async fn respond_replica(&self, channel: ReplicaChannel, response: ReplicaResponse) {
+        match channel {
+            ReplicaChannel::Swarm(channel) => {
+                let _ = self
+                    .commands
+                    .send(Command::RespondReplica { channel, response })
+                    .await;
+            }
+            ReplicaChannel::Link(answer) => answer.send(response).await,
+        }
+    }
+
+    /// The remote address of `peer`'s connection, if it is connected.
+    pub(crate) async fn remote_of(&self, peer: PeerId) -> Option<Multiaddr> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Remote { peer, reply })
+            .await
+            .ok()?;
+        rx.await.ok().flatten()
+    }
+
+    /// Whether `peer` is in the routing table.
+    pub(crate) async fn in_routing_table(&self, peer: PeerId) -> bool {
+        let (reply, rx) = oneshot::channel();
+        if self
             .commands
-            .send(Command::RespondReplica { channel, response })
-            .await;
+            .send(Command::InRoutingTable { peer, reply })
+            .await
+            .is_err()
+        {
+            return false;
+        }
+        rx.await.unwrap_or(false)
+    }
+
+    /// Replica links this node holds open to other nodes.
+    pub fn links_open(&self) -> usize {
+        self.links.open()
     }
 
     /// Stops the event loop (closing every listener and connection).
@@ -260,6 +320,8 @@ pub struct Network {
     swarm: Swarm<NodeBehaviour>,
     commands: mpsc::Receiver<Command>,
     handle: NetworkHandle,
+    /// Whether this node answers the replica protocol over links.
+    serves_links: bool,
     prefix_limits: prefix::Limits,
     /// The addresses the node listens on.
     pub listen_addrs: Vec<Multiaddr>,
@@ -287,6 +349,7 @@ impl Network {
         keypair: libp2p::identity::Keypair,
         config: &Config,
         tap: Option<crate::tap::Tap>,
+        without_links: bool,
     ) -> Result<Self, NetworkError> {
         let relay = config.role == NodeRole::Relay;
         let reachability = config.reachability;
@@ -362,6 +425,7 @@ impl Network {
                         .with_request_timeout(REQUEST_TIMEOUT)
                         .with_max_concurrent_streams(512),
                 ),
+                stream: libp2p_stream::Behaviour::new(),
             }
         };
         let idle = Duration::from_secs(config.idle_timeout_secs);
@@ -469,10 +533,12 @@ impl Network {
             }
         }
         let (tx, commands) = mpsc::channel(1024);
+        let control = swarm.behaviour().stream.new_control();
         let handle = NetworkHandle {
             commands: tx,
             local: *swarm.local_peer_id(),
             public: Arc::new(AtomicBool::new(reachability == Reachability::Public)),
+            links: crate::link::Links::new(control, idle, without_links),
         };
         tracing::info!(
             setting = reachability.as_str(),
@@ -487,6 +553,7 @@ impl Network {
             swarm,
             commands,
             handle,
+            serves_links: relay && serves && !without_links,
             listen_addrs,
             prefix_limits: prefix::Limits {
                 total: config.max_peers_per_prefix,
@@ -532,8 +599,30 @@ impl Network {
             mut commands,
             prefix_limits,
             handle,
+            serves_links,
             ..
         } = self;
+        // Other nodes' links to this replica.
+        let serving = if serves_links {
+            match swarm.behaviour().stream.new_control().accept(REPLICA_LINK) {
+                Ok(incoming) => Some(tokio::spawn(crate::link::serve(
+                    incoming,
+                    Arc::new(crate::link::ServeContext {
+                        inbound: ctx.inbound.clone(),
+                        metrics: ctx.metrics.clone(),
+                        budgets: ctx.budgets.clone(),
+                        net: handle.clone(),
+                        answering: ctx.answering.clone(),
+                    }),
+                ))),
+                Err(e) => {
+                    tracing::error!(error = %e, "the replica link protocol is taken");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let mut state = LoopState {
             pending_replica: HashMap::new(),
             pending_client: HashMap::new(),
@@ -561,6 +650,10 @@ impl Network {
                 event = swarm.select_next_some() => state.event(&mut swarm, event, &ctx),
             }
         }
+        handle.links.stop();
+        if let Some(serving) = serving {
+            serving.abort();
+        }
         for (_, reply) in state.pending_replica.drain() {
             let _ = reply.send(Err(CallError::Stopping));
         }
@@ -570,10 +663,12 @@ impl Network {
         // The answers already handed over (the last requests of a graceful stop, the
         // long-polls it ended) go out before the connections close.
         let deadline = tokio::time::Instant::now() + RESPONSE_DRAIN;
-        while state.responding > 0 {
+        while state.responding > 0 || ctx.answering.load(Ordering::Acquire) > 0 {
             tokio::select! {
                 event = swarm.select_next_some() => state.event(&mut swarm, event, &ctx),
                 () = tokio::time::sleep_until(deadline) => break,
+                // Links write their answers on their own: look again now and then.
+                () = tokio::time::sleep(Duration::from_millis(10)) => {}
             }
         }
         // An answer counted as sent may still sit in the connection's buffers: the
@@ -614,13 +709,15 @@ pub(crate) enum Inbound {
         /// The remote address of the connection it came on.
         from: Option<Multiaddr>,
         request: ReplicaRequest,
-        channel: ResponseChannel<ReplicaResponse>,
+        channel: ReplicaChannel,
     },
 }
 
 /// Where the event loop puts inbound requests and its gauges.
 pub(crate) struct LoopContext {
     pub(crate) inbound: mpsc::Sender<Inbound>,
+    /// Answers handed to replica links and not yet written ([`crate::link`]).
+    pub(crate) answering: Arc<AtomicUsize>,
     pub(crate) metrics: Arc<Metrics>,
     /// The request rates per source are checked here, as requests arrive: a source over
     /// its rate is answered at once and never queues ahead of others for the dispatcher.
@@ -849,6 +946,12 @@ impl LoopState {
                     .collect();
                 let _ = reply.send(peers);
             }
+            Command::Remote { peer, reply } => {
+                let _ = reply.send(self.remote.get(&peer).cloned());
+            }
+            Command::InRoutingTable { peer, reply } => {
+                let _ = reply.send(in_routing_table(swarm, &peer));
+            }
             Command::Stop => {}
         }
     }
@@ -952,10 +1055,10 @@ impl LoopState {
                             peer,
                             from,
                             request,
-                            channel,
+                            channel: ReplicaChannel::Swarm(channel),
                         }) {
                             Err(mpsc::error::TrySendError::Full(Inbound::Replica {
-                                channel,
+                                channel: ReplicaChannel::Swarm(channel),
                                 ..
                             })) => Some((channel, busy())),
                             _ => None,

@@ -81,10 +81,11 @@ fn timed_out() -> io::Error {
     io::Error::new(io::ErrorKind::TimedOut, "the frame did not arrive in time")
 }
 
-async fn read_body<T, V>(io: &mut T, prefix: [u8; 4]) -> io::Result<V>
+/// Reads a frame's body of the length in `prefix`, as it arrives, counted against
+/// [`MAX_BUFFERED`] while it is read.
+pub(crate) async fn read_body_bytes<T>(io: &mut T, prefix: [u8; 4]) -> io::Result<Vec<u8>>
 where
-    T: AsyncRead + Unpin + Send,
-    V: DeserializeOwned,
+    T: AsyncRead + Unpin,
 {
     let len = rpc::frame_len(prefix).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
     let mut held = Held(0);
@@ -100,6 +101,15 @@ where
         held.grow(n)?;
         body.extend_from_slice(chunk.get(..n).unwrap_or_default());
     }
+    Ok(body)
+}
+
+async fn read_body<T, V>(io: &mut T, prefix: [u8; 4]) -> io::Result<V>
+where
+    T: AsyncRead + Unpin + Send,
+    V: DeserializeOwned,
+{
+    let body = read_body_bytes(io, prefix).await?;
     rpc::decode_body(&body).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 

@@ -17,11 +17,13 @@
 #![warn(missing_docs)]
 
 pub mod codec;
+pub mod link;
 pub mod source;
 
 use std::time::Duration;
 
 pub use codec::{CLIENT_STREAM, ClientCodec, FrameCodec, REPLICA_STREAM, ReplicaCodec};
+pub use link::REPLICA_LINK;
 pub use source::SourceTcp;
 
 /// The protocol string nodes and clients announce over identify.

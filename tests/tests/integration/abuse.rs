@@ -712,3 +712,123 @@ async fn a_host_over_its_request_rate_is_refused_whatever_its_peer_ids() {
     }
     cluster.shutdown().await;
 }
+
+/// A peer that opens replica links (`/tigress/replica/2`) to a node holds at most four at
+/// once: the fifth and sixth are dropped unread, the four are answered (a stranger's
+/// Summaries refused, as over request-response). A frame that does not decode ends its
+/// link, and the slot it held is free again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_holds_only_its_share_of_replica_links() {
+    use futures::{AsyncReadExt as _, AsyncWriteExt as _, StreamExt as _};
+    use libp2p::swarm::SwarmEvent;
+    use tigress_protocol::rpc::{ReplicaRequest, ReplicaResponse};
+    use tigress_transport::link::{REPLICA_LINK, read_tagged, write_tagged};
+
+    let cluster = tigress_bootstrap::cluster::Cluster::start(1, |_, c| c.replication = 1)
+        .await
+        .unwrap();
+    let node = cluster.addr(0).unwrap();
+    let peer = cluster.node(0).unwrap().peer_id();
+    let mut stranger = libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(
+            libp2p::tcp::Config::default(),
+            libp2p::noise::Config::new,
+            libp2p::yamux::Config::default,
+        )
+        .unwrap()
+        .with_behaviour(|_| libp2p_stream::Behaviour::new())
+        .unwrap()
+        .build();
+    let mut control = stranger.behaviour().new_control();
+    stranger.dial(node).unwrap();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            if let SwarmEvent::ConnectionEstablished { .. } = stranger.select_next_some().await {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("connected within 30 s");
+    let driver = tokio::spawn(async move {
+        loop {
+            stranger.select_next_some().await;
+        }
+    });
+
+    let summaries = || ReplicaRequest::Summaries {
+        addresses: tigress_protocol::wire::BoundedVec::truncated(vec![
+            "07".repeat(32)
+                .parse::<tigress_protocol::Address>()
+                .unwrap();
+            4
+        ]),
+    };
+    // What one link gets for one request: an answer, or nothing (the stream ended).
+    let ask = async |stream: &mut libp2p::Stream, id: u64| -> Option<ReplicaResponse> {
+        write_tagged(stream, id, &summaries()).await.ok()?;
+        let read = read_tagged::<_, ReplicaResponse>(stream, None);
+        match tokio::time::timeout(Duration::from_secs(30), read).await {
+            Ok(Ok(Some((got, Ok(answer))))) if got == id => Some(answer),
+            _ => None,
+        }
+    };
+    let refused = |a: &Option<ReplicaResponse>| {
+        matches!(a, Some(ReplicaResponse::Error(e))
+            if e.code == tigress_protocol::ErrorCode::Unauthorized)
+    };
+    let mut links = Vec::new();
+    for _ in 0..6 {
+        links.push(control.open_stream(peer, REPLICA_LINK).await.unwrap());
+    }
+    let mut served: Vec<libp2p::Stream> = Vec::new();
+    for (i, mut link) in links.into_iter().enumerate() {
+        let answer = ask(&mut link, i as u64).await;
+        if answer.is_some() {
+            assert!(refused(&answer), "link {i}: {answer:?}");
+            served.push(link);
+        }
+    }
+    assert_eq!(
+        served.len(),
+        4,
+        "four links per peer are served, the others dropped"
+    );
+    // Several requests in a row on one link, each answered with its id.
+    for id in 100..110 {
+        assert!(refused(&ask(&mut served[0], id).await), "request {id}");
+    }
+
+    // Garbage on a served link ends it...
+    let mut bad = served.pop().unwrap();
+    let mut garbage = 5u64.to_be_bytes().to_vec();
+    garbage.extend_from_slice(&3u32.to_be_bytes());
+    garbage.extend_from_slice(&[0xff; 3]);
+    bad.write_all(&garbage).await.unwrap();
+    bad.flush().await.unwrap();
+    let mut rest = Vec::new();
+    let ended = tokio::time::timeout(Duration::from_secs(30), bad.read_to_end(&mut rest)).await;
+    assert!(
+        matches!(ended, Ok(Ok(_)) | Ok(Err(_))),
+        "the link with garbage is closed by the node"
+    );
+    assert!(rest.is_empty(), "and nothing was answered on it");
+    // ...and its slot serves a new link.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut again = control.open_stream(peer, REPLICA_LINK).await.unwrap();
+        if refused(&ask(&mut again, 1).await) {
+            served.push(again);
+            break;
+        }
+        // The node may not have counted the bad link's end yet: another try.
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the freed slot serves a new link"
+        );
+    }
+    assert_eq!(served.len(), 4);
+    driver.abort();
+    cluster.shutdown().await;
+}

@@ -600,3 +600,136 @@ async fn an_oblivious_transfer_goes_through_relays() {
     alice.delete(&id).await.unwrap();
     assert!(bob.recv(&id, Duration::ZERO).await.is_err());
 }
+
+/// Replica requests the node handled, from its metrics.
+fn replica_requests_handled(node: &tigress_node::Node) -> u64 {
+    node.metrics_text()
+        .lines()
+        .filter(|l| l.starts_with("tigress_requests_total{protocol=\"replica\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// The libp2p streams of a node that negotiated (or proposed) `protocol`, with the peer
+/// at their other end: both those it opened and those it accepted.
+fn streams_of(tap: &tigress_node::tap::Tap, protocol: &str) -> Vec<Option<libp2p::PeerId>> {
+    // multistream-select's line: its length, the name, a newline.
+    let mut line = vec![u8::try_from(protocol.len() + 1).unwrap()];
+    line.extend_from_slice(protocol.as_bytes());
+    line.push(b'\n');
+    tap.received()
+        .iter()
+        .filter(|r| r.kind == "libp2p")
+        .filter(|r| {
+            let bytes = r.bytes();
+            let head = bytes.get(..bytes.len().min(64)).unwrap_or_default();
+            head.windows(line.len()).any(|w| w == line.as_slice())
+        })
+        .map(|r| r.peer)
+        .collect()
+}
+
+/// Replica requests ride on one kept stream per pair of nodes (`/tigress/replica/2`), not
+/// on a substream each. A node that speaks only `/tigress/replica/1` (an older node of a
+/// mixed network) is asked over request-response after one refused link, asks that way
+/// itself, and transfers through it go through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_requests_ride_one_stream_per_peer_and_old_nodes_are_still_served() {
+    use tigress_node::tap::Tap;
+    const OLD: usize = 4;
+    let taps: Vec<Tap> = (0..5).map(|_| Tap::new()).collect();
+    let for_nodes = taps.clone();
+    let cluster = Cluster::start_with(
+        5,
+        // Links (and connections) stay up for the whole test.
+        |_, c| c.idle_timeout_secs = 300,
+        move |i, _| tigress_node::Doubles {
+            tap: for_nodes.get(i).cloned(),
+            without_links: i == OLD,
+            ..tigress_node::Doubles::default()
+        },
+    )
+    .await
+    .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    // Five transfers, each step through the next entry, the old node among them.
+    let mut entry = 0;
+    for t in 0..5 {
+        let (a, b) = (
+            tmp.path().join(format!("alice{t}")),
+            tmp.path().join(format!("bob{t}")),
+        );
+        let mut next = || {
+            entry += 1;
+            entry % 5
+        };
+        let shared = client(&cluster, next(), &a)
+            .await
+            .share(b"car key", &ShareOptions::default(), None)
+            .await
+            .unwrap();
+        let url = ShareUrl::parse(&shared.url.expose_url()).unwrap();
+        assert_eq!(
+            client(&cluster, next(), &b)
+                .await
+                .accept(&url)
+                .await
+                .unwrap(),
+            b"car key"
+        );
+        for round in 0..2 {
+            let text = format!("request {t}.{round}");
+            client(&cluster, next(), &b)
+                .await
+                .send(&shared.share_id, text.as_bytes(), None)
+                .await
+                .unwrap();
+            let got = client(&cluster, next(), &a)
+                .await
+                .recv(&shared.share_id, Duration::from_secs(10))
+                .await
+                .unwrap();
+            assert_eq!(got.messages[0].plaintext, text.as_bytes());
+        }
+    }
+    let old = cluster.node(OLD).unwrap().peer_id();
+    let (mut links, mut handled) = (0, 0);
+    for (i, tap) in taps.iter().enumerate() {
+        let node = cluster.node(i).unwrap();
+        let requests = replica_requests_handled(node);
+        let over_links = streams_of(tap, "/tigress/replica/2");
+        let one_each = streams_of(tap, "/tigress/replica/1");
+        eprintln!(
+            "node {i}: {requests} replica requests, {} link streams, {} request-response streams",
+            over_links.len(),
+            one_each.len()
+        );
+        assert!(requests > 0, "node {i} is a replica of every mailbox");
+        if i == OLD {
+            // The other nodes asked it over request-response, after at most one refused
+            // link each (a link is tried once, then the peer is remembered).
+            let askers: std::collections::HashSet<_> = one_each.iter().collect();
+            assert!(askers.len() >= 2, "node {i}: asked by {askers:?}");
+            assert!(over_links.len() <= 4, "node {i}: {}", over_links.len());
+        } else {
+            // Only the old node uses request-response with it.
+            assert!(
+                one_each.iter().all(|p| *p == Some(old)),
+                "node {i}: request-response from a node with links"
+            );
+            assert!(
+                !one_each.is_empty(),
+                "node {i}: the old node asks the old way"
+            );
+            links += over_links.len() as u64;
+            handled += requests.saturating_sub(one_each.len() as u64);
+        }
+    }
+    // Many requests per link, where request-response opened a stream for each.
+    assert!(links > 0);
+    assert!(
+        handled >= 3 * links,
+        "{handled} requests over {links} link streams"
+    );
+    cluster.shutdown().await;
+}

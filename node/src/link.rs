@@ -1,0 +1,577 @@
+//! The replica protocol over one stream per peer (`/tigress/replica/2`,
+//! [`tigress_transport::link`]).
+//!
+//! A node asks another replica many things in a row: a transfer at R = 5 sends each
+//! replica a dozen requests. Over request-response each of them opened a substream,
+//! negotiated the protocol, and closed it: frames, syscalls and a round through the swarm's
+//! event loop per request, each way. Here a node keeps one stream to each replica it
+//! talks to ([`Links`]) and numbers its requests on it; the replica answers each as it is
+//! ready ([`serve`]), so a long-poll holds up nothing. A link closes after the node's idle
+//! timeout without requests, so the connection below it can idle out as before.
+//!
+//! A peer that does not speak `/tigress/replica/2` is asked over `/tigress/replica/1`
+//! (request-response, which every node still serves), and remembered as such.
+//!
+//! What a replica spends on a link is bounded: at most [`MAX_STREAMS_PER_PEER`] links
+//! from one peer, at most [`MAX_IN_FLIGHT`] requests read and not yet answered on each
+//! (beyond it the node stops reading, and the peer's writes wait on the muxer's window),
+//! at most [`MAX_UNWRITTEN`] bytes of answers the peer has not read, and every request
+//! goes through the admission checks of request-response: the source's rate, the
+//! dispatcher's queue, then the dispatcher's slots and byte budgets. A frame
+//! that does not decode ends the link; a link with no request for [`SERVE_QUIET`] is
+//! closed.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::{AsyncReadExt as _, AsyncWriteExt as _, StreamExt as _};
+use libp2p::PeerId;
+use tigress_protocol::ErrorCode;
+use tigress_protocol::quorum::CallError;
+use tigress_protocol::rpc::{RemoteError, ReplicaRequest, ReplicaResponse};
+use tigress_transport::REQUEST_TIMEOUT;
+use tigress_transport::link::{
+    REPLICA_LINK, encode_tagged, read_tagged, write_frame, write_tagged,
+};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+
+use crate::metrics::Metrics;
+use crate::network::{Inbound, NetworkHandle, ReplicaChannel};
+
+/// The most requests one link has sent and not had answered; more wait for a slot.
+const MAX_PENDING: usize = 1024;
+
+/// The most requests a replica reads from one link and has not answered. Above what the
+/// dispatcher's budgets let one node have in flight (its long-polls and its other
+/// requests), so that those budgets, which refuse at once, decide, and a flood of
+/// long-polls never holds up the requests behind it on the link.
+pub(crate) const MAX_IN_FLIGHT: usize = 1024;
+
+/// The most bytes of answers a link holds that its peer has not read: past it, answers
+/// wait (and hold their slots, so the peer's next requests are refused by the budgets).
+pub(crate) const MAX_UNWRITTEN: usize = 8 << 20;
+
+/// The most links one peer may hold open to this node at once.
+pub(crate) const MAX_STREAMS_PER_PEER: usize = 4;
+
+/// How long a replica keeps a link that sends no request. An honest node closes its end
+/// after its idle timeout; this only ends a peer's link that it keeps open for nothing.
+pub(crate) const SERVE_QUIET: Duration = Duration::from_secs(120);
+
+/// How long opening a link (and dialing the peer, if need be) may take.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How often a link drops the requests whose askers stopped waiting.
+const SWEEP: Duration = Duration::from_secs(5);
+
+/// The most peers remembered as speaking only `/tigress/replica/1`.
+const MAX_LEGACY: usize = 4096;
+
+/// What became of a request sent over a link (moved once per request, as the answer is).
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Outcome {
+    /// The peer answered, or why it did not.
+    Answered(Result<ReplicaResponse, CallError>),
+    /// The peer does not speak the link protocol: the request, to send the old way.
+    Legacy(ReplicaRequest),
+    /// The link closed before it sent the request: the request, to send on a new one.
+    Closed(ReplicaRequest),
+}
+
+struct Call {
+    request: ReplicaRequest,
+    reply: oneshot::Sender<Outcome>,
+}
+
+/// The links of one node to the replicas it asks.
+pub(crate) struct Links {
+    control: Mutex<libp2p_stream::Control>,
+    peers: Mutex<HashMap<PeerId, mpsc::Sender<Call>>>,
+    legacy: Mutex<HashSet<PeerId>>,
+    idle: Duration,
+    stopped: AtomicBool,
+    /// Asks every peer over request-response (a node of the old kind, in tests).
+    disabled: bool,
+}
+
+impl Links {
+    pub(crate) fn new(
+        control: libp2p_stream::Control,
+        idle: Duration,
+        disabled: bool,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            control: Mutex::new(control),
+            peers: Mutex::new(HashMap::new()),
+            legacy: Mutex::new(HashSet::new()),
+            idle: idle.max(Duration::from_secs(1)),
+            stopped: AtomicBool::new(false),
+            disabled,
+        })
+    }
+
+    /// The node stopped: no more links, and the open ones are failed by their streams.
+    pub(crate) fn stop(&self) {
+        self.stopped.store(true, Ordering::Release);
+        if let Ok(mut peers) = self.peers.lock() {
+            peers.clear();
+        }
+    }
+
+    /// Links open now.
+    pub(crate) fn open(&self) -> usize {
+        self.peers.lock().map(|p| p.len()).unwrap_or(0)
+    }
+
+    fn is_legacy(&self, peer: &PeerId) -> bool {
+        self.legacy.lock().is_ok_and(|l| l.contains(peer))
+    }
+
+    fn mark_legacy(&self, peer: PeerId) {
+        if let Ok(mut legacy) = self.legacy.lock() {
+            if legacy.len() >= MAX_LEGACY {
+                legacy.clear();
+            }
+            legacy.insert(peer);
+        }
+    }
+
+    /// Sends `request` to `peer` over its link (opened if need be) and awaits the answer
+    /// within the request timeout.
+    pub(crate) async fn call(self: &Arc<Self>, peer: PeerId, request: ReplicaRequest) -> Outcome {
+        if self.stopped.load(Ordering::Acquire) {
+            return Outcome::Answered(Err(CallError::Stopping));
+        }
+        if self.disabled || self.is_legacy(&peer) {
+            return Outcome::Legacy(request);
+        }
+        let asked = async {
+            let mut request = request;
+            // A link that closes on its idle timeout as the request reaches it hands the
+            // request back; it goes over a new link.
+            for _ in 0..3 {
+                let (reply, answer) = oneshot::channel();
+                self.send(peer, Call { request, reply }).await;
+                match answer.await {
+                    Ok(Outcome::Closed(back)) => request = back,
+                    Ok(outcome) => return outcome,
+                    Err(_) => break,
+                }
+            }
+            Outcome::Answered(Err(CallError::Unreachable))
+        };
+        tokio::time::timeout(REQUEST_TIMEOUT, asked)
+            .await
+            .unwrap_or(Outcome::Answered(Err(CallError::Timeout)))
+    }
+
+    /// Hands `call` to `peer`'s link, opening one if there is none (or the one found has
+    /// just closed).
+    async fn send(self: &Arc<Self>, peer: PeerId, mut call: Call) {
+        for _ in 0..3 {
+            let link = {
+                let Ok(mut peers) = self.peers.lock() else {
+                    break;
+                };
+                if self.stopped.load(Ordering::Acquire) {
+                    break;
+                }
+                peers
+                    .entry(peer)
+                    .or_insert_with(|| {
+                        let (tx, rx) = mpsc::channel(MAX_IN_FLIGHT);
+                        let control = self
+                            .control
+                            .lock()
+                            .map(|c| c.clone())
+                            .unwrap_or_else(|e| e.into_inner().clone());
+                        tokio::spawn(run(self.clone(), peer, control, tx.clone(), rx));
+                        tx
+                    })
+                    .clone()
+            };
+            match link.send(call).await {
+                Ok(()) => return,
+                Err(mpsc::error::SendError(back)) => {
+                    call = back;
+                    self.forget(peer, &link);
+                }
+            }
+        }
+        let _ = call
+            .reply
+            .send(Outcome::Answered(Err(CallError::Unreachable)));
+    }
+
+    /// Removes `link` as `peer`'s, unless another link took its place.
+    fn forget(&self, peer: PeerId, link: &mpsc::Sender<Call>) {
+        if let Ok(mut peers) = self.peers.lock()
+            && peers.get(&peer).is_some_and(|l| l.same_channel(link))
+        {
+            peers.remove(&peer);
+        }
+    }
+}
+
+/// A request sent and not answered yet.
+struct Waiting {
+    reply: oneshot::Sender<Outcome>,
+    /// The request itself, kept until the link carried its first answer: a stream the
+    /// peer dropped unread (a busy node may drop a new stream) hands its requests back to
+    /// go over a new link.
+    request: Option<ReplicaRequest>,
+}
+
+type Pending = Arc<Mutex<HashMap<u64, Waiting>>>;
+
+/// The link ended: requests it never showed to be read go back to be sent again, the
+/// others fail.
+fn answer_all(pending: &Pending) {
+    if let Ok(mut p) = pending.lock() {
+        for (_, waiting) in p.drain() {
+            let _ = waiting.reply.send(match waiting.request {
+                Some(request) => Outcome::Closed(request),
+                None => Outcome::Answered(Err(CallError::Unreachable)),
+            });
+        }
+    }
+}
+
+/// One link: opens the stream, then writes the calls handed to it and matches the
+/// answers, until it has been idle for the node's idle timeout or the stream fails.
+async fn run(
+    links: Arc<Links>,
+    peer: PeerId,
+    mut control: libp2p_stream::Control,
+    me: mpsc::Sender<Call>,
+    mut calls: mpsc::Receiver<Call>,
+) {
+    let opened = tokio::time::timeout(OPEN_TIMEOUT, control.open_stream(peer, REPLICA_LINK)).await;
+    let stream = match opened {
+        Ok(Ok(stream)) => Some(stream),
+        Ok(Err(libp2p_stream::OpenStreamError::UnsupportedProtocol(_))) => {
+            links.mark_legacy(peer);
+            links.forget(peer, &me);
+            calls.close();
+            while let Some(call) = calls.recv().await {
+                let _ = call.reply.send(Outcome::Legacy(call.request));
+            }
+            return;
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "replica link not opened");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "replica link not opened in time");
+            None
+        }
+    };
+    let Some(stream) = stream else {
+        links.forget(peer, &me);
+        calls.close();
+        while let Some(call) = calls.recv().await {
+            let _ = call
+                .reply
+                .send(Outcome::Answered(Err(CallError::Unreachable)));
+        }
+        return;
+    };
+    let (mut reader, mut writer) = stream.split();
+    let pending: Pending = Arc::new(Mutex::new(HashMap::new()));
+    let confirmed = AtomicBool::new(false);
+    let reading = {
+        let pending = pending.clone();
+        let confirmed = &confirmed;
+        async move {
+            loop {
+                match read_tagged::<_, ReplicaResponse>(&mut reader, None).await {
+                    Ok(Some((id, answer))) => {
+                        let waiting = pending.lock().ok().and_then(|mut p| {
+                            if !confirmed.swap(true, Ordering::AcqRel) {
+                                p.values_mut().for_each(|w| w.request = None);
+                            }
+                            p.remove(&id)
+                        });
+                        if let Some(waiting) = waiting {
+                            let _ = waiting
+                                .reply
+                                .send(Outcome::Answered(answer.map_err(|_| CallError::Malformed)));
+                        }
+                    }
+                    Ok(None) => return,
+                    Err(e) => {
+                        tracing::debug!(%peer, error = %e, "replica link: answer not read");
+                        return;
+                    }
+                }
+            }
+        }
+    };
+    let writing = async {
+        let mut next: u64 = 0;
+        let mut quiet_since = tokio::time::Instant::now();
+        let mut sweep = tokio::time::interval(SWEEP);
+        loop {
+            let waiting = pending.lock().map(|p| p.len()).unwrap_or(0);
+            tokio::select! {
+                call = calls.recv(), if waiting < MAX_PENDING => {
+                    let Some(call) = call else { return true };
+                    let id = next;
+                    next = next.wrapping_add(1);
+                    // In the map before it leaves: its answer may come back at once.
+                    let kept = (!confirmed.load(Ordering::Acquire)).then(|| call.request.clone());
+                    if let Ok(mut p) = pending.lock() {
+                        p.insert(id, Waiting { reply: call.reply, request: kept });
+                    }
+                    if write_tagged(&mut writer, id, &call.request).await.is_err() {
+                        return false;
+                    }
+                    quiet_since = tokio::time::Instant::now();
+                }
+                _ = sweep.tick() => {
+                    let left = pending
+                        .lock()
+                        .map(|mut p| {
+                            p.retain(|_, w| !w.reply.is_closed());
+                            p.len()
+                        })
+                        .unwrap_or(0);
+                    if left == 0 && quiet_since.elapsed() >= links.idle {
+                        return true;
+                    }
+                    if left > 0 {
+                        quiet_since = tokio::time::Instant::now();
+                    }
+                }
+            }
+        }
+    };
+    let idle = tokio::select! {
+        () = reading => false,
+        idle = writing => idle,
+    };
+    links.forget(peer, &me);
+    drop(me);
+    calls.close();
+    if idle {
+        let _ = writer.close().await;
+    }
+    answer_all(&pending);
+    // Calls that reached this link after it decided to close go over a new one.
+    while let Some(call) = calls.recv().await {
+        let _ = call.reply.send(Outcome::Closed(call.request));
+    }
+}
+
+/// What the replica side of the links needs from the node.
+pub(crate) struct ServeContext {
+    pub(crate) inbound: mpsc::Sender<Inbound>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) budgets: Arc<crate::budget::Budgets>,
+    pub(crate) net: NetworkHandle,
+    /// Answers handed to links and not yet written: a stopping node waits for them.
+    pub(crate) answering: Arc<AtomicUsize>,
+}
+
+/// An answer's way back to its link: the request's id, and its slot among the link's
+/// requests in flight, given back once the answer is written.
+pub(crate) struct LinkAnswer {
+    id: u64,
+    to: mpsc::Sender<Written>,
+    slot: Slot,
+    unwritten: Arc<Semaphore>,
+}
+
+/// An answer's frame on its way out, with what it holds until written.
+struct Written {
+    frame: Vec<u8>,
+    _slot: Slot,
+    _bytes: Option<OwnedSemaphorePermit>,
+}
+
+impl LinkAnswer {
+    /// Encodes the answer and hands it to the link's writer, once the link's unread
+    /// answers leave room for it.
+    pub(crate) async fn send(self, response: ReplicaResponse) {
+        let frame = match encode_tagged(self.id, &response) {
+            Ok(frame) => frame,
+            Err(e) => {
+                tracing::warn!(error = %e, "an answer could not be encoded");
+                let error = ReplicaResponse::Error(RemoteError::new(
+                    ErrorCode::TooLarge,
+                    "the answer does not fit a frame",
+                ));
+                match encode_tagged(self.id, &error) {
+                    Ok(frame) => frame,
+                    Err(_) => return,
+                }
+            }
+        };
+        let want = u32::try_from(frame.len().min(MAX_UNWRITTEN)).unwrap_or(u32::MAX);
+        let bytes = self.unwritten.acquire_many_owned(want).await.ok();
+        let _ = self
+            .to
+            .send(Written {
+                frame,
+                _slot: self.slot,
+                _bytes: bytes,
+            })
+            .await;
+    }
+}
+
+/// A request's slot on its link, counted in [`ServeContext::answering`] until dropped.
+pub(crate) struct Slot {
+    _permit: OwnedSemaphorePermit,
+    answering: Arc<AtomicUsize>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.answering.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+fn busy() -> RemoteError {
+    RemoteError::new(
+        ErrorCode::RateLimited,
+        "the node is at its request limit; retry shortly",
+    )
+}
+
+/// Serves the links other nodes open to this replica until `incoming` ends.
+pub(crate) async fn serve(mut incoming: libp2p_stream::IncomingStreams, ctx: Arc<ServeContext>) {
+    let open: Arc<Mutex<HashMap<PeerId, usize>>> = Arc::new(Mutex::new(HashMap::new()));
+    while let Some((peer, stream)) = incoming.next().await {
+        let admitted = open.lock().is_ok_and(|mut open| {
+            let n = open.entry(peer).or_insert(0);
+            if *n >= MAX_STREAMS_PER_PEER {
+                false
+            } else {
+                *n += 1;
+                true
+            }
+        });
+        if !admitted {
+            tracing::debug!(%peer, "replica link refused: the peer holds as many as it may");
+            ctx.metrics.refused.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        let (ctx, open) = (ctx.clone(), open.clone());
+        tokio::spawn(async move {
+            serve_one(peer, stream, &ctx).await;
+            if let Ok(mut open) = open.lock()
+                && let Some(n) = open.get_mut(&peer)
+            {
+                *n -= 1;
+                if *n == 0 {
+                    open.remove(&peer);
+                }
+            }
+        });
+    }
+}
+
+/// Serves one link: reads requests while it has slots for them, admits each as
+/// request-response does, writes the answers as they come.
+async fn serve_one(peer: PeerId, stream: libp2p::Stream, ctx: &ServeContext) {
+    let from = ctx.net.remote_of(peer).await;
+    let source = ctx.budgets.classify.of_node(peer, from.as_ref());
+    let (mut reader, mut writer) = stream.split();
+    let (to, mut answers) = mpsc::channel::<Written>(MAX_IN_FLIGHT);
+    let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let unwritten = Arc::new(Semaphore::new(MAX_UNWRITTEN));
+    let reading = async move {
+        // Owned by the body, so that it is dropped when reading ends and the writer
+        // sees the last answer owed.
+        let to = to;
+        loop {
+            let Ok(permit) = slots.clone().acquire_owned().await else {
+                return;
+            };
+            let request = match read_tagged::<_, ReplicaRequest>(&mut reader, Some(SERVE_QUIET))
+                .await
+            {
+                Ok(Some((id, Ok(request)))) => (id, request),
+                Ok(Some((_, Err(e)))) | Err(e) => {
+                    tracing::debug!(%peer, error = %e, "replica link: a request could not be read; closing");
+                    return;
+                }
+                Ok(None) => return,
+            };
+            let (id, request) = request;
+            ctx.answering.fetch_add(1, Ordering::AcqRel);
+            let slot = Slot {
+                _permit: permit,
+                answering: ctx.answering.clone(),
+            };
+            let refusal = if matches!(request, ReplicaRequest::Summaries { .. })
+                && !ctx.net.in_routing_table(peer).await
+            {
+                Some(RemoteError::new(
+                    ErrorCode::Unauthorized,
+                    "summaries go to nodes this node knows only",
+                ))
+            } else {
+                ctx.budgets
+                    .replica_rates
+                    .check(&source)
+                    .err()
+                    .map(|e| crate::budget::refusal(e, "requests"))
+            };
+            let refused = match refusal {
+                Some(e) => Some((slot, e)),
+                None => {
+                    let channel = ReplicaChannel::Link(LinkAnswer {
+                        id,
+                        to: to.clone(),
+                        slot,
+                        unwritten: unwritten.clone(),
+                    });
+                    match ctx.inbound.try_send(Inbound::Replica {
+                        peer,
+                        from: from.clone(),
+                        request,
+                        channel,
+                    }) {
+                        Err(mpsc::error::TrySendError::Full(Inbound::Replica {
+                            channel: ReplicaChannel::Link(answer),
+                            ..
+                        })) => Some((answer.slot, busy())),
+                        _ => None,
+                    }
+                }
+            };
+            if let Some((slot, e)) = refused {
+                ctx.metrics.refused.fetch_add(1, Ordering::Relaxed);
+                let answer = LinkAnswer {
+                    id,
+                    to: to.clone(),
+                    slot,
+                    unwritten: unwritten.clone(),
+                };
+                answer.send(ReplicaResponse::Error(e)).await;
+            }
+        }
+    };
+    let writing = async {
+        while let Some(answer) = answers.recv().await {
+            if write_frame(&mut writer, &answer.frame).await.is_err() {
+                return;
+            }
+        }
+        let _ = writer.close().await;
+    };
+    tokio::pin!(reading, writing);
+    tokio::select! {
+        () = &mut reading => {
+            // The peer is done asking (or broke the stream): the answers still owed go
+            // out, then the stream closes.
+            writing.await;
+        }
+        () = &mut writing => {}
+    }
+}
