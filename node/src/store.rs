@@ -3,8 +3,11 @@
 //! answered only after the database is flushed (one flush per batch of writes: group
 //! commit), so an acknowledged write survives a crash.
 //!
-//! Layout: tree `mailboxes` maps an address (32 bytes) to its `MailboxState`; tree
-//! `messages` maps address ‖ from ‖ to ‖ sequence (big endian) to the message's bytes.
+//! Layout: tree `geneses` maps an address (32 bytes) to its mailbox's genesis, written
+//! once; tree `books` maps it to the rest of the mailbox's state (`mailbox::Book`), which
+//! every write rewrites; tree `messages` maps address ‖ from ‖ to ‖ sequence (big endian)
+//! to the message's bytes. The first layout kept each whole `MailboxState` in tree
+//! `mailboxes`; opening a database of that layout moves its states into the two trees.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -13,7 +16,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tigress_protocol::Address;
 use tigress_protocol::crypto::{PublicKey, SigningKey};
 use tigress_protocol::error::ErrorCode;
-use tigress_protocol::mailbox::{Limits, MailboxState, MessageKey};
+use tigress_protocol::mailbox::{Book, Limits, MailboxState, MessageKey};
+use tigress_protocol::record::Genesis;
 use tigress_protocol::record::{Message, Record};
 use tigress_protocol::replica::{self, Applied, Storage};
 use tigress_protocol::rpc::{RemoteError, ReplicaRequest, ReplicaResponse};
@@ -145,8 +149,10 @@ impl Store {
             })
         };
         let me = node_key.public_key();
+        let first_layout = open("mailboxes")?;
         let actor = Actor {
-            mailboxes: open("mailboxes")?,
+            geneses: open("geneses")?,
+            books: open("books")?,
             messages: open("messages")?,
             db,
             node_key,
@@ -156,6 +162,12 @@ impl Store {
             stats: Arc::new(StoreStats::default()),
             summaries: hashlink::LruCache::new(SUMMARY_CACHE),
         };
+        actor
+            .migrate(&first_layout)
+            .map_err(|source| StoreError::Open {
+                path: "mailboxes".into(),
+                source,
+            })?;
         actor.count();
         let stats = actor.stats.clone();
         let (jobs, rx) = mpsc::channel(1024);
@@ -249,7 +261,8 @@ impl Store {
 
 struct Actor {
     db: sled::Db,
-    mailboxes: sled::Tree,
+    geneses: sled::Tree,
+    books: sled::Tree,
     messages: sled::Tree,
     node_key: SigningKey,
     limits: Limits,
@@ -281,9 +294,63 @@ fn message_key(address: &Address, key: &MessageKey) -> Vec<u8> {
 }
 
 impl Actor {
+    /// Moves the whole states of the first layout (tree `old`) into `geneses` and
+    /// `books`. A state that does not decode stays where it is, and is said once.
+    fn migrate(&self, old: &sled::Tree) -> Result<(), sled::Error> {
+        let (mut moved, mut kept) = (0u64, 0u64);
+        for entry in old.iter() {
+            let (k, v) = entry?;
+            let Ok(state) = wire::decode_local::<MailboxState>(&v) else {
+                kept += 1;
+                continue;
+            };
+            let (Ok(genesis), Ok(book)) = (
+                wire::encode_local(state.genesis()),
+                wire::encode_local(state.book()),
+            ) else {
+                kept += 1;
+                continue;
+            };
+            self.geneses.insert(&k, genesis)?;
+            self.books.insert(&k, book)?;
+            old.remove(&k)?;
+            moved += 1;
+        }
+        if moved > 0 {
+            self.db.flush()?;
+            tracing::info!(
+                moved,
+                "mailbox states moved to the layout of genesis and book"
+            );
+        }
+        if kept > 0 {
+            tracing::error!(
+                kept,
+                "mailbox states of the first layout do not decode; left in tree `mailboxes`"
+            );
+        }
+        Ok(())
+    }
+
+    /// The state of the mailbox at `key` from its book's bytes.
+    fn assemble(&self, key: &[u8], book: &[u8]) -> Result<MailboxState, String> {
+        let book: Book = wire::decode_local(book).map_err(|e| e.to_string())?;
+        let genesis = self
+            .geneses
+            .get(key)
+            .map_err(|e| e.to_string())?
+            .ok_or("the genesis is missing")?;
+        let genesis: Genesis = wire::decode_local(&genesis).map_err(|e| e.to_string())?;
+        MailboxState::from_parts(genesis, book)
+            .ok_or_else(|| "the book is of another genesis".into())
+    }
+
     fn count(&self) {
         let mut bytes = 0u64;
-        for (_, v) in self.mailboxes.iter().flatten() {
+        for (_, v) in self.books.iter().flatten() {
+            bytes += v.len() as u64;
+        }
+        for (_, v) in self.geneses.iter().flatten() {
             bytes += v.len() as u64;
         }
         let mut msgs = 0u64;
@@ -293,7 +360,7 @@ impl Actor {
         }
         self.stats
             .mailboxes
-            .store(self.mailboxes.len() as u64, Ordering::Relaxed);
+            .store(self.books.len() as u64, Ordering::Relaxed);
         self.stats.messages.store(msgs, Ordering::Relaxed);
         self.stats.bytes.store(bytes, Ordering::Relaxed);
     }
@@ -367,11 +434,11 @@ impl Actor {
     }
 
     fn list(&self) -> Vec<(Address, Vec<PublicKey>)> {
-        self.mailboxes
+        self.books
             .iter()
             .filter_map(Result::ok)
             .filter_map(|(k, v)| {
-                let state: MailboxState = wire::decode_local(&v).ok()?;
+                let state = self.assemble(&k, &v).ok()?;
                 let addr: [u8; 32] = k.as_ref().try_into().ok()?;
                 Some((Address(addr), state.holders()))
             })
@@ -431,11 +498,11 @@ impl Actor {
     fn sweep(&mut self, now: u64) -> bool {
         let mut removed = 0u64;
         let expired: Vec<Address> = self
-            .mailboxes
+            .books
             .iter()
             .filter_map(Result::ok)
             .filter_map(|(k, v)| {
-                let state: MailboxState = wire::decode_local(&v).ok()?;
+                let state = self.assemble(&k, &v).ok()?;
                 let addr: [u8; 32] = k.as_ref().try_into().ok()?;
                 state.is_sweepable(now).then_some(Address(addr))
             })
@@ -443,10 +510,10 @@ impl Actor {
         for address in &expired {
             self.summaries.remove(address);
             self.remove_messages(address);
-            if let Ok(Some(old)) = self.mailboxes.remove(address.as_bytes()) {
-                self.stats
-                    .bytes
-                    .fetch_sub(old.len() as u64, Ordering::Relaxed);
+            let genesis = self.geneses.remove(address.as_bytes()).ok().flatten();
+            if let Ok(Some(old)) = self.books.remove(address.as_bytes()) {
+                let freed = old.len() + genesis.map_or(0, |g| g.len());
+                self.stats.bytes.fetch_sub(freed as u64, Ordering::Relaxed);
                 self.stats.mailboxes.fetch_sub(1, Ordering::Relaxed);
                 removed += 1;
             }
@@ -462,12 +529,15 @@ impl Actor {
 
 impl replica::Storage for Actor {
     fn load(&self, address: &Address) -> Result<Option<MailboxState>, RemoteError> {
-        match self.mailboxes.get(address.as_bytes()) {
+        match self.books.get(address.as_bytes()) {
             Ok(None) => Ok(None),
-            Ok(Some(bytes)) => wire::decode_local(&bytes).map(Some).map_err(|e| {
-                tracing::error!(address = %address.short(), error = %e, "stored state unreadable");
-                unavailable("stored state unreadable")
-            }),
+            Ok(Some(bytes)) => self
+                .assemble(address.as_bytes(), &bytes)
+                .map(Some)
+                .map_err(|e| {
+                    tracing::error!(address = %address.short(), error = %e, "stored state unreadable");
+                    unavailable("stored state unreadable")
+                }),
             Err(e) => Err(unavailable(format!("database read failed: {e}"))),
         }
     }
@@ -484,19 +554,27 @@ impl replica::Storage for Actor {
     }
 
     fn save(&mut self, state: &MailboxState) -> Result<(), RemoteError> {
-        self.summaries.remove(&state.address());
-        let bytes = wire::encode_local(state).map_err(|e| unavailable(e.to_string()))?;
-        let previous = self
-            .mailboxes
-            .insert(state.address().as_bytes(), bytes.as_slice())
-            .map_err(|e| unavailable(format!("database write failed: {e}")))?;
+        let address = state.address();
+        self.summaries.remove(&address);
+        let key = address.as_bytes();
+        let failed = |e: sled::Error| unavailable(format!("database write failed: {e}"));
+        let book = wire::encode_local(state.book()).map_err(|e| unavailable(e.to_string()))?;
+        let mut added = book.len() as u64;
+        // The genesis goes first, once: a book is never without its genesis.
+        if !self.books.contains_key(key).map_err(failed)? {
+            let genesis =
+                wire::encode_local(state.genesis()).map_err(|e| unavailable(e.to_string()))?;
+            added += genesis.len() as u64;
+            if let Some(stale) = self.geneses.insert(key, genesis).map_err(failed)? {
+                added = added.saturating_sub(stale.len() as u64);
+            }
+        }
+        let previous = self.books.insert(key, book).map_err(failed)?;
         let old = previous.map_or(0, |p| p.len() as u64);
         if old == 0 {
             self.stats.mailboxes.fetch_add(1, Ordering::Relaxed);
         }
-        self.stats
-            .bytes
-            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        self.stats.bytes.fetch_add(added, Ordering::Relaxed);
         self.stats.bytes.fetch_sub(old, Ordering::Relaxed);
         Ok(())
     }
@@ -708,6 +786,86 @@ mod tests {
             "{r:?}"
         );
         assert_eq!(reopened.stats().mailboxes.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn a_database_of_the_first_layout_opens_with_its_mailboxes() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = SigningKey::from_seed(&[5; 32]);
+        let g1 = genesis(&node, 1, 3600);
+        let address = g1.header().address;
+        // The first layout: the whole state in tree `mailboxes`, and one that does not
+        // decode.
+        {
+            let db = sled::Config::new().path(dir.path()).open().unwrap();
+            let old = db.open_tree("mailboxes").unwrap();
+            let state = MailboxState::create(g1.clone(), &Limits::default(), T0).unwrap();
+            old.insert(address.as_bytes(), wire::encode_local(&state).unwrap())
+                .unwrap();
+            old.insert([9u8; 32], &b"not a state"[..]).unwrap();
+            db.flush().unwrap();
+        }
+        let open = || {
+            Store::open(
+                dir.path(),
+                node.clone(),
+                Limits::default(),
+                u64::MAX,
+                Clock::manual(T0),
+            )
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let store = loop {
+            match open() {
+                Ok(s) => break s,
+                Err(e) => {
+                    assert!(std::time::Instant::now() < deadline, "opening: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+            }
+        };
+        // The mailbox is there: its genesis again is a duplicate.
+        let r = store
+            .apply(ReplicaRequest::StoreGenesis {
+                genesis: g1.clone(),
+            })
+            .await;
+        assert!(
+            matches!(
+                r,
+                ReplicaResponse::Stored {
+                    duplicate: true,
+                    ..
+                }
+            ),
+            "{r:?}"
+        );
+        assert_eq!(store.stats().mailboxes.load(Ordering::Relaxed), 1);
+        drop(store);
+        // Moved: the genesis and the book apart; the undecodable state left as it was.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let db = loop {
+            match sled::Config::new().path(dir.path()).open() {
+                Ok(db) => break db,
+                Err(e) => {
+                    assert!(std::time::Instant::now() < deadline, "reopening: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+            }
+        };
+        let old = db.open_tree("mailboxes").unwrap();
+        assert_eq!(old.len(), 1);
+        assert!(old.get([9u8; 32]).unwrap().is_some());
+        let genesis = db
+            .open_tree("geneses")
+            .unwrap()
+            .get(address.as_bytes())
+            .unwrap();
+        assert_eq!(
+            genesis.as_deref(),
+            Some(wire::encode_local(&g1).unwrap().as_slice())
+        );
+        assert_eq!(db.open_tree("books").unwrap().len(), 1);
     }
 
     #[tokio::test]

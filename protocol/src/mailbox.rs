@@ -140,10 +140,18 @@ pub struct PublicStatus {
     pub replicas: BoundedVec<PublicKey, MAX_REPLICAS>,
 }
 
-/// What a replica knows about one mailbox.
+/// What a replica knows about one mailbox: its genesis, fixed at creation, and its book,
+/// which every write changes. Stored apart, so a write rewrites the book only; encoded
+/// one after the other, they are the bytes of the whole state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MailboxState {
     genesis: Genesis,
+    book: Book,
+}
+
+/// Everything a replica records about a mailbox besides its genesis.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Book {
     genesis_digest: [u8; 32],
     grants: Vec<Receipt>,
     claims: Vec<Claim>,
@@ -506,22 +514,24 @@ impl MailboxState {
     pub fn create(genesis: Genesis, limits: &Limits, now: u64) -> Result<Self, Error> {
         validate_genesis(&genesis, limits, now)?;
         Ok(Self {
-            genesis_digest: genesis.digest(),
+            book: Book {
+                genesis_digest: genesis.digest(),
+                grants: Vec::new(),
+                claims: Vec::new(),
+                certificates: Vec::new(),
+                recipients: Vec::new(),
+                contested: false,
+                contest: Vec::new(),
+                resolve: None,
+                relinquished: BTreeSet::new(),
+                relinquishes: Vec::new(),
+                messages: BTreeMap::new(),
+                deleted: None,
+                seat: Seat::new(),
+                takeovers: Vec::new(),
+                handovers: Vec::new(),
+            },
             genesis,
-            grants: Vec::new(),
-            claims: Vec::new(),
-            certificates: Vec::new(),
-            recipients: Vec::new(),
-            contested: false,
-            contest: Vec::new(),
-            resolve: None,
-            relinquished: BTreeSet::new(),
-            relinquishes: Vec::new(),
-            messages: BTreeMap::new(),
-            deleted: None,
-            seat: Seat::new(),
-            takeovers: Vec::new(),
-            handovers: Vec::new(),
         })
     }
 
@@ -529,7 +539,7 @@ impl MailboxState {
     /// an idempotent success, anything else a conflict (or gone, after a delete).
     pub fn offer_genesis(&self, genesis: &Genesis, now: u64) -> Result<Outcome, Error> {
         self.live(now)?;
-        if genesis.digest() == self.genesis_digest {
+        if genesis.digest() == self.book.genesis_digest {
             Ok(Outcome::Duplicate)
         } else {
             Err(Error::GenesisConflict)
@@ -541,6 +551,17 @@ impl MailboxState {
         &self.genesis
     }
 
+    /// The book: everything but the genesis.
+    pub fn book(&self) -> &Book {
+        &self.book
+    }
+
+    /// A state from its parts as stored apart: `None` when the book is not of this
+    /// genesis.
+    pub fn from_parts(genesis: Genesis, book: Book) -> Option<Self> {
+        (genesis.digest() == book.genesis_digest).then_some(Self { genesis, book })
+    }
+
     /// The mailbox address.
     pub fn address(&self) -> Address {
         self.genesis.header().address
@@ -548,39 +569,39 @@ impl MailboxState {
 
     /// The certified recipients.
     pub fn recipients(&self) -> &[Recipient] {
-        &self.recipients
+        &self.book.recipients
     }
 
     /// The certificates stored.
     pub fn certificates(&self) -> &[ClaimCertificate] {
-        &self.certificates
+        &self.book.certificates
     }
 
     /// The claims this replica granted (what a sender needs to resolve a contest).
     pub fn claims(&self) -> &[Claim] {
-        &self.claims
+        &self.book.claims
     }
 
     /// The receipts this replica granted.
     pub fn grants(&self) -> &[Receipt] {
-        &self.grants
+        &self.book.grants
     }
 
     /// The digest of the genesis: every later record names it.
     pub fn genesis_digest(&self) -> [u8; 32] {
-        self.genesis_digest
+        self.book.genesis_digest
     }
 
     /// The receipts that showed this replica the mailbox is contested (empty if it never
     /// was): anti-entropy hands them on, so a replica that missed the contest learns it
     /// before the resolve.
     pub fn contest_evidence(&self) -> &[Receipt] {
-        &self.contest
+        &self.book.contest
     }
 
     /// Whether the mailbox is contested now.
     pub fn is_contested(&self) -> bool {
-        self.contested
+        self.book.contested
     }
 
     /// What anyone may read: the state without keys, and the display information the
@@ -590,34 +611,37 @@ impl MailboxState {
         PublicStatus {
             expires_at: h.expires_at,
             expired: now >= h.expires_at,
-            deleted: self.deleted.is_some(),
-            contested: self.contested,
-            resolved: self.resolve.is_some(),
-            recipients: u8::try_from(self.recipients.len()).unwrap_or(u8::MAX),
+            deleted: self.book.deleted.is_some(),
+            contested: self.book.contested,
+            resolved: self.book.resolve.is_some(),
+            recipients: u8::try_from(self.book.recipients.len()).unwrap_or(u8::MAX),
             max_recipients: h.policy.max_recipients,
             display: h.display.clone(),
-            replicas: BoundedVec::truncated(h.lineup().holders(self.seat.retired())),
+            replicas: BoundedVec::truncated(h.lineup().holders(self.book.seat.retired())),
         }
     }
 
     /// The retirements this replica holds the mailbox under.
     pub fn retired(&self) -> Retired {
-        self.seat.retired()
+        self.book.seat.retired()
     }
 
     /// The holders under this replica's retirements, in lineup order.
     pub fn holders(&self) -> Vec<PublicKey> {
-        self.genesis.header().lineup().holders(self.seat.retired())
+        self.genesis
+            .header()
+            .lineup()
+            .holders(self.book.seat.retired())
     }
 
     /// The takeovers adopted, in chain order (what anti-entropy hands to a replica behind).
     pub fn takeovers(&self) -> &[Takeover] {
-        &self.takeovers
+        &self.book.takeovers
     }
 
     /// How many handovers this replica gathered towards the next takeover.
     pub fn handovers_len(&self) -> usize {
-        self.handovers.len()
+        self.book.handovers.len()
     }
 
     /// Signs this replica's handover retiring `retiree` (a holder it has not reached for
@@ -630,13 +654,17 @@ impl MailboxState {
     ) -> Result<(Handover, Option<Takeover>), Error> {
         let me = key.public_key();
         // Signed already from these retirements: the same handover again (to resend).
-        if let Some(mine) = self.handovers.iter().find(|h| h.body.signer == me) {
+        if let Some(mine) = self.book.handovers.iter().find(|h| h.body.signer == me) {
             return Ok((mine.clone(), None));
         }
         let lineup = self.genesis.header().lineup();
-        let handover =
-            self.seat
-                .hand_over(&lineup, key, retiree, self.address(), self.genesis_digest)?;
+        let handover = self.book.seat.hand_over(
+            &lineup,
+            key,
+            retiree,
+            self.address(),
+            self.book.genesis_digest,
+        )?;
         let takeover = self.add_handover(handover.clone(), &key.public_key())?;
         Ok((handover, takeover))
     }
@@ -651,10 +679,15 @@ impl MailboxState {
     ) -> Result<Option<Takeover>, Error> {
         let lineup = self.genesis.header().lineup();
         let b = &handover.body;
-        if b.address != self.address() || b.genesis != self.genesis_digest {
+        if b.address != self.address() || b.genesis != self.book.genesis_digest {
             return Err(Error::WrongGenesis);
         }
-        if b.from != self.seat.retired() || self.handovers.iter().any(|h| h.body.signer == b.signer)
+        if b.from != self.book.seat.retired()
+            || self
+                .book
+                .handovers
+                .iter()
+                .any(|h| h.body.signer == b.signer)
         {
             return Ok(None);
         }
@@ -662,11 +695,12 @@ impl MailboxState {
         Takeover::assemble(vec![handover.clone()])?.verify_partial(
             &lineup,
             &self.address(),
-            &self.genesis_digest,
+            &self.book.genesis_digest,
         )?;
         let retiree = b.retiree;
-        self.handovers.push(handover);
+        self.book.handovers.push(handover);
         let agreeing: Vec<Handover> = self
+            .book
             .handovers
             .iter()
             .filter(|h| h.body.retiree == retiree)
@@ -687,40 +721,45 @@ impl MailboxState {
         takeover: &Takeover,
         me: &PublicKey,
     ) -> Result<Outcome, Error> {
-        if self.takeovers.contains(takeover) {
+        if self.book.takeovers.contains(takeover) {
             return Ok(Outcome::Duplicate);
         }
         let lineup = self.genesis.header().lineup();
-        let step = takeover.verify(&lineup, &self.address(), &self.genesis_digest)?;
-        let mine = self.seat.retired();
+        let step = takeover.verify(&lineup, &self.address(), &self.book.genesis_digest)?;
+        let mine = self.book.seat.retired();
         if step.to.count() <= mine.count() && step.to.within(mine) {
             return Ok(Outcome::Duplicate);
         }
-        self.seat
-            .adopt(&lineup, me, takeover, &self.address(), &self.genesis_digest)?;
-        self.takeovers.push(takeover.clone());
-        self.handovers.clear();
+        self.book.seat.adopt(
+            &lineup,
+            me,
+            takeover,
+            &self.address(),
+            &self.book.genesis_digest,
+        )?;
+        self.book.takeovers.push(takeover.clone());
+        self.book.handovers.clear();
         Ok(Outcome::Applied)
     }
 
     /// The resolve, if the sender settled a contest.
     pub fn resolution(&self) -> Option<&Resolve> {
-        self.resolve.as_ref()
+        self.book.resolve.as_ref()
     }
 
     /// The relinquish records applied (what anti-entropy hands to other replicas).
     pub fn relinquishes(&self) -> &[Relinquish] {
-        &self.relinquishes
+        &self.book.relinquishes
     }
 
     /// The delete record, if the mailbox is a tombstone.
     pub fn deletion(&self) -> Option<&Delete> {
-        self.deleted.as_ref()
+        self.book.deleted.as_ref()
     }
 
     /// The keys of every message stored, in order.
     pub fn message_keys(&self) -> impl Iterator<Item = (&MessageKey, &[u8; 32])> {
-        self.messages.iter()
+        self.book.messages.iter()
     }
 
     /// Whether the background sweep may remove this mailbox (live or tombstone).
@@ -730,7 +769,7 @@ impl MailboxState {
 
     /// Refuses anything on an expired or deleted mailbox.
     pub fn live(&self, now: u64) -> Result<(), Error> {
-        if self.deleted.is_some() {
+        if self.book.deleted.is_some() {
             Err(Error::Deleted)
         } else if now >= self.genesis.header().expires_at {
             Err(Error::Expired)
@@ -744,12 +783,12 @@ impl MailboxState {
         MailboxStatus {
             expires_at: self.genesis.header().expires_at,
             expired: now >= self.genesis.header().expires_at,
-            deleted: self.deleted.is_some(),
-            contested: self.contested,
-            resolved: self.resolve.is_some(),
-            recipients: self.recipients.iter().map(|r| r.key).collect(),
+            deleted: self.book.deleted.is_some(),
+            contested: self.book.contested,
+            resolved: self.book.resolve.is_some(),
+            recipients: self.book.recipients.iter().map(|r| r.key).collect(),
             max_recipients: self.genesis.header().policy.max_recipients,
-            messages: self.messages.len(),
+            messages: self.book.messages.len(),
         }
     }
 
@@ -757,7 +796,7 @@ impl MailboxState {
     pub fn role_of(&self, key: &PublicKey) -> Option<Role> {
         if *key == self.genesis.header().sender {
             Some(Role::Sender)
-        } else if self.recipients.iter().any(|r| r.key == *key) {
+        } else if self.book.recipients.iter().any(|r| r.key == *key) {
             Some(Role::Recipient)
         } else {
             None
@@ -782,9 +821,10 @@ impl MailboxState {
     }
 
     fn active_grants(&self) -> impl Iterator<Item = &Receipt> {
-        self.grants
+        self.book
+            .grants
             .iter()
-            .filter(|g| !self.relinquished.contains(&g.body.recipient))
+            .filter(|g| !self.book.relinquished.contains(&g.body.recipient))
     }
 
     /// A replica grants `claim` a slot, signing a receipt with its node key: first come,
@@ -801,20 +841,20 @@ impl MailboxState {
         validate_claim(&self.genesis, claim, limits, now)?;
         let me = replica.public_key();
         let lineup = self.genesis.header().lineup();
-        if !lineup.holds(self.seat.retired(), &me) {
+        if !lineup.holds(self.book.seat.retired(), &me) {
             return Err(Error::NotAReplica);
         }
         let who = claim.body.recipient;
-        if self.relinquished.contains(&who) {
+        if self.book.relinquished.contains(&who) {
             return Err(Error::Relinquished);
         }
-        if let Some(existing) = self.grants.iter().find(|g| g.body.recipient == who) {
+        if let Some(existing) = self.book.grants.iter().find(|g| g.body.recipient == who) {
             return Ok((existing.clone(), Outcome::Duplicate));
         }
-        if self.resolve.is_some() {
+        if self.book.resolve.is_some() {
             return Err(Error::AlreadyClaimed);
         }
-        if self.contested {
+        if self.book.contested {
             return Err(Error::Contested);
         }
         // A slot is taken by this replica's own live grant, or by a certificate it learned
@@ -822,23 +862,25 @@ impl MailboxState {
         let taken = |slot: u8| {
             self.active_grants().any(|g| g.body.slot == slot)
                 || self
+                    .book
                     .certificates
                     .iter()
                     .any(|c| certificate_slot(c) == Ok(slot))
         };
-        let epoch = u16::try_from(self.relinquishes.len()).unwrap_or(u16::MAX);
+        let epoch = u16::try_from(self.book.relinquishes.len()).unwrap_or(u16::MAX);
         // A slot the handovers pledged to this claimant is its own; a slot pledged to
         // another (or to two) is nobody's here.
         let slot = self
+            .book
             .seat
             .pledged_slot(epoch, &who)
             .filter(|s| !taken(*s))
             .or_else(|| {
                 (0..self.genesis.header().policy.max_recipients)
-                    .find(|slot| !taken(*slot) && self.seat.allows(*slot, epoch, &who))
+                    .find(|slot| !taken(*slot) && self.book.seat.allows(*slot, epoch, &who))
             })
             .ok_or(Error::AlreadyClaimed)?;
-        let retired = self.seat.grant(&lineup, &me, slot, epoch, who)?;
+        let retired = self.book.seat.grant(&lineup, &me, slot, epoch, who)?;
         let receipt = Receipt::sign(
             ReceiptBody {
                 version: FORMAT_VERSION,
@@ -853,8 +895,8 @@ impl MailboxState {
             },
             replica,
         );
-        self.grants.push(receipt.clone());
-        self.claims.push(claim.clone());
+        self.book.grants.push(receipt.clone());
+        self.book.claims.push(claim.clone());
         Ok((receipt, Outcome::Applied))
     }
 
@@ -868,30 +910,32 @@ impl MailboxState {
         self.live(now)?;
         validate_certificate(&self.genesis, cert, limits, now)?;
         let who = cert.claim.body.recipient;
-        if self.relinquished.contains(&who) {
+        if self.book.relinquished.contains(&who) {
             return Err(Error::Relinquished);
         }
-        if self.recipients.iter().any(|r| r.key == who) {
+        if self.book.recipients.iter().any(|r| r.key == who) {
             return Ok(Outcome::Duplicate);
         }
-        if self.resolve.is_some() {
+        if self.book.resolve.is_some() {
             return Err(Error::ResolveConflict);
         }
         let slot = certificate_slot(cert)?;
         let slot_held = self
+            .book
             .certificates
             .iter()
             .any(|c| certificate_slot(c) == Ok(slot));
         if slot_held
-            || self.recipients.len() >= usize::from(self.genesis.header().policy.max_recipients)
+            || self.book.recipients.len()
+                >= usize::from(self.genesis.header().policy.max_recipients)
         {
             return Err(Error::AlreadyClaimed);
         }
-        self.recipients.push(Recipient {
+        self.book.recipients.push(Recipient {
             key: who,
             hpke: cert.claim.body.recipient_hpke.clone(),
         });
-        self.certificates.push(cert.clone());
+        self.book.certificates.push(cert.clone());
         Ok(Outcome::Applied)
     }
 
@@ -900,14 +944,14 @@ impl MailboxState {
     /// the contest's evidence.
     pub fn mark_contested(&mut self, evidence: &[Receipt], now: u64) -> Result<Outcome, Error> {
         self.live(now)?;
-        if self.contested || !self.contest.is_empty() {
+        if self.book.contested || !self.book.contest.is_empty() {
             return Ok(Outcome::Duplicate);
         }
         for r in evidence {
             validate_receipt(&self.genesis, r)?;
         }
         let mut all: Vec<Receipt> = Vec::new();
-        for r in evidence.iter().chain(self.grants.iter()) {
+        for r in evidence.iter().chain(self.book.grants.iter()) {
             if !all.contains(r) {
                 all.push(r.clone());
             }
@@ -919,9 +963,9 @@ impl MailboxState {
             });
         }
         all.truncate(MAX_CONTEST_EVIDENCE);
-        self.contest = all;
+        self.book.contest = all;
         // A resolve that arrived first already settled it.
-        self.contested = self.resolve.is_none();
+        self.book.contested = self.book.resolve.is_none();
         Ok(Outcome::Applied)
     }
 
@@ -937,12 +981,12 @@ impl MailboxState {
         if resolve.body.address != self.address() {
             return Err(Error::WrongAddress);
         }
-        if resolve.body.genesis != self.genesis_digest {
+        if resolve.body.genesis != self.book.genesis_digest {
             return Err(Error::WrongGenesis);
         }
         limits.not_future(resolve.body.resolved_at, now)?;
         resolve.verify_signature(&self.genesis.header().sender)?;
-        if let Some(existing) = &self.resolve {
+        if let Some(existing) = &self.book.resolve {
             return if existing.digest() == resolve.digest() {
                 Ok(Outcome::Duplicate)
             } else {
@@ -951,7 +995,7 @@ impl MailboxState {
         }
         // Only a contest is resolved: a resolve never replaces recipients a claim quorum
         // certified.
-        if !self.contested {
+        if !self.book.contested {
             return Err(Error::NotContested);
         }
         let keep = &resolve.body.keep;
@@ -965,7 +1009,7 @@ impl MailboxState {
         let mut seen = BTreeSet::new();
         for claim in keep.iter() {
             validate_claim(&self.genesis, claim, limits, now)?;
-            if self.relinquished.contains(&claim.body.recipient) {
+            if self.book.relinquished.contains(&claim.body.recipient) {
                 return Err(Error::Relinquished);
             }
             if !seen.insert(claim.body.recipient) {
@@ -975,15 +1019,15 @@ impl MailboxState {
                 });
             }
         }
-        self.recipients = keep
+        self.book.recipients = keep
             .iter()
             .map(|c| Recipient {
                 key: c.body.recipient,
                 hpke: c.body.recipient_hpke.clone(),
             })
             .collect();
-        self.contested = false;
-        self.resolve = Some(resolve.clone());
+        self.book.contested = false;
+        self.book.resolve = Some(resolve.clone());
         Ok(Outcome::Applied)
     }
 
@@ -1003,13 +1047,13 @@ impl MailboxState {
         if h.address != self.address() {
             return Err(Error::WrongAddress);
         }
-        if h.genesis != self.genesis_digest {
+        if h.genesis != self.book.genesis_digest {
             return Err(Error::WrongGenesis);
         }
         let role = self.role_of(&h.from).ok_or(Error::NotAParty)?;
         msg.verify_signature()?;
         let to_ok = match role {
-            Role::Sender => self.recipients.iter().any(|r| r.key == h.to),
+            Role::Sender => self.book.recipients.iter().any(|r| r.key == h.to),
             Role::Recipient => h.to == self.genesis.header().sender,
             Role::Invitee => false,
         };
@@ -1018,7 +1062,7 @@ impl MailboxState {
         }
         self.require_right(role, Rights::WRITE)?;
         limits.not_future(h.sent_at, now)?;
-        if let Some(digest) = self.messages.get(&(h.from, h.to, h.seq)) {
+        if let Some(digest) = self.book.messages.get(&(h.from, h.to, h.seq)) {
             return if *digest == msg.digest() {
                 Ok(Outcome::Duplicate)
             } else {
@@ -1026,6 +1070,7 @@ impl MailboxState {
             };
         }
         let highest = self
+            .book
             .messages
             .range((h.from, h.to, 0)..=(h.from, h.to, u64::MAX))
             .next_back()
@@ -1038,7 +1083,7 @@ impl MailboxState {
             });
         }
         let max = self.genesis.header().policy.max_messages;
-        if self.messages.len() >= usize::from(max) {
+        if self.book.messages.len() >= usize::from(max) {
             return Err(Error::TooManyMessages { max });
         }
         Ok(Outcome::Applied)
@@ -1054,7 +1099,9 @@ impl MailboxState {
         let outcome = self.check_message(msg, limits, now)?;
         if outcome == Outcome::Applied {
             let h = msg.header();
-            self.messages.insert((h.from, h.to, h.seq), msg.digest());
+            self.book
+                .messages
+                .insert((h.from, h.to, h.seq), msg.digest());
         }
         Ok(outcome)
     }
@@ -1062,7 +1109,7 @@ impl MailboxState {
     /// Deletes the mailbox: it becomes a tombstone until its original expiry, refusing any
     /// later record.
     pub fn delete(&mut self, delete: &Delete, limits: &Limits, now: u64) -> Result<Outcome, Error> {
-        if let Some(existing) = &self.deleted {
+        if let Some(existing) = &self.book.deleted {
             return if existing.digest() == delete.digest() {
                 Ok(Outcome::Duplicate)
             } else {
@@ -1073,11 +1120,11 @@ impl MailboxState {
         let role = self.party_action(&delete.body, limits, now)?;
         delete.verify_signature()?;
         self.require_right(role, Rights::DELETE)?;
-        self.deleted = Some(delete.clone());
-        self.messages.clear();
-        self.certificates.clear();
-        self.grants.clear();
-        self.claims.clear();
+        self.book.deleted = Some(delete.clone());
+        self.book.messages.clear();
+        self.book.certificates.clear();
+        self.book.grants.clear();
+        self.book.claims.clear();
         Ok(Outcome::Applied)
     }
 
@@ -1095,7 +1142,7 @@ impl MailboxState {
         if body.address != self.address() {
             return Err(Error::WrongAddress);
         }
-        if body.genesis != self.genesis_digest {
+        if body.genesis != self.book.genesis_digest {
             return Err(Error::WrongGenesis);
         }
         limits.not_future(body.at, now)?;
@@ -1113,27 +1160,29 @@ impl MailboxState {
         self.live(now)?;
         rel.check_shape()?;
         let who = rel.body.by;
-        if self.relinquished.contains(&who) {
+        if self.book.relinquished.contains(&who) {
             rel.verify_signature()?;
             return Ok(Outcome::Duplicate);
         }
         if rel.body.address != self.address() {
             return Err(Error::WrongAddress);
         }
-        if rel.body.genesis != self.genesis_digest {
+        if rel.body.genesis != self.book.genesis_digest {
             return Err(Error::WrongGenesis);
         }
         limits.not_future(rel.body.at, now)?;
-        let certified = self.recipients.iter().any(|r| r.key == who);
-        let granted = self.grants.iter().any(|g| g.body.recipient == who);
+        let certified = self.book.recipients.iter().any(|r| r.key == who);
+        let granted = self.book.grants.iter().any(|g| g.body.recipient == who);
         if !certified && !granted {
             return Err(Error::NotAParty);
         }
         rel.verify_signature()?;
-        self.recipients.retain(|r| r.key != who);
-        self.certificates.retain(|c| c.claim.body.recipient != who);
-        self.relinquished.insert(who);
-        self.relinquishes.push(rel.clone());
+        self.book.recipients.retain(|r| r.key != who);
+        self.book
+            .certificates
+            .retain(|c| c.claim.body.recipient != who);
+        self.book.relinquished.insert(who);
+        self.book.relinquishes.push(rel.clone());
         Ok(Outcome::Applied)
     }
 
@@ -1154,7 +1203,7 @@ impl MailboxState {
         if req.body.address != self.address() {
             return Err(Error::WrongAddress);
         }
-        if req.body.genesis != self.genesis_digest || req.body.scope != scope {
+        if req.body.genesis != self.book.genesis_digest || req.body.scope != scope {
             return Err(Error::WrongGenesis);
         }
         let role = self.role_of(&req.body.by).ok_or(Error::NotAParty)?;
@@ -1187,7 +1236,7 @@ impl MailboxState {
             return Err(Error::WrongAddress);
         }
         let genesis_ok =
-            req.body.genesis == UNKNOWN_GENESIS || req.body.genesis == self.genesis_digest;
+            req.body.genesis == UNKNOWN_GENESIS || req.body.genesis == self.book.genesis_digest;
         if !genesis_ok || req.body.scope != ReadScope::Open {
             return Err(Error::WrongGenesis);
         }
