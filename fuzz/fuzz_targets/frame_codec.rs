@@ -1,6 +1,6 @@
 //! The frame codec reading a request and a response from a stream that delivers
-//! arbitrary bytes in arbitrary pieces, as a peer's substream does. Must return, never
-//! panic.
+//! arbitrary bytes in arbitrary pieces, as a peer's substream does, and a replica link
+//! reading tagged frames from it until it ends. Must return, never panic.
 #![no_main]
 
 use std::pin::Pin;
@@ -9,6 +9,8 @@ use std::task::{Context, Poll};
 use futures::AsyncRead;
 use libfuzzer_sys::fuzz_target;
 use libp2p::request_response::Codec as _;
+use tigress_protocol::rpc::{ReplicaRequest, ReplicaResponse};
+use tigress_transport::link::read_tagged;
 use tigress_transport::{CLIENT_STREAM, ClientCodec, REPLICA_STREAM, ReplicaCodec};
 
 /// Bytes handed out in pieces whose sizes come from the input itself.
@@ -68,5 +70,11 @@ fuzz_target!(|input: &[u8]| {
         let _ = ReplicaCodec::default()
             .read_response(&REPLICA_STREAM, &mut io())
             .await;
+        // A link reads frame after frame until the stream ends or breaks step; a frame
+        // whose body does not decode is that frame's error alone.
+        let mut link = io();
+        while let Ok(Some(_)) = read_tagged::<_, ReplicaRequest>(&mut link, None).await {}
+        let mut link = io();
+        while let Ok(Some(_)) = read_tagged::<_, ReplicaResponse>(&mut link, None).await {}
     });
 });

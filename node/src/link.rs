@@ -60,8 +60,10 @@ pub(crate) const MAX_STREAMS_PER_PEER: usize = 4;
 /// after its idle timeout; this only ends a peer's link that it keeps open for nothing.
 pub(crate) const SERVE_QUIET: Duration = Duration::from_secs(120);
 
-/// How long opening a link (and dialing the peer, if need be) may take.
-const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long opening a link (and dialing the peer, if need be) may take: as long as
+/// request-response gave a request's dial and negotiation, since on a saturated machine
+/// they take seconds. A peer that is down refuses the dial at once.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How often a link drops the requests whose askers stopped waiting.
 const SWEEP: Duration = Duration::from_secs(5);
