@@ -185,39 +185,54 @@ async fn lost(
     deadline: Instant,
 ) -> usize {
     let acked = 1 + written.messages.len();
+    let id = written.url.mailbox_id();
+    let address = id.address().short();
     let Some(bob) = client(addr, bob_dir).await else {
+        tracing::warn!(%address, %addr, "read-back: no client connection to read with");
         return acked;
     };
-    let id = written.url.mailbox_id();
     // The share's payload.
-    let mut missing = 0;
     if !written.accepted {
         loop {
-            match bob.accept(&written.url).await {
+            let error = match bob.accept(&written.url).await {
                 Ok(p) if p == written.payload => break,
-                _ if Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                _ => {
-                    missing += 1;
-                    return missing + written.messages.len();
-                }
+                Ok(_) => "another payload".to_owned(),
+                Err(e) => e.to_string(),
+            };
+            if Instant::now() >= deadline {
+                tracing::warn!(%address, %addr, %error, "read-back: an acknowledged share was not read");
+                return acked;
             }
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
     // Every acknowledged message, in what the recipient receives.
     let mut received: Vec<Vec<u8>> = Vec::new();
     loop {
-        if let Ok(r) = bob.recv(&id, Duration::ZERO).await {
-            received.extend(r.messages.into_iter().map(|m| m.plaintext));
-        }
+        let error = match bob.recv(&id, Duration::ZERO).await {
+            Ok(r) => {
+                received.extend(r.messages.into_iter().map(|m| m.plaintext));
+                None
+            }
+            Err(e) => Some(e.to_string()),
+        };
         let absent = written
             .messages
             .iter()
             .filter(|m| !received.contains(m))
             .count();
-        if absent == 0 || Instant::now() >= deadline {
-            return missing + absent;
+        if absent == 0 {
+            return 0;
+        }
+        if Instant::now() >= deadline {
+            tracing::warn!(
+                %address,
+                %addr,
+                absent,
+                error = error.as_deref().unwrap_or("none; the messages were not among those fetched"),
+                "read-back: acknowledged messages were not read"
+            );
+            return absent;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
