@@ -38,7 +38,7 @@ use tigress_transport::link::{
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use crate::metrics::Metrics;
-use crate::network::{Inbound, NetworkHandle, ReplicaChannel};
+use crate::network::{Inbound, NetworkHandle, ReplicaChannel, busy};
 
 /// The most requests one link has sent and not had answered; more wait for a slot.
 const MAX_PENDING: usize = 1024;
@@ -435,13 +435,6 @@ impl Drop for Slot {
     fn drop(&mut self) {
         self.answering.fetch_sub(1, Ordering::AcqRel);
     }
-}
-
-fn busy() -> RemoteError {
-    RemoteError::new(
-        ErrorCode::RateLimited,
-        "the node is at its request limit; retry shortly",
-    )
 }
 
 /// Serves the links other nodes open to this replica until `incoming` ends.

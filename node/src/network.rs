@@ -733,7 +733,8 @@ fn in_routing_table(swarm: &mut Swarm<NodeBehaviour>, peer: &PeerId) -> bool {
         .is_some_and(|bucket| bucket.iter().any(|e| e.node.key.preimage() == peer))
 }
 
-fn busy() -> RemoteError {
+/// The answer to a request the node has no room for now.
+pub(crate) fn busy() -> RemoteError {
     RemoteError::new(
         ErrorCode::RateLimited,
         "the node is at its request limit; retry shortly",
