@@ -38,7 +38,9 @@ use tigress_transport::link::{
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use crate::metrics::Metrics;
-use crate::network::{Inbound, NetworkHandle, ReplicaChannel, busy};
+use crate::network::{
+    Inbound, NetworkHandle, ReplicaChannel, admit_replica, only_from_known_nodes,
+};
 
 /// The most requests one link has sent and not had answered; more wait for a slot.
 const MAX_PENDING: usize = 1024;
@@ -474,7 +476,6 @@ pub(crate) async fn serve(mut incoming: libp2p_stream::IncomingStreams, ctx: Arc
 /// request-response does, writes the answers as they come.
 async fn serve_one(peer: PeerId, stream: libp2p::Stream, ctx: &ServeContext) {
     let from = ctx.net.remote_of(peer).await;
-    let source = ctx.budgets.classify.of_node(peer, from.as_ref());
     let (mut reader, mut writer) = stream.split();
     let (to, mut answers) = mpsc::channel::<Written>(MAX_IN_FLIGHT);
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
@@ -503,51 +504,29 @@ async fn serve_one(peer: PeerId, stream: libp2p::Stream, ctx: &ServeContext) {
                 _permit: permit,
                 answering: ctx.answering.clone(),
             };
-            let refusal = if matches!(request, ReplicaRequest::Summaries { .. })
-                && !ctx.net.in_routing_table(peer).await
-            {
-                Some(RemoteError::new(
-                    ErrorCode::Unauthorized,
-                    "summaries go to nodes this node knows only",
-                ))
-            } else {
-                ctx.budgets
-                    .replica_rates
-                    .check(&source)
-                    .err()
-                    .map(|e| crate::budget::refusal(e, "requests"))
-            };
-            let refused = match refusal {
-                Some(e) => Some((slot, e)),
-                None => {
-                    let channel = ReplicaChannel::Link(LinkAnswer {
-                        id,
-                        to: to.clone(),
-                        slot,
-                        unwritten: unwritten.clone(),
-                    });
-                    match ctx.inbound.try_send(Inbound::Replica {
-                        peer,
-                        from: from.clone(),
-                        request,
-                        channel,
-                    }) {
-                        Err(mpsc::error::TrySendError::Full(Inbound::Replica {
-                            channel: ReplicaChannel::Link(answer),
-                            ..
-                        })) => Some((answer.slot, busy())),
-                        _ => None,
-                    }
-                }
-            };
-            if let Some((slot, e)) = refused {
+            let known = only_from_known_nodes(&request) && ctx.net.in_routing_table(peer).await;
+            let channel = ReplicaChannel::Link(LinkAnswer {
+                id,
+                to: to.clone(),
+                slot,
+                unwritten: unwritten.clone(),
+            });
+            let refused = admit_replica(
+                &ctx.budgets,
+                &ctx.inbound,
+                peer,
+                from.clone(),
+                known,
+                request,
+                channel,
+            )
+            .err()
+            .and_then(|(channel, e)| match channel {
+                ReplicaChannel::Link(answer) => Some((answer, e)),
+                ReplicaChannel::Swarm(_) => None,
+            });
+            if let Some((answer, e)) = refused {
                 ctx.metrics.refused.fetch_add(1, Ordering::Relaxed);
-                let answer = LinkAnswer {
-                    id,
-                    to: to.clone(),
-                    slot,
-                    unwritten: unwritten.clone(),
-                };
                 answer.send(ReplicaResponse::Error(e)).await;
             }
         }

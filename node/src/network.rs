@@ -733,6 +733,55 @@ fn in_routing_table(swarm: &mut Swarm<NodeBehaviour>, peer: &PeerId) -> bool {
         .is_some_and(|bucket| bucket.iter().any(|e| e.node.key.preimage() == peer))
 }
 
+/// Whether a replica request of this kind is served only to nodes in the routing table.
+/// Anti-entropy runs between the nodes of a replica set, which know each other: a
+/// stranger's Summaries never reach the store.
+pub(crate) fn only_from_known_nodes(request: &ReplicaRequest) -> bool {
+    matches!(request, ReplicaRequest::Summaries { .. })
+}
+
+/// Admits another node's request to this replica, whichever way it came (request-response
+/// or a replica link): refused when it is for known nodes only and `known` is false, when
+/// its source is over its replica rate, or when the dispatcher's queue is full. On a
+/// refusal the answer's channel comes back with the error to answer on it.
+pub(crate) fn admit_replica(
+    budgets: &crate::budget::Budgets,
+    inbound: &mpsc::Sender<Inbound>,
+    peer: PeerId,
+    from: Option<Multiaddr>,
+    known: bool,
+    request: ReplicaRequest,
+    channel: ReplicaChannel,
+) -> Result<(), (ReplicaChannel, RemoteError)> {
+    if only_from_known_nodes(&request) && !known {
+        return Err((
+            channel,
+            RemoteError::new(
+                ErrorCode::Unauthorized,
+                "summaries go to nodes this node knows only",
+            ),
+        ));
+    }
+    let source = budgets.classify.of_node(peer, from.as_ref());
+    if let Err(e) = budgets.replica_rates.check(&source) {
+        return Err((channel, crate::budget::refusal(e, "requests")));
+    }
+    match inbound.try_send(Inbound::Replica {
+        peer,
+        from,
+        request,
+        channel,
+    }) {
+        Ok(()) => Ok(()),
+        Err(
+            mpsc::error::TrySendError::Full(Inbound::Replica { channel, .. })
+            | mpsc::error::TrySendError::Closed(Inbound::Replica { channel, .. }),
+        ) => Err((channel, busy())),
+        // Only replica requests are sent here.
+        Err(_) => Ok(()),
+    }
+}
+
 /// The answer to a request the node has no room for now.
 pub(crate) fn busy() -> RemoteError {
     RemoteError::new(
@@ -1033,38 +1082,21 @@ impl LoopState {
                     request, channel, ..
                 } => {
                     let from = self.addrs.get(&connection_id).cloned();
-                    let source = ctx.budgets.classify.of_node(peer, from.as_ref());
-                    let refusal = if matches!(request, ReplicaRequest::Summaries { .. })
-                        && !in_routing_table(swarm, &peer)
-                    {
-                        // Anti-entropy runs between the nodes of a replica set, which know
-                        // each other: a stranger's Summaries never reach the store.
-                        Some(RemoteError::new(
-                            ErrorCode::Unauthorized,
-                            "summaries go to nodes this node knows only",
-                        ))
-                    } else {
-                        ctx.budgets
-                            .replica_rates
-                            .check(&source)
-                            .err()
-                            .map(|e| crate::budget::refusal(e, "requests"))
-                    };
-                    let refused = match refusal {
-                        Some(e) => Some((channel, e)),
-                        None => match ctx.inbound.try_send(Inbound::Replica {
-                            peer,
-                            from,
-                            request,
-                            channel: ReplicaChannel::Swarm(channel),
-                        }) {
-                            Err(mpsc::error::TrySendError::Full(Inbound::Replica {
-                                channel: ReplicaChannel::Swarm(channel),
-                                ..
-                            })) => Some((channel, busy())),
-                            _ => None,
-                        },
-                    };
+                    let known = only_from_known_nodes(&request) && in_routing_table(swarm, &peer);
+                    let refused = admit_replica(
+                        &ctx.budgets,
+                        &ctx.inbound,
+                        peer,
+                        from,
+                        known,
+                        request,
+                        ReplicaChannel::Swarm(channel),
+                    )
+                    .err()
+                    .and_then(|(channel, e)| match channel {
+                        ReplicaChannel::Swarm(channel) => Some((channel, e)),
+                        ReplicaChannel::Link(_) => None,
+                    });
                     if let Some((channel, e)) = refused {
                         ctx.metrics.refused.fetch_add(1, Ordering::Relaxed);
                         let sent = swarm

@@ -142,21 +142,36 @@ where
         .map_err(|_| timed_out())?
 }
 
+/// `value` as a frame, after `tag` (empty for a request-response frame, the request's id
+/// on a replica link): the tag, the body's 4-byte length, the canonical body.
+pub(crate) fn encode_frame<V: Serialize>(tag: &[u8], value: &V) -> io::Result<Vec<u8>> {
+    let body =
+        rpc::encode_body(value).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let len = u32::try_from(body.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame too large"))?;
+    let mut frame = Vec::with_capacity(tag.len() + 4 + body.len());
+    frame.extend_from_slice(tag);
+    frame.extend_from_slice(&len.to_be_bytes());
+    frame.extend_from_slice(&body);
+    Ok(frame)
+}
+
+/// Writes a whole frame in one write: the prefix and the body go out in one encrypted
+/// transport frame.
+pub(crate) async fn write_encoded<T: AsyncWrite + Unpin>(
+    io: &mut T,
+    frame: &[u8],
+) -> io::Result<()> {
+    io.write_all(frame).await?;
+    io.flush().await
+}
+
 async fn write_frame<T, V>(io: &mut T, value: &V) -> io::Result<()>
 where
     T: AsyncWrite + Unpin + Send,
     V: Serialize,
 {
-    let body =
-        rpc::encode_body(value).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    let len = u32::try_from(body.len())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame too large"))?;
-    // One write: the prefix and the body go out in one encrypted transport frame.
-    let mut frame = Vec::with_capacity(4 + body.len());
-    frame.extend_from_slice(&len.to_be_bytes());
-    frame.extend_from_slice(&body);
-    io.write_all(&frame).await?;
-    io.flush().await
+    write_encoded(io, &encode_frame(&[], value)?).await
 }
 
 impl<Req, Resp> libp2p::request_response::Codec for FrameCodec<Req, Resp>

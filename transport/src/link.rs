@@ -14,13 +14,13 @@
 use std::io;
 use std::time::Duration;
 
-use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite};
 use libp2p::StreamProtocol;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tigress_protocol::rpc;
 
-use crate::codec::{FRAME_DEADLINE, read_body_bytes};
+use crate::codec::{FRAME_DEADLINE, encode_frame, read_body_bytes, write_encoded};
 
 /// The replica protocol over a kept stream.
 pub const REPLICA_LINK: StreamProtocol = StreamProtocol::new("/tigress/replica/2");
@@ -32,15 +32,7 @@ pub type Tagged<V> = (u64, Result<V, io::Error>);
 
 /// `value` tagged with `id`: the whole frame, as [`write_tagged`] writes it.
 pub fn encode_tagged<V: Serialize>(id: u64, value: &V) -> io::Result<Vec<u8>> {
-    let body =
-        rpc::encode_body(value).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    let len = u32::try_from(body.len())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame too large"))?;
-    let mut frame = Vec::with_capacity(12 + body.len());
-    frame.extend_from_slice(&id.to_be_bytes());
-    frame.extend_from_slice(&len.to_be_bytes());
-    frame.extend_from_slice(&body);
-    Ok(frame)
+    encode_frame(&id.to_be_bytes(), value)
 }
 
 /// Writes `value` tagged with `id`, in one write.
@@ -54,8 +46,7 @@ where
 
 /// Writes a frame of [`encode_tagged`], in one write.
 pub async fn write_frame<T: AsyncWrite + Unpin>(io: &mut T, frame: &[u8]) -> io::Result<()> {
-    io.write_all(frame).await?;
-    io.flush().await
+    write_encoded(io, frame).await
 }
 
 /// Reads the next frame. `quiet` bounds the wait for its first byte (`None`: no bound);
