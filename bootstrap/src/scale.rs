@@ -21,7 +21,10 @@
 //! - **Mailboxes lost.** At the end the recipient of every share reads it: the payload of
 //!   every acknowledged share and every acknowledged message must arrive, through a
 //!   running node (as in the crash soak); that is when each transfer's message is
-//!   received.
+//!   received. What cannot be read while the nodes then away are still away is counted
+//!   (`writes_unavailable`: a replica set missing a majority cannot answer), then those
+//!   nodes come back, as churn has them do, and it is read again: a write still
+//!   unreadable then is lost.
 //!
 //! Churn: every `60 / (P·N)` seconds a random running node (never node 0, the seed) leaves
 //! (a graceful shutdown) and comes back with its identity and data 30 s later.
@@ -98,9 +101,13 @@ pub struct ScaleReport {
     pub claims: Vec<Duration>,
     /// Acknowledged writes (shares and messages).
     pub writes_acked: usize,
-    /// Acknowledged writes that could not be read at the end.
+    /// Acknowledged writes that could not be read at the end, with the nodes then away
+    /// still away.
+    pub writes_unavailable: usize,
+    /// Acknowledged writes that could not be read at the end, even with every node back.
     pub writes_lost: usize,
-    /// Mailboxes with at least one acknowledged write unreadable at the end.
+    /// Mailboxes with at least one acknowledged write unreadable even with every node
+    /// back.
     pub mailboxes_lost: usize,
     /// Nodes that left (each came back after 30 s, unless the run ended first).
     pub departures: usize,
@@ -150,7 +157,7 @@ impl ScaleReport {
     /// What the line leaves out: the cost of lookups, retries, writes, churn.
     pub fn detail(&self) -> String {
         format!(
-            "scale-detail requests_per_lookup_p50={} requests_per_lookup_mean={:.1} traced_requests_mean={:.1} hops_max={} claim_p50_ms={:.1} retries={} writes_acked={} writes_lost={} departures={} ready_s={:.0}",
+            "scale-detail requests_per_lookup_p50={} requests_per_lookup_mean={:.1} traced_requests_mean={:.1} hops_max={} claim_p50_ms={:.1} retries={} writes_acked={} writes_unavailable={} writes_lost={} departures={} ready_s={:.0}",
             quantile(&self.requests, 0.5),
             mean(&self.requests),
             mean(&self.traced_requests),
@@ -158,6 +165,7 @@ impl ScaleReport {
             quantile(&self.claims, 0.5).as_secs_f64() * 1000.0,
             self.retries,
             self.writes_acked,
+            self.writes_unavailable,
             self.writes_lost,
             self.departures,
             self.ready_s,
@@ -511,15 +519,33 @@ pub async fn run(opts: &ScaleOptions, dir: &Path) -> anyhow::Result<ScaleReport>
         written.extend(writes.written.into_iter().map(|one| (w, one)));
     }
     report.retries = retries.load(Ordering::Relaxed);
-    // Every acknowledged write, read back through running nodes; the nodes still away
-    // stay away.
+    // Every acknowledged write, read back through running nodes, first with the nodes
+    // still away kept away: what a user could read at that moment.
     let addrs: Vec<Multiaddr> = (0..cluster.len()).filter_map(|i| cluster.addr(i)).collect();
     report.writes_acked = written.iter().map(|(_, one)| 1 + one.messages.len()).sum();
     let missing = read_back(&written, &addrs, &clients).await;
-    report.writes_lost = missing.iter().sum();
-    report.mailboxes_lost = missing.iter().filter(|n| **n > 0).count();
-    for (_, _, shutdown, _) in away {
+    report.writes_unavailable = missing.iter().map(Written::unread).sum();
+    // Then, as the churn has them do, the nodes away come back, and what was not read is
+    // read again: a write still unreadable with every node back is lost.
+    for (node, _, shutdown, _) in away {
         let _ = shutdown.await;
+        cluster.restart(node).await?;
+    }
+    let again: Vec<(usize, Written)> = written
+        .iter()
+        .zip(missing)
+        .filter(|(_, unread)| unread.unread() > 0)
+        .map(|((w, _), unread)| (*w, unread))
+        .collect();
+    if !again.is_empty() {
+        tracing::info!(
+            shares = again.len(),
+            "scale: reading again, with every node back, what was not read"
+        );
+        let addrs: Vec<Multiaddr> = (0..cluster.len()).filter_map(|i| cluster.addr(i)).collect();
+        let lost = read_back(&again, &addrs, &clients).await;
+        report.writes_lost = lost.iter().map(Written::unread).sum();
+        report.mailboxes_lost = lost.iter().filter(|one| one.unread() > 0).count();
     }
     cluster.shutdown().await;
     Ok(report)

@@ -69,6 +69,14 @@ pub(crate) struct Written {
     pub(crate) messages: Vec<Vec<u8>>,
 }
 
+impl Written {
+    /// What of it is yet to be read: nothing once the payload was read and no message is
+    /// left.
+    pub(crate) fn unread(&self) -> usize {
+        usize::from(!self.accepted) + self.messages.len()
+    }
+}
+
 /// A tiny deterministic generator (xorshift) for victims and pauses.
 pub(crate) struct Dice(pub(crate) u64);
 
@@ -176,20 +184,26 @@ async fn writer(
     out
 }
 
-/// How many of `written`'s acknowledged writes the recipient cannot read, asking node
-/// `addr` (retried until `deadline`: restarted nodes may still be catching up).
+/// What of `written`'s acknowledged writes the recipient cannot read, asking node `addr`
+/// (retried until `deadline`: restarted nodes may still be catching up): all of it when
+/// the payload cannot be read, else the messages not received.
 async fn lost(
     written: &Written,
     bob_dir: &std::path::Path,
     addr: &Multiaddr,
     deadline: Instant,
-) -> usize {
-    let acked = 1 + written.messages.len();
+) -> Written {
     let id = written.url.mailbox_id();
     let address = id.address().short();
+    let all = || Written {
+        url: written.url.clone(),
+        payload: written.payload.clone(),
+        accepted: false,
+        messages: written.messages.clone(),
+    };
     let Some(bob) = client(addr, bob_dir).await else {
         tracing::warn!(%address, %addr, "read-back: no client connection to read with");
-        return acked;
+        return all();
     };
     // The share's payload.
     if !written.accepted {
@@ -201,7 +215,7 @@ async fn lost(
             };
             if Instant::now() >= deadline {
                 tracing::warn!(%address, %addr, %error, "read-back: an acknowledged share was not read");
-                return acked;
+                return all();
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -216,23 +230,28 @@ async fn lost(
             }
             Err(e) => Some(e.to_string()),
         };
-        let absent = written
+        let absent: Vec<Vec<u8>> = written
             .messages
             .iter()
             .filter(|m| !received.contains(m))
-            .count();
-        if absent == 0 {
-            return 0;
-        }
-        if Instant::now() >= deadline {
-            tracing::warn!(
-                %address,
-                %addr,
-                absent,
-                error = error.as_deref().unwrap_or("none; the messages were not among those fetched"),
-                "read-back: acknowledged messages were not read"
-            );
-            return absent;
+            .cloned()
+            .collect();
+        if absent.is_empty() || Instant::now() >= deadline {
+            if !absent.is_empty() {
+                tracing::warn!(
+                    %address,
+                    %addr,
+                    absent = absent.len(),
+                    error = error.as_deref().unwrap_or("none; the messages were not among those fetched"),
+                    "read-back: acknowledged messages were not read"
+                );
+            }
+            return Written {
+                url: written.url.clone(),
+                payload: written.payload.clone(),
+                accepted: true,
+                messages: absent,
+            };
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -246,7 +265,7 @@ pub(crate) async fn read_back(
     written: &[(usize, Written)],
     addrs: &[Multiaddr],
     clients: &std::path::Path,
-) -> Vec<usize> {
+) -> Vec<Written> {
     use futures::StreamExt as _;
     futures::stream::iter(written.iter().enumerate())
         .map(|(i, (w, one))| {
@@ -258,7 +277,12 @@ pub(crate) async fn read_back(
                         let deadline = Instant::now() + Duration::from_secs(30);
                         lost(one, &bob_dir, &addr, deadline).await
                     }
-                    None => 1 + one.messages.len(),
+                    None => Written {
+                        url: one.url.clone(),
+                        payload: one.payload.clone(),
+                        accepted: false,
+                        messages: one.messages.clone(),
+                    },
                 }
             }
         })
@@ -347,6 +371,7 @@ pub async fn run(opts: &SoakOptions, dir: &std::path::Path) -> anyhow::Result<So
     let missing: usize = read_back(&written, &addrs, &dir.join("clients"))
         .await
         .iter()
+        .map(Written::unread)
         .sum();
     cluster.stop().await;
     Ok(SoakReport {

@@ -495,7 +495,8 @@ async fn bench_smoke_run_completes_its_transfers() {
 }
 
 /// A short `scale` run: a node leaves while transfers run, lookups are sampled and
-/// traced, and every acknowledged write is read back with the node still away.
+/// traced, and every acknowledged write is read back with the nodes still away (one of
+/// five replicas away leaves a majority), then again with every node back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scale_run_under_churn_loses_no_acknowledged_write() {
     let dir = tempfile::tempdir().unwrap();
@@ -514,6 +515,7 @@ async fn a_scale_run_under_churn_loses_no_acknowledged_write() {
     assert!(!report.requests.is_empty() && report.hops.len() == report.requests.len());
     assert!(report.transfers_ok > 0, "{}", report.line());
     assert!(report.writes_acked > report.transfers_ok);
+    assert_eq!(report.writes_unavailable, 0, "{}", report.detail());
     assert_eq!(report.writes_lost, 0, "{}", report.detail());
     let line = report.line();
     assert!(
