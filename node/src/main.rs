@@ -8,6 +8,13 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tigress_node::{Config, Node, NodeIdentity, NodeRole, Reachability};
 
+/// The allocator. A node allocates and frees buffers for every frame, record and task;
+/// mimalloc, backed by the transparent huge pages it asks for, takes 6–18 % off a
+/// replicated transfer's CPU for about 2.5 times the memory (BENCHMARKS.md, "After the
+/// allocator"). `MIMALLOC_ALLOW_THP=0` in the environment gives the memory back.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A relay node of the tigress credential-sharing network.
 #[derive(Debug, Parser)]
 #[command(name = "tigress-node", version, about)]
