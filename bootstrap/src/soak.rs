@@ -61,6 +61,7 @@ impl SoakReport {
 }
 
 /// One share a writer made: its invitation, payload, and the messages acknowledged.
+#[derive(Clone)]
 pub(crate) struct Written {
     pub(crate) url: ShareUrl,
     pub(crate) payload: Vec<u8>,
@@ -74,6 +75,14 @@ impl Written {
     /// left.
     pub(crate) fn unread(&self) -> usize {
         usize::from(!self.accepted) + self.messages.len()
+    }
+
+    /// All of it, payload included, as not read.
+    fn none_read(&self) -> Self {
+        Self {
+            accepted: false,
+            ..self.clone()
+        }
     }
 }
 
@@ -195,15 +204,9 @@ async fn lost(
 ) -> Written {
     let id = written.url.mailbox_id();
     let address = id.address().short();
-    let all = || Written {
-        url: written.url.clone(),
-        payload: written.payload.clone(),
-        accepted: false,
-        messages: written.messages.clone(),
-    };
     let Some(bob) = client(addr, bob_dir).await else {
         tracing::warn!(%address, %addr, "read-back: no client connection to read with");
-        return all();
+        return written.none_read();
     };
     // The share's payload.
     if !written.accepted {
@@ -215,7 +218,7 @@ async fn lost(
             };
             if Instant::now() >= deadline {
                 tracing::warn!(%address, %addr, %error, "read-back: an acknowledged share was not read");
-                return all();
+                return written.none_read();
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -247,10 +250,9 @@ async fn lost(
                 );
             }
             return Written {
-                url: written.url.clone(),
-                payload: written.payload.clone(),
                 accepted: true,
                 messages: absent,
+                ..written.clone()
             };
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -277,12 +279,7 @@ pub(crate) async fn read_back(
                         let deadline = Instant::now() + Duration::from_secs(30);
                         lost(one, &bob_dir, &addr, deadline).await
                     }
-                    None => Written {
-                        url: one.url.clone(),
-                        payload: one.payload.clone(),
-                        accepted: false,
-                        messages: one.messages.clone(),
-                    },
+                    None => one.none_read(),
                 }
             }
         })
