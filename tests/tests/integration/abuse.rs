@@ -719,8 +719,7 @@ async fn a_host_over_its_request_rate_is_refused_whatever_its_peer_ids() {
 /// link, and the slot it held is free again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_holds_only_its_share_of_replica_links() {
-    use futures::{AsyncReadExt as _, AsyncWriteExt as _, StreamExt as _};
-    use libp2p::swarm::SwarmEvent;
+    use futures::{AsyncReadExt as _, AsyncWriteExt as _};
     use tigress_protocol::rpc::{ReplicaRequest, ReplicaResponse};
     use tigress_transport::link::{REPLICA_LINK, read_tagged, write_tagged};
 
@@ -729,33 +728,7 @@ async fn a_peer_holds_only_its_share_of_replica_links() {
         .unwrap();
     let node = cluster.addr(0).unwrap();
     let peer = cluster.node(0).unwrap().peer_id();
-    let mut stranger = libp2p::SwarmBuilder::with_new_identity()
-        .with_tokio()
-        .with_tcp(
-            libp2p::tcp::Config::default(),
-            libp2p::noise::Config::new,
-            libp2p::yamux::Config::default,
-        )
-        .unwrap()
-        .with_behaviour(|_| libp2p_stream::Behaviour::new())
-        .unwrap()
-        .build();
-    let mut control = stranger.behaviour().new_control();
-    stranger.dial(node).unwrap();
-    tokio::time::timeout(Duration::from_secs(30), async {
-        loop {
-            if let SwarmEvent::ConnectionEstablished { .. } = stranger.select_next_some().await {
-                return;
-            }
-        }
-    })
-    .await
-    .expect("connected within 30 s");
-    let driver = tokio::spawn(async move {
-        loop {
-            stranger.select_next_some().await;
-        }
-    });
+    let (mut control, driver) = stream_stranger(node).await;
 
     let summaries = || ReplicaRequest::Summaries {
         addresses: tigress_protocol::wire::BoundedVec::truncated(vec![
@@ -831,4 +804,100 @@ async fn a_peer_holds_only_its_share_of_replica_links() {
     assert_eq!(served.len(), 4);
     driver.abort();
     cluster.shutdown().await;
+}
+
+/// A node over its replica rate is refused on its replica link as over request-response,
+/// before its requests queue for the dispatcher; the link stays open and answers each
+/// request by id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_over_its_replica_rate_is_refused_on_its_link() {
+    use tigress_protocol::ErrorCode;
+    use tigress_protocol::rpc::{ReplicaRequest, ReplicaResponse};
+    use tigress_transport::link::{REPLICA_LINK, read_tagged, write_tagged};
+
+    let cluster = tigress_bootstrap::cluster::Cluster::start(1, |_, c| {
+        c.replication = 1;
+        // The stranger dials from 127.0.0.1, which test clusters exempt.
+        c.budgets.exempt.clear();
+        c.budgets.replica_rate_per_node = 2;
+    })
+    .await
+    .unwrap();
+    let node = cluster.addr(0).unwrap();
+    let peer = cluster.node(0).unwrap().peer_id();
+    let (mut control, driver) = stream_stranger(node).await;
+
+    let address = "07"
+        .repeat(32)
+        .parse::<tigress_protocol::Address>()
+        .unwrap();
+    let mut link = control.open_stream(peer, REPLICA_LINK).await.unwrap();
+    // Forty requests in a row at two a second (bursts of four): most are over the rate.
+    let mut codes = Vec::new();
+    for id in 0..40u64 {
+        write_tagged(&mut link, id, &ReplicaRequest::Status { address })
+            .await
+            .unwrap();
+        let read = read_tagged::<_, ReplicaResponse>(&mut link, None);
+        match tokio::time::timeout(Duration::from_secs(30), read).await {
+            Ok(Ok(Some((got, Ok(ReplicaResponse::Error(e)))))) if got == id => codes.push(e.code),
+            other => panic!("request {id}: {other:?}"),
+        }
+    }
+    assert_eq!(
+        codes[0],
+        ErrorCode::NotFound,
+        "the first is served: {codes:?}"
+    );
+    let limited = codes
+        .iter()
+        .filter(|c| **c == ErrorCode::RateLimited)
+        .count();
+    assert!(limited >= 10, "over its rate, a peer is refused: {codes:?}");
+    assert!(
+        codes
+            .iter()
+            .all(|c| *c == ErrorCode::NotFound || *c == ErrorCode::RateLimited),
+        "{codes:?}"
+    );
+    driver.abort();
+    cluster.shutdown().await;
+}
+
+/// A stranger with a fresh identity, connected to the node at `node`, that opens raw
+/// streams (libp2p-stream): its control, and the task driving its swarm.
+async fn stream_stranger(
+    node: libp2p::Multiaddr,
+) -> (libp2p_stream::Control, tokio::task::JoinHandle<()>) {
+    use futures::StreamExt as _;
+    use libp2p::swarm::SwarmEvent;
+
+    let mut stranger = libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(
+            libp2p::tcp::Config::default(),
+            libp2p::noise::Config::new,
+            libp2p::yamux::Config::default,
+        )
+        .unwrap()
+        .with_behaviour(|_| libp2p_stream::Behaviour::new())
+        .unwrap()
+        .build();
+    let control = stranger.behaviour().new_control();
+    stranger.dial(node).unwrap();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            if let SwarmEvent::ConnectionEstablished { .. } = stranger.select_next_some().await {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("connected within 30 s");
+    let driver = tokio::spawn(async move {
+        loop {
+            stranger.select_next_some().await;
+        }
+    });
+    (control, driver)
 }
