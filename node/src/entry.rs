@@ -16,7 +16,8 @@ use tigress_protocol::crypto::PublicKey;
 use tigress_protocol::mailbox::{self, Limits};
 use tigress_protocol::quorum::{
     self, Answer, CallError, ChainGather, ClaimGather, ClaimOutcome, FETCH_GRACE_MS, FetchGather,
-    FirstGather, Gather, Quorum, READ_GRACE_MS, ReadGather, WriteGather, Written,
+    FirstGather, Gather, Heard, Quorum, READ_GRACE_MS, ReadGather, SearchGather, WriteGather,
+    Written, absence,
 };
 use tigress_protocol::record::{Equivocation, Genesis, ReadRequest, Record};
 use tigress_protocol::replica;
@@ -314,12 +315,13 @@ impl Entry {
                     .drive(
                         Quorum::new(
                             &nodes,
-                            FirstGather::new(|r| matches!(r, ReplicaResponse::Status(_))),
+                            SearchGather::new(|r| matches!(r, ReplicaResponse::Status(_))),
                             0,
                         ),
                         ReplicaRequest::Status { address },
                     )
-                    .await?;
+                    .await
+                    .map_err(|heard| absence(&address, &nodes, &heard, r))?;
                 match found {
                     ReplicaResponse::Status(s) => Ok(ClientResponse::Status(s)),
                     _ => Err(remote(ErrorCode::Unavailable, "no replica gave a status")),
@@ -457,10 +459,10 @@ impl Entry {
         // closest peers of the local routing table, then a network lookup.
         let r = usize::from(self.config.replication);
         let mut asked: Vec<PublicKey> = Vec::new();
-        let mut last: Option<RemoteError> = None;
-        // Whether some node answered with a genesis this request does not fit: then the
-        // address is not absent (it is not remembered as such).
-        let mut unfit = false;
+        // What each node asked said, over the rounds: the mailbox is absent only when the
+        // nearest of them say so (a node answering with a genesis this request does not
+        // fit, or not at all, may hold it).
+        let mut heard: Vec<(PublicKey, Heard)> = Vec::new();
         for round in 0..3 {
             let candidates: Vec<PublicKey> = match round {
                 0 => self.replica.iter().map(|_| self.me).collect(),
@@ -489,7 +491,7 @@ impl Entry {
                 .drive(
                     Quorum::new(
                         &fresh,
-                        FirstGather::new(
+                        SearchGather::new(
                             move |r| matches!(r, ReplicaResponse::Genesis(g) if wanted.fits(g)),
                         ),
                         0,
@@ -504,27 +506,26 @@ impl Entry {
                     self.cache(address, g.clone());
                     return Ok(g);
                 }
-                Ok(_) => unfit = true,
-                // A tombstone or a definitive refusal from a replica needs no wider search.
-                Err(e)
-                    if e.code != ErrorCode::NotFound
-                        && e.code != ErrorCode::Unavailable
-                        && e.code != ErrorCode::Unauthorized =>
-                {
-                    return Err(e);
+                Ok(_) => {}
+                Err(said) => {
+                    // A tombstone or another definitive refusal needs no wider search.
+                    if let Some(e) = said.iter().find_map(|(_, h)| match h {
+                        Heard::Refused(e) if e.code != ErrorCode::Unauthorized => Some(e),
+                        _ => None,
+                    }) {
+                        return Err(e.clone());
+                    }
+                    heard.extend(said);
                 }
-                Err(e) => last = Some(e),
             }
         }
-        Err(match last {
-            Some(e) if e.code == ErrorCode::Unavailable || e.code == ErrorCode::Unauthorized => e,
-            _ => {
-                if !unfit && let Ok(mut absent) = self.absent.lock() {
-                    absent.insert(address, self.config.clock.unix() + ABSENT_SECS);
-                }
-                remote(ErrorCode::NotFound, "no such mailbox")
-            }
-        })
+        let refusal = absence(&address, &asked, &heard, r);
+        if refusal.code == ErrorCode::NotFound
+            && let Ok(mut absent) = self.absent.lock()
+        {
+            absent.insert(address, self.config.clock.unix() + ABSENT_SECS);
+        }
+        Err(refusal)
     }
 
     async fn replicas_of(&self, access: &Access) -> Result<Vec<PublicKey>, RemoteError> {

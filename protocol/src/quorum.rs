@@ -733,6 +733,140 @@ impl<F: FnMut(&ReplicaResponse) -> bool> Gather for FirstGather<F> {
     }
 }
 
+/// What one node said when asked for a mailbox that the search did not find.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Heard {
+    /// It holds nothing at the address.
+    Absent,
+    /// A definitive refusal other than absence (unauthorized, gone, ...).
+    Refused(RemoteError),
+    /// No answer, a busy or rate-limited one, or one that proves nothing (a record the
+    /// request does not fit): the node may hold the mailbox.
+    Silent,
+}
+
+impl Heard {
+    fn of(answer: &Answer) -> Self {
+        match answer {
+            Ok(ReplicaResponse::Error(e) | ReplicaResponse::Refused { error: e, .. }) => {
+                match e.code {
+                    ErrorCode::NotFound => Self::Absent,
+                    ErrorCode::Unavailable | ErrorCode::RateLimited => Self::Silent,
+                    _ => Self::Refused(e.clone()),
+                }
+            }
+            _ => Self::Silent,
+        }
+    }
+}
+
+/// A search round: the first answer a predicate accepts, else what each node asked said,
+/// for [`absence`] to weigh with the other rounds.
+pub struct SearchGather<F> {
+    accept: F,
+    found: Option<ReplicaResponse>,
+}
+
+impl<F> std::fmt::Debug for SearchGather<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SearchGather")
+            .field("found", &self.found.is_some())
+            .finish()
+    }
+}
+
+impl<F: FnMut(&ReplicaResponse) -> bool> SearchGather<F> {
+    /// A search round that takes the first answer `accept` likes.
+    pub fn new(accept: F) -> Self {
+        Self {
+            accept,
+            found: None,
+        }
+    }
+}
+
+impl<F: FnMut(&ReplicaResponse) -> bool> Gather for SearchGather<F> {
+    type Output = Result<ReplicaResponse, Vec<(PublicKey, Heard)>>;
+
+    fn add(&mut self, _: PublicKey, answer: &Answer) {
+        if self.found.is_none()
+            && let Ok(r) = answer
+            && (self.accept)(r)
+        {
+            self.found = Some(r.clone());
+        }
+    }
+
+    fn enough(&self, _: usize) -> bool {
+        self.found.is_some()
+    }
+
+    fn finish(self, answers: &[(PublicKey, Answer)], _: usize) -> Self::Output {
+        self.found
+            .ok_or_else(|| answers.iter().map(|(k, a)| (*k, Heard::of(a))).collect())
+    }
+}
+
+/// What a search for the mailbox at `address` that found it nowhere comes to, from the
+/// nodes `asked` over all its rounds and what they said (`heard`; a node heard twice
+/// counts once, by its first word; one asked and not heard is silent). A mailbox lives
+/// on the nodes nearest its address, so it is absent only when each of the `r` nearest
+/// of those asked said it holds nothing. When one of them was silent it may hold the
+/// mailbox (a replica restarting, or one whose answer a lying neighbour's "nothing here"
+/// would otherwise hide), and the search is unavailable, to be tried again; a definitive
+/// refusal (unauthorized, gone) is passed on.
+pub fn absence(
+    address: &Address,
+    asked: &[PublicKey],
+    heard: &[(PublicKey, Heard)],
+    r: usize,
+) -> RemoteError {
+    let silent = Heard::Silent;
+    let mut first: Vec<(PublicKey, &Heard)> = Vec::with_capacity(heard.len());
+    for (k, h) in heard {
+        if !first.iter().any(|(seen, _)| seen == k) {
+            first.push((*k, h));
+        }
+    }
+    for k in asked {
+        if !first.iter().any(|(seen, _)| seen == k) {
+            first.push((*k, &silent));
+        }
+    }
+    let nearest = crate::placement::nearest(first.iter().map(|(k, _)| *k), address, r.max(1));
+    let said = |k: &PublicKey| first.iter().find(|(s, _)| s == k).map(|(_, h)| *h);
+    let absent = nearest
+        .iter()
+        .filter(|k| said(k) == Some(&Heard::Absent))
+        .count();
+    if !nearest.is_empty() && absent == nearest.len() {
+        return RemoteError::new(ErrorCode::NotFound, "no such mailbox");
+    }
+    let mut refusals: BTreeMap<ErrorCode, (usize, RemoteError)> = BTreeMap::new();
+    for (_, h) in &first {
+        if let Heard::Refused(e) = h {
+            refusals.entry(e.code).or_insert((0, e.clone())).0 += 1;
+        }
+    }
+    if let Some((_, e)) = refusals.into_values().max_by_key(|(n, _)| *n) {
+        return e;
+    }
+    if nearest.is_empty() {
+        return RemoteError::new(
+            ErrorCode::Unavailable,
+            "no node near the mailbox's address answered; try again later",
+        );
+    }
+    RemoteError::new(
+        ErrorCode::Unavailable,
+        format!(
+            "the mailbox was not found, but only {absent} of the {} nodes nearest its \
+             address answered that they hold nothing; try again later",
+            nearest.len()
+        ),
+    )
+}
+
 /// Whether `genesis` is a self-consistent genesis for `address` (shape, signature).
 pub fn genesis_fits(genesis: &Genesis, address: &Address) -> bool {
     genesis.header().address == *address

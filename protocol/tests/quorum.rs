@@ -195,3 +195,115 @@ fn a_fetch_is_not_decided_by_the_first_answer() {
     assert!(q.is_done(20_250));
     assert_eq!(q.finish().unwrap().messages, vec![m1]);
 }
+
+/// A search that found a mailbox nowhere says it does not exist only when the nodes
+/// nearest its address all said they hold nothing: a silent one among them may hold it.
+#[test]
+fn a_mailbox_is_absent_only_when_its_nearest_nodes_say_so() {
+    use tigress_protocol::crypto::SigningKey;
+    use tigress_protocol::id::Address;
+    use tigress_protocol::placement::nearest;
+    use tigress_protocol::quorum::{SearchGather, absence};
+    use tigress_protocol::rpc::RemoteError;
+
+    let address = Address([7; 32]);
+    let all: Vec<PublicKey> = (0..8u8)
+        .map(|i| SigningKey::from_seed(&[i + 40; 32]).public_key())
+        .collect();
+    let near = nearest(all.iter().copied(), &address, 8);
+    let not_found = || {
+        Ok(ReplicaResponse::Error(RemoteError::new(
+            ErrorCode::NotFound,
+            "no such mailbox",
+        )))
+    };
+    // One round: what a search gather makes of each answer.
+    let round = |answers: Vec<(PublicKey, tigress_protocol::quorum::Answer)>| {
+        let targets: Vec<PublicKey> = answers.iter().map(|(k, _)| *k).collect();
+        let mut q = Quorum::new(
+            &targets,
+            SearchGather::new(|r| matches!(r, ReplicaResponse::Genesis(_))),
+            0,
+        );
+        for (k, a) in answers {
+            q.handle_answer(k, a, 0);
+        }
+        assert!(q.is_done(0));
+        q.finish().unwrap_err()
+    };
+
+    // Every node asked holds nothing: absent.
+    let heard = round(near.iter().map(|k| (*k, not_found())).collect());
+    assert_eq!(
+        absence(&address, &near, &heard, 3).code,
+        ErrorCode::NotFound
+    );
+
+    // The three nearest say so; a farther one is silent: still absent.
+    let mut answers: Vec<_> = near[..7].iter().map(|k| (*k, not_found())).collect();
+    answers.push((near[7], Err(CallError::Timeout)));
+    let heard = round(answers);
+    assert_eq!(
+        absence(&address, &near, &heard, 3).code,
+        ErrorCode::NotFound
+    );
+
+    // The nearest is silent (unreachable, busy, rate-limited, or answering with a record
+    // the request does not fit), every other says "nothing here": unavailable.
+    let silences = [
+        Err(CallError::Unreachable),
+        Ok(ReplicaResponse::Error(RemoteError::new(
+            ErrorCode::Unavailable,
+            "busy",
+        ))),
+        Ok(ReplicaResponse::Error(RemoteError::new(
+            ErrorCode::RateLimited,
+            "slow down",
+        ))),
+        Ok(ReplicaResponse::Summaries {
+            summaries: BoundedVec::truncated(Vec::new()),
+        }),
+    ];
+    for silence in silences {
+        let mut answers = vec![(near[0], silence.clone())];
+        answers.extend(near[1..].iter().map(|k| (*k, not_found())));
+        let heard = round(answers);
+        let e = absence(&address, &near, &heard, 3);
+        assert_eq!(e.code, ErrorCode::Unavailable, "{silence:?}: {e}");
+        assert!(e.to_string().contains("2 of the 3"), "{e}");
+    }
+
+    // Asked in one round and never heard (its round ended without it) counts as silent,
+    // and a node heard twice counts by its first word.
+    let heard = round(near[1..].iter().map(|k| (*k, not_found())).collect());
+    assert_eq!(
+        absence(&address, &near, &heard, 3).code,
+        ErrorCode::Unavailable
+    );
+    let mut twice = round(vec![(near[0], Err(CallError::Timeout))]);
+    twice.extend(round(near.iter().map(|k| (*k, not_found())).collect()));
+    assert_eq!(
+        absence(&address, &near, &twice, 3).code,
+        ErrorCode::Unavailable
+    );
+
+    // A holder that refuses the request (the mailbox exists, the request is not
+    // authorized) is passed on, not turned into absence.
+    let mut answers = vec![(
+        near[1],
+        Ok(ReplicaResponse::Error(RemoteError::new(
+            ErrorCode::Unauthorized,
+            "not a party",
+        ))),
+    )];
+    answers.extend(near[2..].iter().map(|k| (*k, not_found())));
+    answers.push((near[0], not_found()));
+    let heard = round(answers);
+    assert_eq!(
+        absence(&address, &near, &heard, 3).code,
+        ErrorCode::Unauthorized
+    );
+
+    // Nobody asked: unavailable, never absent.
+    assert_eq!(absence(&address, &[], &[], 3).code, ErrorCode::Unavailable);
+}

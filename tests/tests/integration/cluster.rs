@@ -735,3 +735,83 @@ async fn replica_requests_ride_one_stream_per_peer_and_old_nodes_are_still_serve
     );
     cluster.shutdown().await;
 }
+
+/// While every node that holds a mailbox is away, the nodes still up hold nothing at its
+/// address; a recipient reaching them hears "unavailable, try again", not "no such
+/// mailbox" (which would make it give up, and be remembered by the entry as absent), and
+/// once the holders are back the share is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mailbox_whose_holders_are_away_is_unavailable_not_absent() {
+    let mut cluster = Cluster::start(7, |_, c| {
+        c.replication = 3;
+        c.standbys = 0;
+    })
+    .await
+    .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let keys: Vec<_> = (0..cluster.len())
+        .map(|i| cluster.node(i).unwrap().identity().public_key())
+        .collect();
+    // The sender shares through a node that will stay up: one not among the mailbox's
+    // holders (known once the genesis is made, so share again until one fits: each try
+    // misses with odds 3/7, thirty with odds under 1e-10).
+    let mut shared = None;
+    for attempt in 0..30 {
+        let i = attempt % keys.len();
+        let alice = client(&cluster, i, &tmp.path().join(format!("alice-{attempt}"))).await;
+        let s = alice
+            .share(b"front door", &ShareOptions::default(), None)
+            .await
+            .unwrap();
+        let state = alice.state().load(&s.share_id).unwrap();
+        let tigress_client::Party::Sender(session) = &state.party else {
+            panic!("the sharer is the sender")
+        };
+        let members = session.genesis().header().lineup().members().to_vec();
+        assert_eq!(members.len(), 3, "three replicas, no standbys");
+        if !members.contains(&keys[i]) {
+            shared = Some((s, members, i));
+            break;
+        }
+    }
+    let (shared, members, entry) = shared.expect("some entry is not a holder");
+    let away: Vec<usize> = members
+        .iter()
+        .map(|m| keys.iter().position(|k| k == m).unwrap())
+        .collect();
+    for i in &away {
+        cluster.stop(*i).await;
+    }
+
+    // The recipient comes through another node that stays up, one that never saw the
+    // genesis (the sender's entry keeps it in its cache).
+    let other = (0..cluster.len())
+        .find(|i| *i != entry && !away.contains(i))
+        .unwrap();
+    let bob = client(&cluster, other, &tmp.path().join("bob")).await;
+    for attempt in 0..2 {
+        let err = bob.accept(&shared.url).await.unwrap_err();
+        assert_eq!(
+            err.code(),
+            Some(ErrorCode::Unavailable),
+            "attempt {attempt}: {err}"
+        );
+    }
+
+    for i in &away {
+        cluster.restart(*i).await.unwrap();
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let payload = loop {
+        match bob.accept(&shared.url).await {
+            Ok(p) => break p,
+            Err(e) => assert!(
+                std::time::Instant::now() < deadline,
+                "the share is not accepted once its holders are back: {e}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(payload, b"front door");
+    cluster.shutdown().await;
+}
