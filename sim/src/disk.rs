@@ -81,7 +81,8 @@ impl Storage for Disk {
         Ok(self.messages.get(&(*address, *key)).cloned())
     }
 
-    fn put_message(&mut self, message: &Message) -> Result<(), RemoteError> {
+    fn put_message(&mut self, state: &MailboxState, message: &Message) -> Result<(), RemoteError> {
+        self.save(state)?;
         let h = message.header();
         let k = (h.address, (h.from, h.to, h.seq));
         let old = self.messages.insert(k, message.clone());
