@@ -142,8 +142,33 @@ impl Store {
         quota_bytes: u64,
         clock: Clock,
     ) -> Result<Self, StoreError> {
+        let open = |name: &str| {
+            db.open_tree(name).map_err(|source| StoreError::Open {
+                path: name.into(),
+                source,
+            })
+        };
         let me = node_key.public_key();
-        let actor = Actor::new(db, node_key, limits, quota_bytes, clock)?;
+        let first_layout = open("mailboxes")?;
+        let actor = Actor {
+            geneses: open("geneses")?,
+            books: open("books")?,
+            messages: open("messages")?,
+            db,
+            node_key,
+            limits,
+            quota_bytes,
+            clock,
+            stats: Arc::new(StoreStats::default()),
+            summaries: hashlink::LruCache::new(SUMMARY_CACHE),
+        };
+        actor
+            .migrate(&first_layout)
+            .map_err(|source| StoreError::Open {
+                path: "mailboxes".into(),
+                source,
+            })?;
+        actor.count();
         let stats = actor.stats.clone();
         let (jobs, rx) = mpsc::channel(1024);
         let (arrivals, _) = broadcast::channel(1024);
@@ -239,9 +264,6 @@ struct Actor {
     geneses: sled::Tree,
     books: sled::Tree,
     messages: sled::Tree,
-    /// Each stored message's digest under the message's key: the book's message index,
-    /// kept entry by entry so a message adds one entry instead of rewriting the book.
-    index: sled::Tree,
     node_key: SigningKey,
     limits: Limits,
     quota_bytes: u64,
@@ -271,57 +293,7 @@ fn message_key(address: &Address, key: &MessageKey) -> Vec<u8> {
     k
 }
 
-/// The message key of a [`message_key`] (its address left out).
-fn parse_message_key(k: &[u8]) -> Option<MessageKey> {
-    let from: [u8; 32] = k.get(32..64)?.try_into().ok()?;
-    let to: [u8; 32] = k.get(64..96)?.try_into().ok()?;
-    let seq: [u8; 8] = k.get(96..104)?.try_into().ok()?;
-    (k.len() == 104).then(|| (PublicKey(from), PublicKey(to), u64::from_be_bytes(seq)))
-}
-
 impl Actor {
-    /// The actor of `db`, its earlier layouts moved over and its contents counted.
-    fn new(
-        db: sled::Db,
-        node_key: SigningKey,
-        limits: Limits,
-        quota_bytes: u64,
-        clock: Clock,
-    ) -> Result<Self, StoreError> {
-        let open = |name: &str| {
-            db.open_tree(name).map_err(|source| StoreError::Open {
-                path: name.into(),
-                source,
-            })
-        };
-        let first_layout = open("mailboxes")?;
-        let actor = Actor {
-            geneses: open("geneses")?,
-            books: open("books")?,
-            messages: open("messages")?,
-            index: open("message_index")?,
-            db,
-            node_key,
-            limits,
-            quota_bytes,
-            clock,
-            stats: Arc::new(StoreStats::default()),
-            summaries: hashlink::LruCache::new(SUMMARY_CACHE),
-        };
-        actor
-            .migrate(&first_layout)
-            .map_err(|source| StoreError::Open {
-                path: "mailboxes".into(),
-                source,
-            })?;
-        actor.index_apart().map_err(|source| StoreError::Open {
-            path: "books".into(),
-            source,
-        })?;
-        actor.count();
-        Ok(actor)
-    }
-
     /// Moves the whole states of the first layout (tree `old`) into `geneses` and
     /// `books`. A state that does not decode stays where it is, and is said once.
     fn migrate(&self, old: &sled::Tree) -> Result<(), sled::Error> {
@@ -360,65 +332,9 @@ impl Actor {
         Ok(())
     }
 
-    /// Moves the message index out of each book of the second layout (the book whole,
-    /// index inside) into tree `message_index`, once: a marker in the default tree says
-    /// it is done. A book that does not decode is left as it is and reported.
-    fn index_apart(&self) -> Result<(), sled::Error> {
-        const MARKER: &[u8] = b"layout/message_index";
-        if self.db.contains_key(MARKER)? {
-            return Ok(());
-        }
-        let (mut moved, mut unreadable) = (0u64, 0u64);
-        for entry in self.books.iter() {
-            let (k, v) = entry?;
-            let Ok(book) = wire::decode_local::<Book>(&v) else {
-                unreadable += 1;
-                continue;
-            };
-            if book.index().is_empty() {
-                continue;
-            }
-            let Ok(address) = <[u8; 32]>::try_from(k.as_ref()) else {
-                unreadable += 1;
-                continue;
-            };
-            let Ok(head) = book.encode_head() else {
-                unreadable += 1;
-                continue;
-            };
-            for (key, digest) in book.index() {
-                self.index
-                    .insert(message_key(&Address(address), key), digest.as_slice())?;
-            }
-            self.books.insert(&k, head)?;
-            moved += 1;
-        }
-        self.db.insert(MARKER, &[1u8])?;
-        self.db.flush()?;
-        if moved > 0 {
-            tracing::info!(moved, "message indexes moved out of the books");
-        }
-        if unreadable > 0 {
-            tracing::error!(unreadable, "books that do not decode were left as they are");
-        }
-        Ok(())
-    }
-
-    /// The message index of the mailbox at `key`, as stored apart.
-    fn index_of(&self, key: &[u8]) -> Result<Vec<(MessageKey, [u8; 32])>, String> {
-        let mut out = Vec::new();
-        for entry in self.index.scan_prefix(key) {
-            let (k, v) = entry.map_err(|e| e.to_string())?;
-            let parsed = parse_message_key(&k).zip(<[u8; 32]>::try_from(v.as_ref()).ok());
-            out.push(parsed.ok_or("a message index entry is malformed")?);
-        }
-        Ok(out)
-    }
-
     /// The state of the mailbox at `key` from its book's bytes.
     fn assemble(&self, key: &[u8], book: &[u8]) -> Result<MailboxState, String> {
         let book: Book = wire::decode_local(book).map_err(|e| e.to_string())?;
-        let book = book.with_index(self.index_of(key)?);
         let genesis = self
             .geneses
             .get(key)
@@ -435,9 +351,6 @@ impl Actor {
             bytes += v.len() as u64;
         }
         for (_, v) in self.geneses.iter().flatten() {
-            bytes += v.len() as u64;
-        }
-        for (_, v) in self.index.iter().flatten() {
             bytes += v.len() as u64;
         }
         let mut msgs = 0u64;
@@ -645,10 +558,7 @@ impl replica::Storage for Actor {
         self.summaries.remove(&address);
         let key = address.as_bytes();
         let failed = |e: sled::Error| unavailable(format!("database write failed: {e}"));
-        let book = state
-            .book()
-            .encode_head()
-            .map_err(|e| unavailable(e.to_string()))?;
+        let book = wire::encode_local(state.book()).map_err(|e| unavailable(e.to_string()))?;
         let mut added = book.len() as u64;
         // The genesis goes first, once: a book is never without its genesis.
         if !self.books.contains_key(key).map_err(failed)? {
@@ -684,18 +594,6 @@ impl replica::Storage for Actor {
                 self.stats.messages.fetch_sub(1, Ordering::Relaxed);
             }
         }
-        let entries: Vec<_> = self
-            .index
-            .scan_prefix(address.as_bytes())
-            .filter_map(Result::ok)
-            .collect();
-        for (k, v) in entries {
-            if let Ok(Some(_)) = self.index.remove(k) {
-                self.stats
-                    .bytes
-                    .fetch_sub(v.len() as u64, Ordering::Relaxed);
-            }
-        }
     }
 
     fn message(&self, address: &Address, key: &MessageKey) -> Result<Option<Message>, RemoteError> {
@@ -709,29 +607,18 @@ impl replica::Storage for Actor {
         }
     }
 
-    /// The message, then its index entry; the book stays as it was saved.
-    fn put_message(&mut self, state: &MailboxState, message: &Message) -> Result<(), RemoteError> {
+    fn put_message(&mut self, message: &Message) -> Result<(), RemoteError> {
         let h = message.header();
-        let key = (h.from, h.to, h.seq);
-        let digest = state
-            .book()
-            .index()
-            .get(&key)
-            .copied()
-            .ok_or_else(|| unavailable("the message is not in the mailbox's index"))?;
-        let failed = |e: sled::Error| unavailable(format!("database write failed: {e}"));
-        let stored_key = message_key(&h.address, &key);
         let bytes = message.to_bytes();
-        self.summaries.remove(&h.address);
         self.messages
-            .insert(&stored_key, bytes.as_slice())
-            .map_err(failed)?;
-        self.index
-            .insert(stored_key, digest.as_slice())
-            .map_err(failed)?;
+            .insert(
+                message_key(&h.address, &(h.from, h.to, h.seq)),
+                bytes.as_slice(),
+            )
+            .map_err(|e| unavailable(format!("database write failed: {e}")))?;
         self.stats
             .bytes
-            .fetch_add((bytes.len() + digest.len()) as u64, Ordering::Relaxed);
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
         self.stats.messages.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -763,210 +650,6 @@ mod tests {
         )
         .unwrap();
         s.genesis().clone()
-    }
-
-    /// An actor on a temporary database, driven in the test's thread.
-    fn actor(db: sled::Db, node: &SigningKey) -> Actor {
-        Actor::new(
-            db,
-            node.clone(),
-            Limits::default(),
-            u64::MAX,
-            Clock::manual(T0),
-        )
-        .map_err(|e| e.to_string())
-        .unwrap()
-    }
-
-    /// The database in `dir` once the last user let go of its lock.
-    fn reopen(dir: &Path) -> sled::Db {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        loop {
-            match sled::Config::new().path(dir).open() {
-                Ok(db) => return db,
-                Err(e) => assert!(std::time::Instant::now() < deadline, "reopening: {e}"),
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-    }
-
-    fn stored(applied: &Applied) -> bool {
-        matches!(
-            applied.response,
-            ReplicaResponse::Stored {
-                duplicate: false,
-                ..
-            }
-        )
-    }
-
-    /// A mailbox on `node` alone with a certified recipient, and two of its messages.
-    fn mailbox_with_messages(actor: &mut Actor, node: &SigningKey) -> (Address, Message, Message) {
-        use tigress_protocol::mailbox::{ClaimTally, tally_claim};
-        use tigress_protocol::session::RecipientSession;
-        let mut rng = rand_chacha::ChaCha20Rng::from_seed([11; 32]);
-        let (sender, url) = SenderSession::create(
-            ShareIdentity::random(&mut rng),
-            "https://relay.example",
-            vec![node.public_key()],
-            b"the car key",
-            &ShareOptions::default(),
-            T0,
-            &mut rng,
-        )
-        .unwrap();
-        let genesis = sender.genesis().clone();
-        let address = genesis.header().address;
-        let me = Some(node.public_key());
-        let applied = actor.apply(
-            ReplicaRequest::StoreGenesis {
-                genesis: genesis.clone(),
-            },
-            me,
-            T0,
-        );
-        assert!(stored(&applied), "{applied:?}");
-        let limits = Limits::default();
-        let (mut recipient, _) =
-            RecipientSession::open(&url, genesis.clone(), &limits, T0, &mut rng).unwrap();
-        let applied = actor.apply(
-            ReplicaRequest::Grant {
-                claim: recipient.claim().clone(),
-            },
-            me,
-            T0,
-        );
-        let ReplicaResponse::Granted(receipt) = applied.response else {
-            panic!("{applied:?}")
-        };
-        let ClaimTally::Certified(cert) = tally_claim(&genesis, recipient.claim(), &[receipt])
-        else {
-            panic!("one replica of one certifies")
-        };
-        let applied = actor.apply(
-            ReplicaRequest::StoreCertificate {
-                certificate: (*cert).clone(),
-            },
-            me,
-            T0,
-        );
-        assert!(stored(&applied), "{applied:?}");
-        recipient
-            .accept_certificate((*cert).clone(), &limits, T0)
-            .unwrap();
-        let first = recipient.seal(b"one", [1; 16], T0, &mut rng).unwrap();
-        let second = recipient.seal(b"two", [2; 16], T0, &mut rng).unwrap();
-        (address, first, second)
-    }
-
-    #[test]
-    fn a_message_adds_its_index_entry_and_leaves_the_book_as_it_was() {
-        let dir = tempfile::tempdir().unwrap();
-        let node = SigningKey::from_seed(&[6; 32]);
-        let me = Some(node.public_key());
-        let db = sled::Config::new().path(dir.path()).open().unwrap();
-        let mut actor = actor(db, &node);
-        let (address, first, second) = mailbox_with_messages(&mut actor, &node);
-        let book = || actor.books.get(address.as_bytes()).unwrap().unwrap();
-        let before = book();
-        for m in [&first, &second] {
-            let applied = actor.apply(ReplicaRequest::StoreMessage { message: m.clone() }, me, T0);
-            assert!(stored(&applied), "{applied:?}");
-        }
-        let book = || actor.books.get(address.as_bytes()).unwrap().unwrap();
-        assert_eq!(book(), before, "a message does not rewrite the book");
-        assert_eq!(actor.index.scan_prefix(address.as_bytes()).count(), 2);
-
-        // Read back, the state knows both messages from the index: the same message again
-        // is a duplicate.
-        let state = actor.load(&address).unwrap().unwrap();
-        let keys: Vec<_> = state.message_keys().map(|(k, d)| (*k, *d)).collect();
-        let h = first.header();
-        assert_eq!(keys[0], ((h.from, h.to, h.seq), first.digest()));
-        assert_eq!(keys.len(), 2);
-        let again = actor.apply(
-            ReplicaRequest::StoreMessage {
-                message: first.clone(),
-            },
-            me,
-            T0,
-        );
-        assert!(
-            matches!(
-                again.response,
-                ReplicaResponse::Stored {
-                    duplicate: true,
-                    ..
-                }
-            ),
-            "{again:?}"
-        );
-        let stored_bytes = actor.stats.bytes.load(Ordering::Relaxed);
-        actor.db.flush().unwrap();
-        drop(actor);
-
-        // Reopened, the same state, and the same bytes counted.
-        let mut actor = self::actor(reopen(dir.path()), &node);
-        assert_eq!(actor.load(&address).unwrap().unwrap(), state);
-        assert_eq!(actor.stats.bytes.load(Ordering::Relaxed), stored_bytes);
-        assert_eq!(actor.stats.messages.load(Ordering::Relaxed), 2);
-
-        // A delete takes the index with the messages.
-        actor.remove_messages(&address);
-        assert_eq!(actor.index.scan_prefix(address.as_bytes()).count(), 0);
-        assert_eq!(actor.messages.scan_prefix(address.as_bytes()).count(), 0);
-        assert!(
-            actor
-                .load(&address)
-                .unwrap()
-                .unwrap()
-                .message_keys()
-                .next()
-                .is_none()
-        );
-    }
-
-    #[test]
-    fn books_with_their_index_inside_are_split_when_opened() {
-        let dir = tempfile::tempdir().unwrap();
-        let node = SigningKey::from_seed(&[7; 32]);
-        let me = Some(node.public_key());
-        let state = {
-            let db = sled::Config::new().path(dir.path()).open().unwrap();
-            let mut actor = actor(db, &node);
-            let (address, first, second) = mailbox_with_messages(&mut actor, &node);
-            for m in [first, second] {
-                let applied = actor.apply(ReplicaRequest::StoreMessage { message: m }, me, T0);
-                assert!(stored(&applied), "{applied:?}");
-            }
-            let state = actor.load(&address).unwrap().unwrap();
-            // As the layout before: the whole book, index inside, and no index apart.
-            actor
-                .books
-                .insert(
-                    address.as_bytes(),
-                    wire::encode_local(state.book()).unwrap(),
-                )
-                .unwrap();
-            actor.index.clear().unwrap();
-            actor.db.remove(b"layout/message_index").unwrap();
-            actor.db.flush().unwrap();
-            state
-        };
-        let address = state.address();
-        let actor = actor(reopen(dir.path()), &node);
-        assert_eq!(actor.index.scan_prefix(address.as_bytes()).count(), 2);
-        assert_eq!(
-            actor
-                .books
-                .get(address.as_bytes())
-                .unwrap()
-                .unwrap()
-                .as_ref(),
-            state.book().encode_head().unwrap().as_slice(),
-            "the book is rewritten without its index"
-        );
-        assert_eq!(actor.load(&address).unwrap().unwrap(), state);
     }
 
     #[tokio::test]

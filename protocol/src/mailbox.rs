@@ -173,66 +173,6 @@ pub struct Book {
     handovers: Vec<Handover>,
 }
 
-/// A book as a store keeps it when it keeps the message index entry by entry: every
-/// other field borrowed, in the book's order, and an empty index in the index's place,
-/// so the bytes are those of the book with no messages and decode as a [`Book`].
-#[derive(Serialize)]
-struct BookHead<'a> {
-    genesis_digest: &'a [u8; 32],
-    grants: &'a Vec<Receipt>,
-    claims: &'a Vec<Claim>,
-    certificates: &'a Vec<ClaimCertificate>,
-    recipients: &'a Vec<Recipient>,
-    contested: bool,
-    contest: &'a Vec<Receipt>,
-    resolve: &'a Option<Resolve>,
-    relinquished: &'a BTreeSet<PublicKey>,
-    relinquishes: &'a Vec<Relinquish>,
-    messages: BTreeMap<MessageKey, [u8; 32]>,
-    deleted: &'a Option<Delete>,
-    seat: &'a Seat,
-    takeovers: &'a Vec<Takeover>,
-    handovers: &'a Vec<Handover>,
-}
-
-impl Book {
-    /// The book's bytes without its message index (see [`Book::with_index`]), for a
-    /// store that keeps each index entry apart: a write rewrites the head only, and a
-    /// message adds one entry instead of rewriting the whole index.
-    pub fn encode_head(&self) -> Result<Vec<u8>, crate::wire::DecodeError> {
-        crate::wire::encode_local(&BookHead {
-            genesis_digest: &self.genesis_digest,
-            grants: &self.grants,
-            claims: &self.claims,
-            certificates: &self.certificates,
-            recipients: &self.recipients,
-            contested: self.contested,
-            contest: &self.contest,
-            resolve: &self.resolve,
-            relinquished: &self.relinquished,
-            relinquishes: &self.relinquishes,
-            messages: BTreeMap::new(),
-            deleted: &self.deleted,
-            seat: &self.seat,
-            takeovers: &self.takeovers,
-            handovers: &self.handovers,
-        })
-    }
-
-    /// The book with the message index entries `index` added (to a head, its index as
-    /// stored apart).
-    #[must_use]
-    pub fn with_index(mut self, index: impl IntoIterator<Item = (MessageKey, [u8; 32])>) -> Self {
-        self.messages.extend(index);
-        self
-    }
-
-    /// The message index: each stored message's key and digest.
-    pub fn index(&self) -> &BTreeMap<MessageKey, [u8; 32]> {
-        &self.messages
-    }
-}
-
 /// Checks a genesis completely: shape, signature, keys, times, algorithms.
 pub fn validate_genesis(genesis: &Genesis, limits: &Limits, now: u64) -> Result<(), Error> {
     genesis.check_shape()?;

@@ -32,10 +32,8 @@ pub trait Storage {
     fn save(&mut self, state: &MailboxState) -> Result<(), RemoteError>;
     /// The message stored at `key` of `address`, if any.
     fn message(&self, address: &Address, key: &MessageKey) -> Result<Option<Message>, RemoteError>;
-    /// Stores a message `state` has just accepted: `state` differs from the state last
-    /// saved by that message's entry in its index only, so a store that keeps the index
-    /// entry by entry writes the message and its entry, and nothing else.
-    fn put_message(&mut self, state: &MailboxState, message: &Message) -> Result<(), RemoteError>;
+    /// Stores a message (already accepted by the state).
+    fn put_message(&mut self, message: &Message) -> Result<(), RemoteError>;
     /// Removes every message of `address` (after a delete).
     fn remove_messages(&mut self, address: &Address);
     /// Refuses when `extra` more bytes would not fit the replica's budget.
@@ -313,7 +311,8 @@ fn try_apply(
                 return Ok(Applied::stored(outcome, ack));
             }
             storage.check_quota(message.to_bytes().len())?;
-            storage.put_message(&state, &message)?;
+            storage.put_message(&message)?;
+            storage.save(&state)?;
             Ok(Applied {
                 response: ReplicaResponse::Stored {
                     duplicate: false,

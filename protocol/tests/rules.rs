@@ -719,33 +719,3 @@ fn a_certificate_mixing_slots_is_refused() {
         Ok(Outcome::Applied)
     );
 }
-
-/// A store that keeps the message index entry by entry keeps the book's head: the book's
-/// own bytes with an empty index, which decode as a book and, with the index added back,
-/// are the book again.
-#[test]
-fn a_book_is_its_head_and_its_index() {
-    let mut f = Fixture::new(1, ShareOptions::default());
-    let mut r = f.recipient();
-    f.certify(&mut r);
-    let before = f.states[0].clone();
-    for (i, text) in [&b"one"[..], b"two"].into_iter().enumerate() {
-        let msg = r.seal(text, [i as u8; 16], NOW, &mut f.rng).unwrap();
-        assert_eq!(
-            f.states[0].apply_message(&msg, &f.limits, NOW).unwrap(),
-            Outcome::Applied
-        );
-    }
-    let book = f.states[0].book();
-    assert_eq!(book.index().len(), 2);
-    let head = book.encode_head().unwrap();
-    assert_eq!(
-        head,
-        tigress_protocol::wire::encode_local(before.book()).unwrap(),
-        "the head is the book as it was before its messages"
-    );
-    let decoded: tigress_protocol::mailbox::Book =
-        tigress_protocol::wire::decode_local(&head).unwrap();
-    let index: Vec<_> = book.index().iter().map(|(k, d)| (*k, *d)).collect();
-    assert_eq!(&decoded.with_index(index), book);
-}

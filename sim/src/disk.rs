@@ -81,8 +81,7 @@ impl Storage for Disk {
         Ok(self.messages.get(&(*address, *key)).cloned())
     }
 
-    fn put_message(&mut self, state: &MailboxState, message: &Message) -> Result<(), RemoteError> {
-        self.save(state)?;
+    fn put_message(&mut self, message: &Message) -> Result<(), RemoteError> {
         let h = message.header();
         let k = (h.address, (h.from, h.to, h.seq));
         let old = self.messages.insert(k, message.clone());
