@@ -760,49 +760,37 @@ impl Heard {
     }
 }
 
-/// A search round: the first answer a predicate accepts, else what each node asked said,
-/// for [`absence`] to weigh with the other rounds.
-pub struct SearchGather<F> {
-    accept: F,
-    found: Option<ReplicaResponse>,
-}
+/// A search round: the first answer a predicate accepts (as [`FirstGather`]), else what
+/// each node asked said, for [`absence`] to weigh with the other rounds.
+pub struct SearchGather<F>(FirstGather<F>);
 
 impl<F> std::fmt::Debug for SearchGather<F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SearchGather")
-            .field("found", &self.found.is_some())
-            .finish()
+        f.debug_tuple("SearchGather").field(&self.0).finish()
     }
 }
 
 impl<F: FnMut(&ReplicaResponse) -> bool> SearchGather<F> {
     /// A search round that takes the first answer `accept` likes.
     pub fn new(accept: F) -> Self {
-        Self {
-            accept,
-            found: None,
-        }
+        Self(FirstGather::new(accept))
     }
 }
 
 impl<F: FnMut(&ReplicaResponse) -> bool> Gather for SearchGather<F> {
     type Output = Result<ReplicaResponse, Vec<(PublicKey, Heard)>>;
 
-    fn add(&mut self, _: PublicKey, answer: &Answer) {
-        if self.found.is_none()
-            && let Ok(r) = answer
-            && (self.accept)(r)
-        {
-            self.found = Some(r.clone());
-        }
+    fn add(&mut self, from: PublicKey, answer: &Answer) {
+        self.0.add(from, answer);
     }
 
-    fn enough(&self, _: usize) -> bool {
-        self.found.is_some()
+    fn enough(&self, of: usize) -> bool {
+        self.0.enough(of)
     }
 
     fn finish(self, answers: &[(PublicKey, Answer)], _: usize) -> Self::Output {
-        self.found
+        self.0
+            .found
             .ok_or_else(|| answers.iter().map(|(k, a)| (*k, Heard::of(a))).collect())
     }
 }
