@@ -308,9 +308,17 @@ impl Entry {
             }
             ClientRequest::Status { address } => {
                 // Public: asked of the nodes where the mailbox must live (a replica refuses
-                // a genesis it is not near), without a genesis to go by.
+                // a genesis it is not near), without a genesis to go by: those a lookup
+                // finds alive, and those of the routing table nearest the address, which
+                // may be holders away whose silence keeps the answer from being "no such
+                // mailbox".
                 let r = usize::from(self.config.replication);
-                let nodes = self.locate(&address, 2 * r).await;
+                let mut nodes = self.locate(&address, 2 * r).await;
+                for k in self.near_in_table(&address, 2 * r).await {
+                    if !nodes.contains(&k) && !self.is_liar(&k) {
+                        nodes.push(k);
+                    }
+                }
                 let found = self
                     .drive(
                         Quorum::new(
@@ -435,6 +443,17 @@ impl Entry {
         nearest(peers, address, r)
     }
 
+    /// The `n` nodes of the routing table nearest `address`, those that stopped answering
+    /// included (Kademlia keeps them until a newcomer needs their place): a search asks
+    /// them so that a holder away is heard as silent, not missed. The relay of this
+    /// request is not asked about it.
+    async fn near_in_table(&self, address: &Address, n: usize) -> Vec<PublicKey> {
+        let peers = self.net.closest_local(address.as_bytes().to_vec(), n).await;
+        let mut near = nearest(peers, address, n);
+        near.retain(|k| Some(*k) != via());
+        near
+    }
+
     /// The genesis the signed request `access` is for: from the cache, else from the nodes
     /// closest to its address. Only a genesis the request fits is used or cached (a node
     /// answering with a genesis of its own making is ignored).
@@ -466,16 +485,7 @@ impl Entry {
         for round in 0..3 {
             let candidates: Vec<PublicKey> = match round {
                 0 => self.replica.iter().map(|_| self.me).collect(),
-                1 => {
-                    let peers = self
-                        .net
-                        .closest_local(address.as_bytes().to_vec(), 2 * r)
-                        .await;
-                    let mut near = nearest(peers, &address, 2 * r);
-                    // The relay of this request is not asked about it.
-                    near.retain(|k| Some(*k) != via());
-                    near
-                }
+                1 => self.near_in_table(&address, 2 * r).await,
                 _ => self.locate(&address, 2 * r).await,
             };
             let fresh: Vec<PublicKey> = candidates

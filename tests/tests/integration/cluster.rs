@@ -798,6 +798,11 @@ async fn a_mailbox_whose_holders_are_away_is_unavailable_not_absent() {
         );
     }
 
+    // A status, asked by anyone, says the same.
+    let address = shared.url.mailbox_id().address();
+    let err = bob.status(address).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::Unavailable), "status: {err}");
+
     for i in &away {
         cluster.restart(*i).await.unwrap();
     }
