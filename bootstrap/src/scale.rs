@@ -43,7 +43,7 @@ use tigress_protocol::crypto::PublicKey;
 use tigress_protocol::session::ShareOptions;
 
 use crate::cluster::Cluster;
-use crate::soak::{Dice, Written, read_back};
+use crate::soak::{Dice, READ_PATIENCE, Written, read_back};
 
 /// Kademlia's parallelism (α) and bucket size (k), as the nodes run them.
 const ALPHA: usize = 3;
@@ -113,6 +113,56 @@ pub struct ScaleReport {
     pub departures: usize,
     /// Seconds from start to ready.
     pub ready_s: f64,
+}
+
+/// What reading back every acknowledged write came to.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ReadBack {
+    /// Writes not read with the nodes then away still away.
+    pub(crate) unavailable: usize,
+    /// Writes still not read with every node back.
+    pub(crate) lost: usize,
+    /// Shares with a write still not read with every node back.
+    pub(crate) mailboxes_lost: usize,
+}
+
+/// Reads back every acknowledged write of `written` through the running nodes of
+/// `cluster`: first with the nodes of `away` still away (what a user could read at that
+/// moment), then, once they are back (each after its shutdown in progress ends), what
+/// was not read, again. A write still unreadable then is lost. Each pass retries a share
+/// for up to its `patience`.
+pub(crate) async fn read_twice(
+    cluster: &mut Cluster,
+    written: &[(usize, Written)],
+    away: Vec<(usize, tokio::task::JoinHandle<()>)>,
+    clients: &std::path::Path,
+    patience: [Duration; 2],
+) -> anyhow::Result<ReadBack> {
+    let mut read = ReadBack::default();
+    let addrs: Vec<Multiaddr> = (0..cluster.len()).filter_map(|i| cluster.addr(i)).collect();
+    let missing = read_back(written, &addrs, clients, patience[0]).await;
+    read.unavailable = missing.iter().map(Written::unread).sum();
+    for (node, shutdown) in away {
+        let _ = shutdown.await;
+        cluster.restart(node).await?;
+    }
+    let again: Vec<(usize, Written)> = written
+        .iter()
+        .zip(missing)
+        .filter(|(_, unread)| unread.unread() > 0)
+        .map(|((w, _), unread)| (*w, unread))
+        .collect();
+    if !again.is_empty() {
+        tracing::info!(
+            shares = again.len(),
+            "scale: reading again, with every node back, what was not read"
+        );
+        let addrs: Vec<Multiaddr> = (0..cluster.len()).filter_map(|i| cluster.addr(i)).collect();
+        let lost = read_back(&again, &addrs, clients, patience[1]).await;
+        read.lost = lost.iter().map(Written::unread).sum();
+        read.mailboxes_lost = lost.iter().filter(|one| one.unread() > 0).count();
+    }
+    Ok(read)
 }
 
 fn quantile<T: Copy + Ord + Default>(v: &[T], q: f64) -> T {
@@ -519,34 +569,109 @@ pub async fn run(opts: &ScaleOptions, dir: &Path) -> anyhow::Result<ScaleReport>
         written.extend(writes.written.into_iter().map(|one| (w, one)));
     }
     report.retries = retries.load(Ordering::Relaxed);
-    // Every acknowledged write, read back through running nodes, first with the nodes
-    // still away kept away: what a user could read at that moment.
-    let addrs: Vec<Multiaddr> = (0..cluster.len()).filter_map(|i| cluster.addr(i)).collect();
     report.writes_acked = written.iter().map(|(_, one)| 1 + one.messages.len()).sum();
-    let missing = read_back(&written, &addrs, &clients).await;
-    report.writes_unavailable = missing.iter().map(Written::unread).sum();
-    // Then, as the churn has them do, the nodes away come back, and what was not read is
-    // read again: a write still unreadable with every node back is lost.
-    for (node, _, shutdown, _) in away {
-        let _ = shutdown.await;
-        cluster.restart(node).await?;
-    }
-    let again: Vec<(usize, Written)> = written
-        .iter()
-        .zip(missing)
-        .filter(|(_, unread)| unread.unread() > 0)
-        .map(|((w, _), unread)| (*w, unread))
+    let away = away
+        .into_iter()
+        .map(|(node, _, shutdown, _)| (node, shutdown))
         .collect();
-    if !again.is_empty() {
-        tracing::info!(
-            shares = again.len(),
-            "scale: reading again, with every node back, what was not read"
-        );
-        let addrs: Vec<Multiaddr> = (0..cluster.len()).filter_map(|i| cluster.addr(i)).collect();
-        let lost = read_back(&again, &addrs, &clients).await;
-        report.writes_lost = lost.iter().map(Written::unread).sum();
-        report.mailboxes_lost = lost.iter().filter(|one| one.unread() > 0).count();
-    }
+    let patience = [READ_PATIENCE; 2];
+    let read = read_twice(&mut cluster, &written, away, &clients, patience).await?;
+    report.writes_unavailable = read.unavailable;
+    report.writes_lost = read.lost;
+    report.mailboxes_lost = read.mailboxes_lost;
     cluster.shutdown().await;
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tigress_client::{Client, Party, StateDir};
+    use tigress_protocol::session::ShareOptions;
+
+    /// A share whose holders are all away cannot be read in the first pass and is read in
+    /// the second, once they are back; one that cannot be read even then (its recipient
+    /// expects another payload) is lost.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_share_unreadable_while_its_holders_are_away_is_read_once_they_are_back() {
+        let mut cluster = Cluster::start(6, |_, c| {
+            c.replication = 3;
+            c.standbys = 0;
+        })
+        .await
+        .unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let clients = tmp.path().join("clients");
+        let alice_dir = tmp.path().join("alice");
+        let alice = Client::connect_direct(
+            &cluster.addr(0).unwrap(),
+            StateDir::open(&alice_dir).unwrap(),
+        )
+        .await
+        .unwrap();
+        let payload = b"garage door".to_vec();
+        let shared = alice
+            .share(&payload, &ShareOptions::default(), None)
+            .await
+            .unwrap();
+        let Party::Sender(sender) = alice.state().load(&shared.share_id).unwrap().party else {
+            panic!("the sharer is the sender")
+        };
+        let holders: Vec<usize> = sender
+            .genesis()
+            .header()
+            .lineup()
+            .members()
+            .iter()
+            .map(|m| {
+                (0..cluster.len())
+                    .find(|i| cluster.node(*i).unwrap().identity().public_key() == *m)
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(holders.len(), 3);
+        let url = |s: &tigress_protocol::ShareUrl| {
+            tigress_protocol::ShareUrl::parse(&s.expose_url()).unwrap()
+        };
+        let written = vec![
+            (
+                0,
+                Written {
+                    url: url(&shared.url),
+                    payload: payload.clone(),
+                    accepted: false,
+                    messages: Vec::new(),
+                },
+            ),
+            (
+                1,
+                Written {
+                    url: url(&shared.url),
+                    payload: b"not what was shared".to_vec(),
+                    accepted: false,
+                    messages: Vec::new(),
+                },
+            ),
+        ];
+        let away = holders
+            .iter()
+            .map(|i| {
+                let node = cluster.take(*i).unwrap();
+                (*i, tokio::spawn(node.shutdown()))
+            })
+            .collect();
+        let patience = [Duration::from_secs(2), Duration::from_secs(20)];
+        let read = read_twice(&mut cluster, &written, away, &clients, patience)
+            .await
+            .unwrap();
+        assert_eq!(
+            read,
+            ReadBack {
+                unavailable: 2,
+                lost: 1,
+                mailboxes_lost: 1,
+            }
+        );
+        cluster.shutdown().await;
+    }
 }

@@ -259,14 +259,19 @@ async fn lost(
     }
 }
 
+/// How long a read-back retries a share while something is missing (restarted nodes may
+/// still be catching up).
+pub(crate) const READ_PATIENCE: Duration = Duration::from_secs(30);
+
 /// Every acknowledged write of `written` (with its writer's index), read back by its
 /// recipient (state in `clients/bob-W`) through `addrs` in turn: sixteen shares at a
-/// time, each retried for up to 30 s while something is missing (restarted nodes may
-/// still be catching up). Returns, per share, how many of its writes could not be read.
+/// time, each retried for up to `patience` while something is missing. Returns, per
+/// share, what of it could not be read.
 pub(crate) async fn read_back(
     written: &[(usize, Written)],
     addrs: &[Multiaddr],
     clients: &std::path::Path,
+    patience: Duration,
 ) -> Vec<Written> {
     use futures::StreamExt as _;
     futures::stream::iter(written.iter().enumerate())
@@ -276,7 +281,7 @@ pub(crate) async fn read_back(
             async move {
                 match addr {
                     Some(addr) => {
-                        let deadline = Instant::now() + Duration::from_secs(30);
+                        let deadline = Instant::now() + patience;
                         lost(one, &bob_dir, &addr, deadline).await
                     }
                     None => one.none_read(),
@@ -365,7 +370,7 @@ pub async fn run(opts: &SoakOptions, dir: &std::path::Path) -> anyhow::Result<So
         }
     }
     let acked: usize = written.iter().map(|(_, one)| 1 + one.messages.len()).sum();
-    let missing: usize = read_back(&written, &addrs, &dir.join("clients"))
+    let missing: usize = read_back(&written, &addrs, &dir.join("clients"), READ_PATIENCE)
         .await
         .iter()
         .map(Written::unread)
