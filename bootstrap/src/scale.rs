@@ -591,7 +591,8 @@ mod tests {
 
     /// A share whose holders are all away cannot be read in the first pass and is read in
     /// the second, once they are back; one that cannot be read even then (its recipient
-    /// expects another payload) is lost.
+    /// expects another payload) is lost. (Two shares: two recipients of one share would
+    /// race for its one recipient's place.)
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_share_unreadable_while_its_holders_are_away_is_read_once_they_are_back() {
         let mut cluster = Cluster::start(6, |_, c| {
@@ -612,6 +613,10 @@ mod tests {
         let payload = b"garage door".to_vec();
         let shared = alice
             .share(&payload, &ShareOptions::default(), None)
+            .await
+            .unwrap();
+        let other = alice
+            .share(b"shed", &ShareOptions::default(), None)
             .await
             .unwrap();
         let Party::Sender(sender) = alice.state().load(&shared.share_id).unwrap().party else {
@@ -646,7 +651,7 @@ mod tests {
             (
                 1,
                 Written {
-                    url: url(&shared.url),
+                    url: url(&other.url),
                     payload: b"not what was shared".to_vec(),
                     accepted: false,
                     messages: Vec::new(),
@@ -660,7 +665,7 @@ mod tests {
                 (*i, tokio::spawn(node.shutdown()))
             })
             .collect();
-        let patience = [Duration::from_secs(2), Duration::from_secs(20)];
+        let patience = [Duration::from_secs(2), READ_PATIENCE];
         let read = read_twice(&mut cluster, &written, away, &clients, patience)
             .await
             .unwrap();
