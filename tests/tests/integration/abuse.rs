@@ -604,23 +604,11 @@ async fn summaries_from_a_stranger_never_reach_the_store() {
     let before = decoded(&cluster);
 
     // A peer that speaks the replica protocol and is no node.
-    let mut stranger = libp2p::SwarmBuilder::with_new_identity()
-        .with_tokio()
-        .with_tcp(
-            libp2p::tcp::Config::default(),
-            libp2p::noise::Config::new,
-            libp2p::yamux::Config::default,
-        )
-        .unwrap()
-        .with_behaviour(|_| {
-            request_response::Behaviour::with_codec(
-                tigress_transport::ReplicaCodec::default(),
-                [(tigress_transport::REPLICA_STREAM, ProtocolSupport::Outbound)],
-                request_response::Config::default(),
-            )
-        })
-        .unwrap()
-        .build();
+    let mut stranger = crate::support::stranger_swarm(request_response::Behaviour::with_codec(
+        tigress_transport::ReplicaCodec::default(),
+        [(tigress_transport::REPLICA_STREAM, ProtocolSupport::Outbound)],
+        request_response::Config::default(),
+    ));
     stranger.dial(node.clone()).unwrap();
     let peer = cluster.node(0).unwrap().peer_id();
     let addresses =
@@ -872,17 +860,7 @@ async fn stream_stranger(
     use futures::StreamExt as _;
     use libp2p::swarm::SwarmEvent;
 
-    let mut stranger = libp2p::SwarmBuilder::with_new_identity()
-        .with_tokio()
-        .with_tcp(
-            libp2p::tcp::Config::default(),
-            libp2p::noise::Config::new,
-            libp2p::yamux::Config::default,
-        )
-        .unwrap()
-        .with_behaviour(|_| libp2p_stream::Behaviour::new())
-        .unwrap()
-        .build();
+    let mut stranger = crate::support::stranger_swarm(libp2p_stream::Behaviour::new());
     let control = stranger.behaviour().new_control();
     stranger.dial(node).unwrap();
     tokio::time::timeout(Duration::from_secs(30), async {

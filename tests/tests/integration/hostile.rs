@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::SwarmEvent;
-use libp2p::{Multiaddr, StreamProtocol, noise, tcp, yamux};
+use libp2p::{Multiaddr, StreamProtocol};
 use tigress_client::ClientError;
 use tigress_protocol::ErrorCode;
 use tigress_protocol::record::{Message, Record};
@@ -74,26 +74,14 @@ impl request_response::Codec for RawCodec {
 /// Sends each raw frame on `/tigress/client/1` and returns, per frame, whether the node
 /// answered (`Some(bytes)`) or closed the stream (`None`).
 async fn send_raw(addr: &Multiaddr, frames: Vec<Vec<u8>>) -> Vec<Option<Vec<u8>>> {
-    let mut swarm = libp2p::SwarmBuilder::with_new_identity()
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default(),
-            noise::Config::new,
-            yamux::Config::default,
-        )
-        .unwrap()
-        .with_behaviour(|_| {
-            request_response::Behaviour::with_codec(
-                RawCodec,
-                [(
-                    StreamProtocol::new("/tigress/client/1"),
-                    ProtocolSupport::Outbound,
-                )],
-                request_response::Config::default().with_request_timeout(Duration::from_secs(20)),
-            )
-        })
-        .unwrap()
-        .build();
+    let mut swarm = crate::support::stranger_swarm(request_response::Behaviour::with_codec(
+        RawCodec,
+        [(
+            StreamProtocol::new("/tigress/client/1"),
+            ProtocolSupport::Outbound,
+        )],
+        request_response::Config::default().with_request_timeout(Duration::from_secs(20)),
+    ));
     swarm.dial(addr.clone()).unwrap();
     let peer = loop {
         if let SwarmEvent::ConnectionEstablished { peer_id, .. } = swarm.select_next_some().await {

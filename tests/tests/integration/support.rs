@@ -407,3 +407,19 @@ pub(crate) fn ohttp_script() -> PathBuf {
         .join("ohttp")
         .join("draft_flow.py")
 }
+
+/// A swarm with a fresh identity over TCP, Noise and Yamux, running `behaviour`: a peer
+/// that is no node of the network, for tests that speak to a node as a stranger.
+pub(crate) fn stranger_swarm<B: libp2p::swarm::NetworkBehaviour>(behaviour: B) -> libp2p::Swarm<B> {
+    libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(
+            libp2p::tcp::Config::default(),
+            libp2p::noise::Config::new,
+            libp2p::yamux::Config::default,
+        )
+        .unwrap()
+        .with_behaviour(|_| behaviour)
+        .unwrap()
+        .build()
+}
