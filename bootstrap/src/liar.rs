@@ -38,6 +38,9 @@ pub enum Behaviour {
     /// A node whose peer ID is ground to be near one address, lying as a replica every
     /// way above.
     Sybil,
+    /// As a replica, answers every request with "gone", as if each mailbox had been
+    /// deleted (a refusal that would end a transfer if one node's word were taken).
+    SayGone,
 }
 
 impl Behaviour {
@@ -51,6 +54,7 @@ impl Behaviour {
             Behaviour::DropWrites => "drop-writes",
             Behaviour::LieLocate => "lie-locate",
             Behaviour::Sybil => "sybil",
+            Behaviour::SayGone => "say-gone",
         }
     }
 
@@ -83,6 +87,11 @@ impl Behaviour {
                         .forge_genesis()
                         .withhold(),
                 ),
+                entry: None,
+                ..Doubles::default()
+            },
+            Behaviour::SayGone => Doubles {
+                replica: replica(ReplicaLies::new(key).say_gone()),
                 entry: None,
                 ..Doubles::default()
             },
@@ -131,6 +140,7 @@ struct ReplicaLies {
     equivocate: bool,
     forge_genesis: bool,
     withhold: bool,
+    say_gone: bool,
 }
 
 impl ReplicaLies {
@@ -140,6 +150,7 @@ impl ReplicaLies {
             equivocate: false,
             forge_genesis: false,
             withhold: false,
+            say_gone: false,
         }
     }
 
@@ -155,6 +166,11 @@ impl ReplicaLies {
 
     fn withhold(mut self) -> Self {
         self.withhold = true;
+        self
+    }
+
+    fn say_gone(mut self) -> Self {
+        self.say_gone = true;
         self
     }
 
@@ -197,6 +213,12 @@ impl ReplicaLies {
 
 impl ResponseFilter for ReplicaLies {
     fn filter(&self, request: &ReplicaRequest, response: ReplicaResponse) -> ReplicaResponse {
+        if self.say_gone {
+            return ReplicaResponse::Error(tigress_protocol::rpc::RemoteError::new(
+                tigress_protocol::ErrorCode::Gone,
+                "the mailbox expired or was deleted",
+            ));
+        }
         match request {
             ReplicaRequest::Grant { claim } if self.equivocate => {
                 if matches!(response, ReplicaResponse::Granted(_)) {

@@ -518,9 +518,12 @@ impl Entry {
                 }
                 Ok(_) => {}
                 Err(said) => {
-                    // A tombstone or another definitive refusal needs no wider search.
-                    if let Some(e) = said.iter().find_map(|(_, h)| match h {
-                        Heard::Refused(e) if e.code != ErrorCode::Unauthorized => Some(e),
+                    // A tombstone in this node's own store needs no wider search; another
+                    // node's counts only as one voice among the nearest (it may lie).
+                    if let Some(e) = said.iter().find_map(|(k, h)| match h {
+                        Heard::Refused(e) if *k == self.me && e.code != ErrorCode::Unauthorized => {
+                            Some(e)
+                        }
                         _ => None,
                     }) {
                         return Err(e.clone());

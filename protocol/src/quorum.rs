@@ -167,15 +167,18 @@ pub fn majority(of: usize) -> usize {
     of / 2 + 1
 }
 
-/// The refusal to report when the answers did not make a quorum: the most frequent
-/// definitive refusal (a "not found" only when nothing else was said: it is what nodes
-/// outside the replica set answer), else "unavailable" with the count.
+/// The refusal to report when the answers did not make a quorum: a definitive refusal
+/// that a strict majority of the `of` replicas gave, else "unavailable" with the count.
 pub fn refusal(answers: &[(PublicKey, Answer)], of: usize, got: usize) -> RemoteError {
-    definitive_refusal(answers).unwrap_or_else(|| unavailable(got, of, majority(of)))
+    definitive_refusal(answers, majority(of)).unwrap_or_else(|| unavailable(got, of, majority(of)))
 }
 
-/// The most frequent definitive refusal among the answers, if any.
-pub fn definitive_refusal(answers: &[(PublicKey, Answer)]) -> Option<RemoteError> {
+/// The definitive refusal (not found, gone, unauthorized, ...) that at least `need`
+/// replicas gave, if any: enough that the request cannot succeed however the others
+/// answer (a strict majority for a write or a read). One replica's word is not enough:
+/// a lying one answering "gone" while the honest ones are slow would otherwise end a
+/// transfer that only had to wait.
+pub fn definitive_refusal(answers: &[(PublicKey, Answer)], need: usize) -> Option<RemoteError> {
     let mut counts: BTreeMap<ErrorCode, (usize, RemoteError)> = BTreeMap::new();
     for (_, a) in answers {
         if let Ok(ReplicaResponse::Error(e) | ReplicaResponse::Refused { error: e, .. }) = a
@@ -187,7 +190,8 @@ pub fn definitive_refusal(answers: &[(PublicKey, Answer)]) -> Option<RemoteError
     }
     counts
         .into_values()
-        .max_by_key(|(n, e)| (e.code != ErrorCode::NotFound, *n))
+        .filter(|(n, _)| *n >= need.max(1))
+        .max_by_key(|(n, e)| (*n, e.code != ErrorCode::NotFound))
         .map(|(_, e)| e)
 }
 
@@ -350,6 +354,7 @@ impl Gather for ClaimGather {
     }
 
     fn finish(self, answers: &[(PublicKey, Answer)], of: usize) -> Self::Output {
+        let quorum = self.genesis.header().claim_quorum();
         let receipts: Vec<Receipt> = self.evidence.iter().map(|c| c.receipt().clone()).collect();
         let liars = mailbox::equivocations(&receipts);
         let outcome = match self.tally {
@@ -361,13 +366,16 @@ impl Gather for ClaimGather {
                     .collect(),
             )),
             ClaimTally::Lost => {
-                ClaimOutcome::Refused(definitive_refusal(answers).unwrap_or_else(|| {
-                    RemoteError::new(ErrorCode::Conflict, "the mailbox is already claimed")
-                }))
+                ClaimOutcome::Refused(definitive_refusal(answers, majority(of)).unwrap_or_else(
+                    || RemoteError::new(ErrorCode::Conflict, "the mailbox is already claimed"),
+                ))
             }
-            ClaimTally::Pending => {
-                ClaimOutcome::Refused(refusal(answers, of, answered_ok(answers)))
-            }
+            // Refused alike by so many that the rest cannot make a claim quorum: that
+            // refusal; fewer (a liar's word among silences) is worth a retry.
+            ClaimTally::Pending => ClaimOutcome::Refused(
+                definitive_refusal(answers, of.saturating_sub(quorum) + 1)
+                    .unwrap_or_else(|| unavailable(answered_ok(answers), of, majority(of))),
+            ),
         };
         (outcome, liars)
     }
@@ -801,8 +809,9 @@ impl<F: FnMut(&ReplicaResponse) -> bool> Gather for SearchGather<F> {
 /// on the nodes nearest its address, so it is absent only when each of the `r` nearest
 /// of those asked said it holds nothing. When one of them was silent it may hold the
 /// mailbox (a replica restarting, or one whose answer a lying neighbour's "nothing here"
-/// would otherwise hide), and the search is unavailable, to be tried again; a definitive
-/// refusal (unauthorized, gone) is passed on.
+/// would otherwise hide), and the search is unavailable, to be tried again. A definitive
+/// refusal (unauthorized, gone) is passed on when a strict majority of those nearest gave
+/// it: one node's word, a liar's perhaps, is not enough to end a transfer.
 pub fn absence(
     address: &Address,
     asked: &[PublicKey],
@@ -831,12 +840,15 @@ pub fn absence(
         return RemoteError::new(ErrorCode::NotFound, "no such mailbox");
     }
     let mut refusals: BTreeMap<ErrorCode, (usize, RemoteError)> = BTreeMap::new();
-    for (_, h) in &first {
-        if let Heard::Refused(e) = h {
+    for k in &nearest {
+        if let Some(Heard::Refused(e)) = said(k) {
             refusals.entry(e.code).or_insert((0, e.clone())).0 += 1;
         }
     }
-    if let Some((_, e)) = refusals.into_values().max_by_key(|(n, _)| *n) {
+    if let Some((_, e)) = refusals
+        .into_values()
+        .find(|(n, _)| *n >= majority(nearest.len()))
+    {
         return e;
     }
     if nearest.is_empty() {

@@ -429,3 +429,44 @@ fn a_claim_gather_keeps_the_proof_of_an_equivocation() {
     assert_eq!(proofs.len(), 1);
     assert_eq!(proofs[0].liar(), keys[liar]);
 }
+
+/// A claim that falls short of a certificate is refused for good only when so many
+/// replicas refused alike that the rest cannot make the claim quorum; one replica's
+/// "gone" among silences (a liar's, perhaps) leaves it worth a retry.
+#[test]
+fn a_claim_is_refused_for_good_only_when_no_quorum_is_left() {
+    use tigress_protocol::quorum::{CallError, ClaimGather, ClaimOutcome, Quorum};
+    use tigress_protocol::rpc::{RemoteError, ReplicaResponse};
+    let mut fx = Fixture::new(5, ShareOptions::default());
+    let a = fx.recipient();
+    let g = fx.sender.genesis().clone();
+    assert_eq!(g.header().claim_quorum(), 4);
+    let receipts = fx.grant_on(&a, &[0, 1, 2]);
+    let keys: Vec<_> = fx.replicas.iter().map(SigningKey::public_key).collect();
+    let said = |code: ErrorCode| Ok(ReplicaResponse::Error(RemoteError::new(code, "no")));
+    let outcome = |last: [tigress_protocol::quorum::Answer; 2]| {
+        let mut q = Quorum::new(&keys, ClaimGather::new(g.clone(), a.claim().clone()), 0);
+        for (k, r) in keys.iter().zip(&receipts) {
+            q.handle_answer(*k, Ok(ReplicaResponse::Granted(r.clone())), 0);
+        }
+        let [x, y] = last;
+        q.handle_answer(keys[3], x, 0);
+        q.handle_answer(keys[4], y, 0);
+        match q.finish().0 {
+            ClaimOutcome::Refused(e) => e.code,
+            other => panic!("three receipts of five certify nothing: {other:?}"),
+        }
+    };
+    assert_eq!(
+        outcome([said(ErrorCode::Gone), Err(CallError::Timeout)]),
+        ErrorCode::Unavailable
+    );
+    assert_eq!(
+        outcome([said(ErrorCode::Gone), said(ErrorCode::Gone)]),
+        ErrorCode::Gone
+    );
+    assert_eq!(
+        outcome([said(ErrorCode::Conflict), said(ErrorCode::Conflict)]),
+        ErrorCode::Conflict
+    );
+}

@@ -61,6 +61,29 @@ fn a_write_needs_a_strict_majority_of_durable_stores() {
     let e = q.finish().unwrap_err();
     assert_eq!(e.code, ErrorCode::Unavailable);
 
+    // A replica that answers "gone" while the others are slow is one voice of five: the
+    // write is unavailable (to be tried again), not ended. Three saying so end it.
+    let gone = || {
+        Ok(ReplicaResponse::Error(
+            tigress_protocol::rpc::RemoteError::new(ErrorCode::Gone, "deleted"),
+        ))
+    };
+    let mut q = Quorum::new(&k, WriteGather::new(address, digest), 0);
+    q.handle_answer(k[0], gone(), 0);
+    q.handle_answer(k[1], stored(1, false), 0);
+    q.handle_answer(k[2], stored(2, false), 0);
+    q.handle_answer(k[3], Err(CallError::Timeout), 0);
+    q.handle_answer(k[4], Err(CallError::Timeout), 0);
+    let e = q.finish().unwrap_err();
+    assert_eq!(e.code, ErrorCode::Unavailable, "{e}");
+    let mut q = Quorum::new(&k, WriteGather::new(address, digest), 0);
+    for key in &k[..3] {
+        q.handle_answer(*key, gone(), 0);
+    }
+    q.handle_answer(k[3], Err(CallError::Timeout), 0);
+    q.handle_answer(k[4], stored(4, false), 0);
+    assert_eq!(q.finish().unwrap_err().code, ErrorCode::Gone);
+
     // Three acknowledgements make it, and a client can check them against the genesis.
     let mut q = Quorum::new(&k, WriteGather::new(address, digest), 0);
     for (i, key) in k.iter().enumerate().take(3) {
@@ -287,22 +310,40 @@ fn a_mailbox_is_absent_only_when_its_nearest_nodes_say_so() {
         ErrorCode::Unavailable
     );
 
-    // A holder that refuses the request (the mailbox exists, the request is not
-    // authorized) is passed on, not turned into absence.
-    let mut answers = vec![(
-        near[1],
+    // Holders that refuse the request (the mailbox exists, the request is not
+    // authorized) are passed on when a majority of the nearest say so, not turned into
+    // absence.
+    let unauthorized = || {
         Ok(ReplicaResponse::Error(RemoteError::new(
             ErrorCode::Unauthorized,
             "not a party",
-        ))),
-    )];
-    answers.extend(near[2..].iter().map(|k| (*k, not_found())));
+        )))
+    };
+    let mut answers = vec![(near[1], unauthorized()), (near[2], unauthorized())];
+    answers.extend(near[3..].iter().map(|k| (*k, not_found())));
     answers.push((near[0], not_found()));
     let heard = round(answers);
     assert_eq!(
         absence(&address, &near, &heard, 3).code,
         ErrorCode::Unauthorized
     );
+
+    // One node's "gone" is one voice: a liar among the nearest, or any number of them
+    // farther off, cannot end a search whose nearest nodes are silent.
+    let gone = || {
+        Ok(ReplicaResponse::Error(RemoteError::new(
+            ErrorCode::Gone,
+            "deleted",
+        )))
+    };
+    let mut answers = vec![(near[0], gone())];
+    answers.extend(near[3..].iter().map(|k| (*k, gone())));
+    let heard = round(answers);
+    let e = absence(&address, &near, &heard, 3);
+    assert_eq!(e.code, ErrorCode::Unavailable, "{e}");
+    // Two of the three nearest saying so is a tombstone.
+    let heard = round(vec![(near[0], gone()), (near[2], gone())]);
+    assert_eq!(absence(&address, &near, &heard, 3).code, ErrorCode::Gone);
 
     // Nobody asked: unavailable, never absent.
     assert_eq!(absence(&address, &[], &[], 3).code, ErrorCode::Unavailable);

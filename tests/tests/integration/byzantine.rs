@@ -751,3 +751,87 @@ async fn replicas_refuse_a_genesis_far_from_its_address() {
     tigress_protocol::flow::stored(stored, near.genesis(), &near.genesis().digest()).unwrap();
     cluster.shutdown().await;
 }
+
+/// A node that answers "gone" for every mailbox is one voice among its holders: while
+/// the honest holders are away, a recipient hears "unavailable, try again" (not "gone",
+/// which would end the transfer for good), and a message written while one honest holder
+/// is away is refused the same way; once they are back, the share is accepted and the
+/// message delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_node_saying_gone_ends_no_transfer() {
+    const LIAR: usize = 6;
+    let mut cluster = Cluster::start_with(
+        7,
+        |_, c| {
+            c.replication = 3;
+            c.standbys = 0;
+        },
+        |i, identity| {
+            if i == LIAR {
+                Behaviour::SayGone.doubles(identity, &[])
+            } else {
+                Doubles::default()
+            }
+        },
+    )
+    .await
+    .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    // A mailbox the liar holds with two honest nodes, shared through a node holding none.
+    let (alice, shared, holders, entry) =
+        crate::support::share_placed(&cluster, tmp.path(), &[LIAR], &[LIAR]).await;
+    let honest: Vec<usize> = holders.iter().copied().filter(|h| *h != LIAR).collect();
+    assert_eq!(honest.len(), 2, "three replicas, the liar among them");
+    let url = ShareUrl::parse(&shared.url.expose_url()).unwrap();
+    let id = url.mailbox_id();
+    let other = (0..cluster.len())
+        .find(|i| *i != entry && *i != LIAR && !holders.contains(i))
+        .unwrap();
+    let bob = client(&cluster, other, &tmp.path().join("bob")).await;
+
+    // Both honest holders away: the liar's "gone" is all that is heard of the mailbox.
+    for h in &honest {
+        cluster.stop(*h).await;
+    }
+    let err = bob.accept(&url).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::Unavailable), "accept: {err}");
+    let err = bob.status(id.address()).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::Unavailable), "status: {err}");
+    for h in &honest {
+        cluster.restart(*h).await.unwrap();
+    }
+    let accepted = eventually_ok(Duration::from_secs(60), || bob.accept(&url)).await;
+    assert_eq!(accepted, b"front door");
+
+    // One honest holder away: a write reaches one honest holder and the liar.
+    cluster.stop(honest[0]).await;
+    let err = bob.send(&id, b"hello", None).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::Unavailable), "send: {err}");
+    cluster.restart(honest[0]).await.unwrap();
+    // The refused message waits in bob's outbox and goes out before the next one.
+    eventually_ok(Duration::from_secs(60), || bob.send(&id, b"again", None)).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut texts: Vec<Vec<u8>> = Vec::new();
+    while !texts.iter().any(|t| t == b"again") {
+        assert!(Instant::now() < deadline, "alice got only {texts:?}");
+        let got = alice.recv(&id, Duration::from_secs(5)).await.unwrap();
+        texts.extend(got.messages.into_iter().map(|m| m.plaintext));
+    }
+    assert_eq!(texts[0], b"hello", "the refused message is delivered first");
+    cluster.shutdown().await;
+}
+
+/// Retries `attempt` until it succeeds, failing the test at `patience`.
+async fn eventually_ok<T, F>(patience: Duration, mut attempt: impl FnMut() -> F) -> T
+where
+    F: std::future::Future<Output = Result<T, ClientError>>,
+{
+    let deadline = Instant::now() + patience;
+    loop {
+        match attempt().await {
+            Ok(v) => return v,
+            Err(e) => assert!(Instant::now() < deadline, "still refused: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -749,36 +749,10 @@ async fn a_mailbox_whose_holders_are_away_is_unavailable_not_absent() {
     .await
     .unwrap();
     let tmp = tempfile::tempdir().unwrap();
-    let keys: Vec<_> = (0..cluster.len())
-        .map(|i| cluster.node(i).unwrap().identity().public_key())
-        .collect();
-    // The sender shares through a node that will stay up: one not among the mailbox's
-    // holders (known once the genesis is made, so share again until one fits: each try
-    // misses with odds 3/7, thirty with odds under 1e-10).
-    let mut shared = None;
-    for attempt in 0..30 {
-        let i = attempt % keys.len();
-        let alice = client(&cluster, i, &tmp.path().join(format!("alice-{attempt}"))).await;
-        let s = alice
-            .share(b"front door", &ShareOptions::default(), None)
-            .await
-            .unwrap();
-        let state = alice.state().load(&s.share_id).unwrap();
-        let tigress_client::Party::Sender(session) = &state.party else {
-            panic!("the sharer is the sender")
-        };
-        let members = session.genesis().header().lineup().members().to_vec();
-        assert_eq!(members.len(), 3, "three replicas, no standbys");
-        if !members.contains(&keys[i]) {
-            shared = Some((s, members, i));
-            break;
-        }
-    }
-    let (shared, members, entry) = shared.expect("some entry is not a holder");
-    let away: Vec<usize> = members
-        .iter()
-        .map(|m| keys.iter().position(|k| k == m).unwrap())
-        .collect();
+    // The sender shares through a node that will stay up: one not among the holders.
+    let (_, shared, away, entry) =
+        crate::support::share_placed(&cluster, tmp.path(), &[], &[]).await;
+    assert_eq!(away.len(), 3, "three replicas, no standbys");
     for i in &away {
         cluster.stop(*i).await;
     }

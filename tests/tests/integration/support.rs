@@ -423,3 +423,65 @@ pub(crate) fn stranger_swarm<B: libp2p::swarm::NetworkBehaviour>(behaviour: B) -
         .unwrap()
         .build()
 }
+
+/// A share made where a test needs it: entering at a node that is not among its holders
+/// and not in `avoid`, with every node of `held_by` among them (known once the genesis is
+/// made, so shared again until one fits; sixty tries, each fitting with odds of at least
+/// 2/7 in a 7-node R = 3 cluster, all miss with odds under 1e-8). Returns the sender's
+/// client (entering at that node), the share, the indices of its holders, and the
+/// entry's index.
+pub(crate) async fn share_placed(
+    cluster: &tigress_bootstrap::Cluster,
+    dir: &Path,
+    avoid: &[usize],
+    held_by: &[usize],
+) -> (
+    tigress_client::Client,
+    tigress_client::Shared,
+    Vec<usize>,
+    usize,
+) {
+    let keys: Vec<_> = (0..cluster.len())
+        .map(|i| {
+            cluster
+                .node(i)
+                .expect("a running node")
+                .identity()
+                .public_key()
+        })
+        .collect();
+    let entries: Vec<usize> = (0..keys.len()).filter(|i| !avoid.contains(i)).collect();
+    for attempt in 0..60 {
+        let i = entries[attempt % entries.len()];
+        let addr = cluster.addr(i).expect("a running node");
+        let alice = client(&addr, dir.join(format!("alice-{attempt}"))).await;
+        let shared = alice
+            .share(
+                b"front door",
+                &tigress_protocol::session::ShareOptions::default(),
+                None,
+            )
+            .await
+            .expect("sharing");
+        let state = alice
+            .state()
+            .load(&shared.share_id)
+            .expect("the sender's state");
+        let tigress_client::Party::Sender(session) = &state.party else {
+            panic!("the sharer is the sender")
+        };
+        let members = session.genesis().header().lineup().members().to_vec();
+        let holders: Vec<usize> = members
+            .iter()
+            .map(|m| {
+                keys.iter()
+                    .position(|k| k == m)
+                    .expect("a holder of the cluster")
+            })
+            .collect();
+        if !holders.contains(&i) && held_by.iter().all(|h| holders.contains(h)) {
+            return (alice, shared, holders, i);
+        }
+    }
+    panic!("no share was placed as the test needs in sixty tries")
+}
