@@ -106,7 +106,8 @@ pub struct Entry {
     nudge: Option<mpsc::Sender<Address>>,
     net: NetworkHandle,
     config: EntryConfig,
-    genesis_cache: Mutex<LruCache<Address, Genesis>>,
+    /// Geneses found, with their digests (computed once, as the genesis is cached).
+    genesis_cache: Mutex<LruCache<Address, (Genesis, [u8; 32])>>,
     /// Addresses a search found no mailbox at, until when (unix seconds): asking again
     /// for an address that does not exist costs no lookup for a while.
     absent: Mutex<LruCache<Address, u64>>,
@@ -363,8 +364,9 @@ impl Entry {
         if let Ok(mut absent) = self.absent.lock() {
             absent.remove(&address);
         }
+        let digest = genesis.digest();
         if let Ok(mut cache) = self.genesis_cache.lock() {
-            cache.insert(address, genesis);
+            cache.insert(address, (genesis, digest));
         }
     }
 
@@ -464,9 +466,9 @@ impl Entry {
             .lock()
             .ok()
             .and_then(|mut c| c.get(&address).cloned())
-            && access.fits(&g)
+            && access.fits_digested(&g.0, &g.1)
         {
-            return Ok(g);
+            return Ok(g.0);
         }
         if self.known_absent(&address) {
             self.metrics
@@ -551,7 +553,6 @@ impl Entry {
     async fn holders(&self, genesis: &Genesis) -> Vec<PublicKey> {
         let h = genesis.header();
         let lineup = h.lineup();
-        let digest = genesis.digest();
         let now = self.config.clock.unix();
         let cached = self
             .chains
@@ -559,7 +560,14 @@ impl Entry {
             .ok()
             .and_then(|mut c| c.get(&h.address).cloned());
         let known = cached.as_ref().map(|(c, _)| c.clone()).unwrap_or_default();
-        let retired = takeover::follow(&lineup, &h.address, &digest, &known).unwrap_or_default();
+        // Most mailboxes never see a takeover: their empty chain needs no digest.
+        let follow = |chain: &[takeover::Takeover]| {
+            if chain.is_empty() {
+                return takeover::Retired::NONE;
+            }
+            takeover::follow(&lineup, &h.address, &genesis.digest(), chain).unwrap_or_default()
+        };
+        let retired = follow(&known);
         if let Some((_, at)) = cached
             && now.saturating_sub(at) < CHAIN_TTL_SECS
         {
@@ -577,7 +585,7 @@ impl Entry {
         } else {
             known
         };
-        let retired = takeover::follow(&lineup, &h.address, &digest, &chain).unwrap_or_default();
+        let retired = follow(&chain);
         if let Ok(mut c) = self.chains.lock() {
             c.insert(h.address, (chain, now));
         }

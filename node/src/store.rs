@@ -161,6 +161,7 @@ impl Store {
             clock,
             stats: Arc::new(StoreStats::default()),
             summaries: hashlink::LruCache::new(SUMMARY_CACHE),
+            geneses_seen: std::cell::RefCell::new(hashlink::LruCache::new(GENESIS_MEMO)),
         };
         actor
             .migrate(&first_layout)
@@ -272,7 +273,19 @@ struct Actor {
     /// Each mailbox's anti-entropy summary with the nodes it may go to, kept until the
     /// mailbox changes: `Summaries` requests cost no decoding of states already seen.
     summaries: hashlink::LruCache<Address, Summary>,
+    /// Recently loaded geneses, decoded, with their digests: a genesis is written once per
+    /// address, so a request for a busy mailbox needs neither decoding it nor hashing it
+    /// again to check its book against it. Forgotten where the tree changes (a genesis
+    /// written or swept); geneses over [`GENESIS_MEMO_BYTES`] are not kept.
+    geneses_seen: std::cell::RefCell<hashlink::LruCache<Address, (Genesis, [u8; 32])>>,
 }
+
+/// How many decoded geneses the store keeps.
+const GENESIS_MEMO: usize = 1024;
+
+/// The largest stored genesis the store keeps decoded (those carrying a large payload
+/// cost more to keep than to decode).
+const GENESIS_MEMO_BYTES: usize = 4096;
 
 /// A mailbox's summary and the nodes it is for (its lineup).
 #[derive(Clone)]
@@ -311,6 +324,9 @@ impl Actor {
                 kept += 1;
                 continue;
             };
+            if let Ok(address) = <[u8; 32]>::try_from(k.as_ref()) {
+                self.geneses_seen.borrow_mut().remove(&Address(address));
+            }
             self.geneses.insert(&k, genesis)?;
             self.books.insert(&k, book)?;
             old.remove(&k)?;
@@ -335,13 +351,27 @@ impl Actor {
     /// The state of the mailbox at `key` from its book's bytes.
     fn assemble(&self, key: &[u8], book: &[u8]) -> Result<MailboxState, String> {
         let book: Book = wire::decode_local(book).map_err(|e| e.to_string())?;
-        let genesis = self
-            .geneses
-            .get(key)
-            .map_err(|e| e.to_string())?
-            .ok_or("the genesis is missing")?;
-        let genesis: Genesis = wire::decode_local(&genesis).map_err(|e| e.to_string())?;
-        MailboxState::from_parts(genesis, book)
+        let address = Address(key.try_into().map_err(|_| "a key is not an address")?);
+        let seen = self.geneses_seen.borrow_mut().get(&address).cloned();
+        let (genesis, digest) = match seen {
+            Some(known) => known,
+            None => {
+                let bytes = self
+                    .geneses
+                    .get(key)
+                    .map_err(|e| e.to_string())?
+                    .ok_or("the genesis is missing")?;
+                let genesis: Genesis = wire::decode_local(&bytes).map_err(|e| e.to_string())?;
+                let digest = genesis.digest();
+                if bytes.len() <= GENESIS_MEMO_BYTES {
+                    self.geneses_seen
+                        .borrow_mut()
+                        .insert(address, (genesis.clone(), digest));
+                }
+                (genesis, digest)
+            }
+        };
+        MailboxState::from_digested_parts(genesis, &digest, book)
             .ok_or_else(|| "the book is of another genesis".into())
     }
 
@@ -510,6 +540,7 @@ impl Actor {
         for address in &expired {
             self.summaries.remove(address);
             self.remove_messages(address);
+            self.geneses_seen.borrow_mut().remove(address);
             let genesis = self.geneses.remove(address.as_bytes()).ok().flatten();
             if let Ok(Some(old)) = self.books.remove(address.as_bytes()) {
                 let freed = old.len() + genesis.map_or(0, |g| g.len());
@@ -565,6 +596,7 @@ impl replica::Storage for Actor {
             let genesis =
                 wire::encode_local(state.genesis()).map_err(|e| unavailable(e.to_string()))?;
             added += genesis.len() as u64;
+            self.geneses_seen.borrow_mut().remove(&address);
             if let Some(stale) = self.geneses.insert(key, genesis).map_err(failed)? {
                 added = added.saturating_sub(stale.len() as u64);
             }
@@ -901,6 +933,27 @@ mod tests {
             })
             .await;
         assert!(matches!(status, ReplicaResponse::Status(_)));
+
+        // Another genesis at the swept address is stored and read as itself, not as the
+        // genesis the store had decoded there before.
+        let again = genesis(&node, 5, 3600);
+        assert_eq!(again.header().address, short.header().address);
+        assert_ne!(again.digest(), short.digest());
+        let r = store
+            .apply(ReplicaRequest::StoreGenesis {
+                genesis: again.clone(),
+            })
+            .await;
+        assert!(matches!(r, ReplicaResponse::Stored { .. }), "{r:?}");
+        let status = store
+            .apply(ReplicaRequest::Status {
+                address: again.header().address,
+            })
+            .await;
+        let ReplicaResponse::Status(status) = status else {
+            panic!("the new mailbox reads: {status:?}")
+        };
+        assert_eq!(status.expires_at, again.header().expires_at);
     }
 
     #[tokio::test]

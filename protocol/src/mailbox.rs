@@ -559,7 +559,14 @@ impl MailboxState {
     /// A state from its parts as stored apart: `None` when the book is not of this
     /// genesis.
     pub fn from_parts(genesis: Genesis, book: Book) -> Option<Self> {
-        (genesis.digest() == book.genesis_digest).then_some(Self { genesis, book })
+        let digest = genesis.digest();
+        Self::from_digested_parts(genesis, &digest, book)
+    }
+
+    /// As [`MailboxState::from_parts`], for a caller that knows `genesis`'s digest
+    /// (`digest` must be `genesis.digest()`).
+    pub fn from_digested_parts(genesis: Genesis, digest: &[u8; 32], book: Book) -> Option<Self> {
+        (*digest == book.genesis_digest).then_some(Self { genesis, book })
     }
 
     /// The mailbox address.

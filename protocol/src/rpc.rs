@@ -163,11 +163,22 @@ impl Access {
     /// co-signed by its claim key, so no node can forge one that fits another's request.
     pub fn fits(&self, genesis: &Genesis) -> bool {
         use crate::record::Record;
+        self.fits_with(genesis, || genesis.digest())
+    }
+
+    /// As [`Access::fits`], for a caller that knows `genesis`'s digest (`digest` must be
+    /// `genesis.digest()`).
+    pub fn fits_digested(&self, genesis: &Genesis, digest: &[u8; 32]) -> bool {
+        self.fits_with(genesis, || *digest)
+    }
+
+    fn fits_with(&self, genesis: &Genesis, digest: impl FnOnce() -> [u8; 32]) -> bool {
+        use crate::record::Record;
         if self.address() != genesis.header().address {
             return false;
         }
         match (self.named_genesis(), self) {
-            (Some(named), _) => named == genesis.digest(),
+            (Some(named), _) => named == digest(),
             (None, Access::Read(r)) => {
                 r.body.by == genesis.header().claim_key
                     && genesis.check_shape().is_ok()
