@@ -246,9 +246,11 @@ async fn entry(live: &Live, dice: &mut Dice, state: &Path) -> Option<Client> {
 
 /// One step of a transfer, `$step` on a client of a random running node, tried through
 /// up to [`ATTEMPTS`] nodes; `Some` of what it returned, or `None`.
+/// A step that fails through every node tried is logged with its last error.
 macro_rules! attempt {
-    ($live:expr, $dice:expr, $state:expr, $retries:expr, |$client:ident| $step:expr) => {{
+    ($what:literal, $live:expr, $dice:expr, $state:expr, $retries:expr, |$client:ident| $step:expr) => {{
         let mut out = None;
+        let mut last = String::from("no running node to enter at");
         for n in 0..ATTEMPTS {
             if n > 0 {
                 $retries.fetch_add(1, Ordering::Relaxed);
@@ -256,10 +258,16 @@ macro_rules! attempt {
             let Some($client) = entry($live, $dice, $state).await else {
                 continue;
             };
-            if let Ok(v) = $step.await {
-                out = Some(v);
-                break;
+            match $step.await {
+                Ok(v) => {
+                    out = Some(v);
+                    break;
+                }
+                Err(e) => last = e.to_string(),
             }
+        }
+        if out.is_none() {
+            tracing::info!(step = $what, error = %last, "scale: a transfer step failed at every entry tried");
         }
         out
     }};
@@ -289,7 +297,7 @@ async fn writer(
     while !stop.load(Ordering::Relaxed) {
         out.transfers += 1;
         let payload = format!("share {} of writer {w}", out.transfers).into_bytes();
-        let Some(shared) = attempt!(&live, &mut dice, &alice, retries, |c| c.share(
+        let Some(shared) = attempt!("share", &live, &mut dice, &alice, retries, |c| c.share(
             &payload,
             &ShareOptions::default(),
             None
@@ -303,12 +311,13 @@ async fn writer(
             messages: Vec::new(),
         };
         let started = Instant::now();
-        let got = attempt!(&live, &mut dice, &bob, retries, |c| c.accept(&shared.url));
+        let got = attempt!("accept", &live, &mut dice, &bob, retries, |c| c
+            .accept(&shared.url));
         if got.as_ref() == Some(&payload) {
             out.claims.push(started.elapsed());
             written.accepted = true;
             let message = format!("message of share {} of writer {w}", out.transfers);
-            let sent = attempt!(&live, &mut dice, &alice, retries, |c| c.send(
+            let sent = attempt!("send", &live, &mut dice, &alice, retries, |c| c.send(
                 &shared.share_id,
                 message.as_bytes(),
                 None

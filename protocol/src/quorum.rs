@@ -170,7 +170,52 @@ pub fn majority(of: usize) -> usize {
 /// The refusal to report when the answers did not make a quorum: a definitive refusal
 /// that a strict majority of the `of` replicas gave, else "unavailable" with the count.
 pub fn refusal(answers: &[(PublicKey, Answer)], of: usize, got: usize) -> RemoteError {
-    definitive_refusal(answers, majority(of)).unwrap_or_else(|| unavailable(got, of, majority(of)))
+    definitive_refusal(answers, majority(of)).unwrap_or_else(|| {
+        RemoteError::new(
+            ErrorCode::Unavailable,
+            format!(
+                "reached {got} of {of} replicas; a majority of {} is needed, try again later \
+                 ({})",
+                majority(of),
+                heard(answers, of)
+            ),
+        )
+    })
+}
+
+/// What the replicas asked said, in short, for an "unavailable": how many answered with
+/// what they were asked for, refused (by code), or gave no answer (by reason).
+pub fn heard(answers: &[(PublicKey, Answer)], of: usize) -> String {
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for (_, a) in answers {
+        let what = match a {
+            Ok(ReplicaResponse::Error(e) | ReplicaResponse::Refused { error: e, .. }) => {
+                format!("refused ({})", e.code.as_str())
+            }
+            Ok(_) => "answered".to_owned(),
+            Err(e) => match e {
+                CallError::Timeout => "timed out",
+                CallError::Unreachable => "unreachable",
+                CallError::UnsupportedProtocol => "not speaking the protocol",
+                CallError::Malformed => "answered malformed",
+                CallError::NotAPeer => "not a peer",
+                CallError::NoLocalStore => "this node, which stores nothing",
+                CallError::Stopping => "not asked (stopping)",
+                CallError::ProvenLiar => "not asked (proven liars)",
+            }
+            .to_owned(),
+        };
+        *counts.entry(what).or_insert(0) += 1;
+    }
+    let silent = of.saturating_sub(answers.len());
+    if silent > 0 {
+        counts.insert("not heard from in time".to_owned(), silent);
+    }
+    counts
+        .into_iter()
+        .map(|(what, n)| format!("{n} {what}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The definitive refusal (not found, gone, unauthorized, ...) that at least `need`
@@ -373,8 +418,17 @@ impl Gather for ClaimGather {
             // Refused alike by so many that the rest cannot make a claim quorum: that
             // refusal; fewer (a liar's word among silences) is worth a retry.
             ClaimTally::Pending => ClaimOutcome::Refused(
-                definitive_refusal(answers, of.saturating_sub(quorum) + 1)
-                    .unwrap_or_else(|| unavailable(answered_ok(answers), of, majority(of))),
+                definitive_refusal(answers, of.saturating_sub(quorum) + 1).unwrap_or_else(|| {
+                    RemoteError::new(
+                        ErrorCode::Unavailable,
+                        format!(
+                            "reached {} of {of} replicas; a claim needs {quorum} of them to \
+                             grant it, try again later ({})",
+                            answered_ok(answers),
+                            heard(answers, of)
+                        ),
+                    )
+                }),
             ),
         };
         (outcome, liars)

@@ -453,20 +453,19 @@ fn a_claim_is_refused_for_good_only_when_no_quorum_is_left() {
         q.handle_answer(keys[3], x, 0);
         q.handle_answer(keys[4], y, 0);
         match q.finish().0 {
-            ClaimOutcome::Refused(e) => e.code,
+            ClaimOutcome::Refused(e) => e,
             other => panic!("three receipts of five certify nothing: {other:?}"),
         }
     };
+    let e = outcome([said(ErrorCode::Gone), Err(CallError::Timeout)]);
+    assert_eq!(e.code, ErrorCode::Unavailable);
+    assert!(e.to_string().contains("a claim needs 4"), "{e}");
     assert_eq!(
-        outcome([said(ErrorCode::Gone), Err(CallError::Timeout)]),
-        ErrorCode::Unavailable
-    );
-    assert_eq!(
-        outcome([said(ErrorCode::Gone), said(ErrorCode::Gone)]),
+        outcome([said(ErrorCode::Gone), said(ErrorCode::Gone)]).code,
         ErrorCode::Gone
     );
     assert_eq!(
-        outcome([said(ErrorCode::Conflict), said(ErrorCode::Conflict)]),
+        outcome([said(ErrorCode::Conflict), said(ErrorCode::Conflict)]).code,
         ErrorCode::Conflict
     );
 }

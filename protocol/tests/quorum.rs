@@ -60,6 +60,12 @@ fn a_write_needs_a_strict_majority_of_durable_stores() {
     assert!(q.is_done(0));
     let e = q.finish().unwrap_err();
     assert_eq!(e.code, ErrorCode::Unavailable);
+    // It says what the others did.
+    assert!(
+        e.to_string()
+            .contains("(3 answered, 1 timed out, 1 unreachable)"),
+        "{e}"
+    );
 
     // A replica that answers "gone" while the others are slow is one voice of five: the
     // write is unavailable (to be tried again), not ended. Three saying so end it.
