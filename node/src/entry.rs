@@ -64,7 +64,7 @@ tokio::task_local! {
 }
 
 /// The relay of the request being carried out, if it came through one.
-fn via() -> Option<PublicKey> {
+pub(crate) fn via() -> Option<PublicKey> {
     VIA.try_with(|v| *v).ok()
 }
 

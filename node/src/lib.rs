@@ -24,6 +24,7 @@
 
 #![warn(missing_docs)]
 
+pub mod addresses;
 pub mod budget;
 pub mod clock;
 pub mod config;
@@ -680,6 +681,21 @@ impl Node {
     /// The peers in the routing table.
     pub async fn routing_table(&self) -> Vec<PeerId> {
         self.net.routing_table().await
+    }
+
+    /// Whether this node is connected to `peer` now.
+    pub async fn is_connected(&self, peer: PeerId) -> bool {
+        self.net.remote_of(peer).await.is_some()
+    }
+
+    /// Sends `request` to the node `peer` as this node's entry role does (dialing it, and
+    /// finding it first if no address is known), and awaits its answer.
+    pub async fn ask_replica(
+        &self,
+        peer: PeerId,
+        request: tigress_protocol::rpc::ReplicaRequest,
+    ) -> Result<tigress_protocol::rpc::ReplicaResponse, tigress_protocol::quorum::CallError> {
+        self.net.replica_request(peer, request).await
     }
 
     /// Stops gracefully: refuses new requests, answers waiting long-polls at once, lets

@@ -82,6 +82,9 @@ pub(crate) enum Outcome {
     Legacy(ReplicaRequest),
     /// The link closed before it sent the request: the request, to send on a new one.
     Closed(ReplicaRequest),
+    /// The peer could not be dialed (no address known for it, or none answered): the
+    /// request, to send once the peer is found.
+    Undialable(ReplicaRequest),
 }
 
 struct Call {
@@ -266,7 +269,12 @@ async fn run(
         }
         Ok(Err(e)) => {
             tracing::debug!(%peer, error = %e, "replica link not opened");
-            None
+            links.forget(peer, &me);
+            calls.close();
+            while let Some(call) = calls.recv().await {
+                let _ = call.reply.send(Outcome::Undialable(call.request));
+            }
+            return;
         }
         Err(_) => {
             tracing::debug!(%peer, "replica link not opened in time");

@@ -54,6 +54,8 @@ pub(crate) struct NodeBehaviour {
     replica: request_response::Behaviour<ReplicaCodec>,
     /// The replica protocol over one stream per peer ([`crate::link`]).
     stream: libp2p_stream::Behaviour,
+    /// Where lookups found nodes, for dialing those the routing table lacks.
+    addresses: crate::addresses::AddressBook,
 }
 
 type ReplicaReply = oneshot::Sender<Result<ReplicaResponse, CallError>>;
@@ -124,6 +126,29 @@ pub struct NetworkHandle {
     local: PeerId,
     public: Arc<AtomicBool>,
     links: Arc<crate::link::Links>,
+    finding: Arc<Finding>,
+}
+
+/// What looking up undialable replicas may cost: a few lookups at a time, and none again
+/// soon for a peer a lookup did not find (a genesis can name replicas that do not exist).
+pub(crate) struct Finding {
+    slots: tokio::sync::Semaphore,
+    unfound: std::sync::Mutex<hashlink::LruCache<PeerId, std::time::Instant>>,
+}
+
+/// Lookups of undialable replicas at once.
+const FINDING_SLOTS: usize = 8;
+
+/// How long a peer a lookup did not find is not looked up again.
+const UNFOUND_FOR: Duration = Duration::from_secs(60);
+
+impl Default for Finding {
+    fn default() -> Self {
+        Self {
+            slots: tokio::sync::Semaphore::new(FINDING_SLOTS),
+            unfound: std::sync::Mutex::new(hashlink::LruCache::new(4096)),
+        }
+    }
 }
 
 /// Where an inbound replica request's answer goes: back through the swarm
@@ -155,13 +180,47 @@ impl NetworkHandle {
         peer: PeerId,
         request: ReplicaRequest,
     ) -> Result<ReplicaResponse, CallError> {
+        use crate::link::Outcome;
         let request = match self.links.call(peer, request).await {
-            crate::link::Outcome::Answered(answer) => return answer,
+            Outcome::Answered(answer) => return answer,
+            // A peer this node has no address for (far from it, so not in its routing
+            // table, and not connected): found by a lookup of its ID, which leaves its
+            // addresses in the address book, and asked again. Not for a request that came
+            // through a relay: the lookup could ask the relay about the replicas.
+            Outcome::Undialable(request) => {
+                if crate::entry::via().is_some() {
+                    return Err(CallError::Unreachable);
+                }
+                let recently_unfound = self
+                    .finding
+                    .unfound
+                    .lock()
+                    .ok()
+                    .and_then(|mut u| u.get(&peer).copied())
+                    .is_some_and(|at| at.elapsed() < UNFOUND_FOR);
+                if recently_unfound {
+                    return Err(CallError::Unreachable);
+                }
+                let Ok(_slot) = self.finding.slots.try_acquire() else {
+                    return Err(CallError::Unreachable);
+                };
+                let found = self.lookup(peer.to_bytes()).await.peers.contains(&peer);
+                tracing::debug!(%peer, found, "an undialable replica looked up");
+                if !found {
+                    if let Ok(mut u) = self.finding.unfound.lock() {
+                        u.insert(peer, std::time::Instant::now());
+                    }
+                    return Err(CallError::Unreachable);
+                }
+                match self.links.call(peer, request).await {
+                    Outcome::Answered(answer) => return answer,
+                    Outcome::Undialable(_) => return Err(CallError::Unreachable),
+                    Outcome::Legacy(request) | Outcome::Closed(request) => request,
+                }
+            }
             // Never returned by `call`, which sends a request a closed link handed back
             // over a new one; request-response takes it if it came.
-            crate::link::Outcome::Legacy(request) | crate::link::Outcome::Closed(request) => {
-                request
-            }
+            Outcome::Legacy(request) | Outcome::Closed(request) => request,
         };
         let (reply, rx) = oneshot::channel();
         self.commands
@@ -426,6 +485,7 @@ impl Network {
                         .with_max_concurrent_streams(512),
                 ),
                 stream: libp2p_stream::Behaviour::new(),
+                addresses: crate::addresses::AddressBook::default(),
             }
         };
         let idle = Duration::from_secs(config.idle_timeout_secs);
@@ -539,6 +599,7 @@ impl Network {
             local: *swarm.local_peer_id(),
             public: Arc::new(AtomicBool::new(reachability == Reachability::Public)),
             links: crate::link::Links::new(control, idle, without_links),
+            finding: Arc::new(Finding::default()),
         };
         tracing::info!(
             setting = reachability.as_str(),
@@ -1162,6 +1223,9 @@ impl LoopState {
                     Ok(ok) => (ok.peers, false),
                     Err(kad::GetClosestPeersError::Timeout { peers, .. }) => (peers, true),
                 };
+                for p in &peers {
+                    swarm.behaviour_mut().addresses.found(p.peer_id, &p.addrs);
+                }
                 if let Some(reply) = self.pending_closest.remove(&id) {
                     let found: Vec<PeerId> = peers
                         .into_iter()

@@ -794,3 +794,140 @@ async fn a_mailbox_whose_holders_are_away_is_unavailable_not_absent() {
     assert_eq!(payload, b"front door");
     cluster.shutdown().await;
 }
+
+/// A node's routing table holds few of the nodes far from it (k per distance bucket;
+/// here one per network prefix), and libp2p remembers the addresses of only the last
+/// hundred peers that identified themselves. A replica out of both used to be
+/// "unreachable" to an entry: claims failed in networks of a few hundred nodes. The node
+/// finds it with a lookup and keeps the addresses lookups find.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_the_routing_table_lacks_is_found_not_unreachable() {
+    use futures::StreamExt as _;
+    use libp2p::identify;
+    const CROWD: usize = 5;
+    const STRANGERS: usize = 120;
+    let ip = |i: usize| match i {
+        0 => "127.0.1.1".to_owned(),
+        i => format!("127.0.2.{i}"),
+    };
+    // Quiet nodes: no routing refresh or anti-entropy to reconnect them while the test
+    // waits for a connection to idle out.
+    let mut cluster = Cluster::start(CROWD + 1, |i, c| {
+        c.listen = vec![format!("/ip4/{}/tcp/0", ip(i))];
+        c.bootstrap_interval_secs = 3600;
+        c.anti_entropy_interval_secs = 3600;
+    })
+    .await
+    .unwrap();
+    let lone = cluster
+        .add(
+            [43; 32],
+            |c| {
+                c.listen = vec!["/ip4/127.0.31.1/tcp/0".into()];
+                c.bootstrap_interval_secs = 3600;
+                c.anti_entropy_interval_secs = 3600;
+                c.max_peers_per_prefix = 1;
+                c.max_peers_per_prefix_per_bucket = 1;
+                c.idle_timeout_secs = 1;
+            },
+            |_| tigress_node::Doubles::default(),
+        )
+        .await
+        .unwrap();
+    let lone_addr: Multiaddr = cluster.addr(lone).unwrap();
+    let peer = |i: usize| cluster.node(i).unwrap().peer_id();
+
+    // A node of the crowd out of the lone node's table, once their connections idled out.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let target = loop {
+        let node = cluster.node(lone).unwrap();
+        let table = node.routing_table().await;
+        let mut out = None;
+        for i in 1..=CROWD {
+            if !table.contains(&peer(i)) && !node.is_connected(peer(i)).await {
+                out = Some(i);
+                break;
+            }
+        }
+        if let Some(i) = out {
+            break i;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "every node of the crowd stayed in the table or connected"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+
+    // More peers identify themselves to it than libp2p remembers addresses of: each
+    // listens (so its identify lists an address) in a network prefix of its own.
+    for s in 0..STRANGERS {
+        let mut swarm = libp2p::SwarmBuilder::with_new_identity()
+            .with_tokio()
+            .with_tcp(
+                libp2p::tcp::Config::default(),
+                libp2p::noise::Config::new,
+                libp2p::yamux::Config::default,
+            )
+            .unwrap()
+            .with_behaviour(|key| {
+                identify::Behaviour::new(identify::Config::new(
+                    tigress_transport::IDENTIFY_PROTOCOL.into(),
+                    key.public(),
+                ))
+            })
+            .unwrap()
+            .build();
+        let listen: Multiaddr = format!("/ip4/127.0.{}.{}/tcp/0", 60 + s / 200, 1 + s % 200)
+            .parse()
+            .unwrap();
+        swarm.listen_on(listen).unwrap();
+        // Listening before dialing, so its identify lists the address.
+        tokio::time::timeout(Duration::from_secs(20), async {
+            while !matches!(
+                swarm.next().await,
+                Some(libp2p::swarm::SwarmEvent::NewListenAddr { .. })
+            ) {}
+        })
+        .await
+        .expect("a stranger listens");
+        swarm.dial(lone_addr.clone()).unwrap();
+        // Until the node has its identify (it answered with its own after receiving ours).
+        tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                if let Some(libp2p::swarm::SwarmEvent::Behaviour(identify::Event::Received {
+                    ..
+                })) = swarm.next().await
+                {
+                    break;
+                }
+            }
+        })
+        .await
+        .expect("the node identifies itself to a stranger");
+    }
+    let node = cluster.node(lone).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while node.is_connected(peer(target)).await
+        || node.routing_table().await.contains(&peer(target))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the node stayed connected to the target"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let answer = node
+        .ask_replica(
+            peer(target),
+            ReplicaRequest::Status {
+                address: tigress_protocol::Address([9; 32]),
+            },
+        )
+        .await;
+    assert!(
+        matches!(&answer, Ok(ReplicaResponse::Error(e)) if e.code == ErrorCode::NotFound),
+        "{answer:?}"
+    );
+    cluster.shutdown().await;
+}
