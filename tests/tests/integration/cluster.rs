@@ -861,22 +861,12 @@ async fn a_replica_the_routing_table_lacks_is_found_not_unreachable() {
     // More peers identify themselves to it than libp2p remembers addresses of: each
     // listens (so its identify lists an address) in a network prefix of its own.
     for s in 0..STRANGERS {
-        let mut swarm = libp2p::SwarmBuilder::with_new_identity()
-            .with_tokio()
-            .with_tcp(
-                libp2p::tcp::Config::default(),
-                libp2p::noise::Config::new,
-                libp2p::yamux::Config::default,
-            )
-            .unwrap()
-            .with_behaviour(|key| {
-                identify::Behaviour::new(identify::Config::new(
-                    tigress_transport::IDENTIFY_PROTOCOL.into(),
-                    key.public(),
-                ))
-            })
-            .unwrap()
-            .build();
+        let mut swarm = crate::support::stranger_swarm_with(|key| {
+            identify::Behaviour::new(identify::Config::new(
+                tigress_transport::IDENTIFY_PROTOCOL.into(),
+                key.public(),
+            ))
+        });
         let listen: Multiaddr = format!("/ip4/127.0.{}.{}/tcp/0", 60 + s / 200, 1 + s % 200)
             .parse()
             .unwrap();

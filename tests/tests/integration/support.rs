@@ -411,6 +411,13 @@ pub(crate) fn ohttp_script() -> PathBuf {
 /// A swarm with a fresh identity over TCP, Noise and Yamux, running `behaviour`: a peer
 /// that is no node of the network, for tests that speak to a node as a stranger.
 pub(crate) fn stranger_swarm<B: libp2p::swarm::NetworkBehaviour>(behaviour: B) -> libp2p::Swarm<B> {
+    stranger_swarm_with(|_| behaviour)
+}
+
+/// As [`stranger_swarm`], with a behaviour made from the stranger's key.
+pub(crate) fn stranger_swarm_with<B: libp2p::swarm::NetworkBehaviour>(
+    make: impl FnOnce(&libp2p::identity::Keypair) -> B,
+) -> libp2p::Swarm<B> {
     libp2p::SwarmBuilder::with_new_identity()
         .with_tokio()
         .with_tcp(
@@ -419,7 +426,7 @@ pub(crate) fn stranger_swarm<B: libp2p::swarm::NetworkBehaviour>(behaviour: B) -
             libp2p::yamux::Config::default,
         )
         .unwrap()
-        .with_behaviour(|_| behaviour)
+        .with_behaviour(make)
         .unwrap()
         .build()
 }
