@@ -871,29 +871,38 @@ async fn a_replica_the_routing_table_lacks_is_found_not_unreachable() {
         // and a loaded node may not have seen the last stranger's close yet.
         let listen: Multiaddr = format!("/ip4/127.0.{}.1/tcp/0", 60 + s).parse().unwrap();
         swarm.listen_on(listen).unwrap();
-        // Listening before dialing, so its identify lists the address.
-        tokio::time::timeout(Duration::from_secs(60), async {
-            while !matches!(
-                swarm.next().await,
-                Some(libp2p::swarm::SwarmEvent::NewListenAddr { .. })
-            ) {}
-        })
-        .await
-        .expect("a stranger listens");
-        swarm.dial(lone_addr.clone()).unwrap();
-        // Until the node has its identify (it answered with its own after receiving ours).
-        tokio::time::timeout(Duration::from_secs(60), async {
+        // Listening before dialing, so its identify lists the address; dialed again if
+        // the connection fails or closes first (a loaded node may refuse it for a while).
+        let mut listening = false;
+        let mut last = String::from("nothing yet");
+        let identified = tokio::time::timeout(Duration::from_secs(60), async {
+            use libp2p::swarm::SwarmEvent;
             loop {
-                if let Some(libp2p::swarm::SwarmEvent::Behaviour(identify::Event::Received {
-                    ..
-                })) = swarm.next().await
-                {
-                    break;
+                match swarm.next().await {
+                    Some(SwarmEvent::NewListenAddr { .. }) if !listening => {
+                        listening = true;
+                        swarm.dial(lone_addr.clone()).unwrap();
+                    }
+                    Some(SwarmEvent::Behaviour(identify::Event::Received { .. })) => break,
+                    Some(SwarmEvent::OutgoingConnectionError { error, .. }) => {
+                        last = error.to_string();
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        swarm.dial(lone_addr.clone()).unwrap();
+                    }
+                    Some(SwarmEvent::ConnectionClosed { cause, .. }) => {
+                        last = format!("closed: {cause:?}");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        swarm.dial(lone_addr.clone()).unwrap();
+                    }
+                    _ => {}
                 }
             }
         })
-        .await
-        .expect("the node identifies itself to a stranger");
+        .await;
+        assert!(
+            identified.is_ok(),
+            "stranger {s} was never identified by the node: {last}"
+        );
     }
     // Asked once one is out of reach again (a loaded machine may keep a connection a
     // while).
