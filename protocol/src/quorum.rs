@@ -171,14 +171,11 @@ pub fn majority(of: usize) -> usize {
 /// that a strict majority of the `of` replicas gave, else "unavailable" with the count.
 pub fn refusal(answers: &[(PublicKey, Answer)], of: usize, got: usize) -> RemoteError {
     definitive_refusal(answers, majority(of)).unwrap_or_else(|| {
-        RemoteError::new(
-            ErrorCode::Unavailable,
-            format!(
-                "reached {got} of {of} replicas; a majority of {} is needed, try again later \
-                 ({})",
-                majority(of),
-                heard(answers, of)
-            ),
+        unavailable(
+            answers,
+            of,
+            got,
+            &format!("a majority of {} is needed", majority(of)),
         )
     })
 }
@@ -240,11 +237,15 @@ pub fn definitive_refusal(answers: &[(PublicKey, Answer)], need: usize) -> Optio
         .map(|(_, e)| e)
 }
 
-/// "Reached `got` of `of` replicas; a majority of `need` is needed."
-pub fn unavailable(got: usize, of: usize, need: usize) -> RemoteError {
+/// "Reached `got` of `of` replicas; `need`, try again later", and what the replicas
+/// asked said ([`heard`]).
+fn unavailable(answers: &[(PublicKey, Answer)], of: usize, got: usize, need: &str) -> RemoteError {
     RemoteError::new(
         ErrorCode::Unavailable,
-        format!("reached {got} of {of} replicas; a majority of {need} is needed, try again later"),
+        format!(
+            "reached {got} of {of} replicas; {need}, try again later ({})",
+            heard(answers, of)
+        ),
     )
 }
 
@@ -419,14 +420,11 @@ impl Gather for ClaimGather {
             // refusal; fewer (a liar's word among silences) is worth a retry.
             ClaimTally::Pending => ClaimOutcome::Refused(
                 definitive_refusal(answers, of.saturating_sub(quorum) + 1).unwrap_or_else(|| {
-                    RemoteError::new(
-                        ErrorCode::Unavailable,
-                        format!(
-                            "reached {} of {of} replicas; a claim needs {quorum} of them to \
-                             grant it, try again later ({})",
-                            answered_ok(answers),
-                            heard(answers, of)
-                        ),
+                    unavailable(
+                        answers,
+                        of,
+                        answered_ok(answers),
+                        &format!("a claim needs {quorum} of them to grant it"),
                     )
                 }),
             ),
