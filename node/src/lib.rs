@@ -366,11 +366,13 @@ impl Node {
         };
 
         // The network and the HTTP port, bound before anything answers.
+        let metrics = Arc::new(Metrics::default());
         let mut network = Network::bind(
             identity.keypair.clone(),
             &config,
             tap.clone(),
             without_links,
+            metrics.clone(),
         )
         .await?;
         network.add_seeds(&seeds_of(&config)?);
@@ -394,7 +396,6 @@ impl Node {
         let public_url = public_url_of(&config, http_addr, tls.is_some());
 
         // The roles, and the dispatcher that hands them inbound requests.
-        let metrics = Arc::new(Metrics::default());
         let (stopping, stop_rx) = watch::channel(false);
         let replica = store.clone().map(|s| {
             Replica::new(s, metrics.clone(), filter.clone(), stop_rx.clone()).with_placement(

@@ -31,6 +31,11 @@ pub struct Metrics {
     pub anti_entropy_rounds: AtomicU64,
     /// Records anti-entropy copied (pulled or pushed).
     pub anti_entropy_repaired: AtomicU64,
+    /// Lookups run to find a replica this node had no address for.
+    pub replica_lookups: AtomicU64,
+    /// Replicas this node had no address for and did not look up: one a lookup recently
+    /// did not find, every lookup slot busy, or a request that came through a relay.
+    pub replica_lookups_spared: AtomicU64,
 }
 
 /// The name of a client operation.
@@ -193,6 +198,20 @@ impl Metrics {
             "Records anti-entropy copied between replicas.",
             "counter",
             self.anti_entropy_repaired.load(Ordering::Relaxed),
+        );
+        gauge(
+            &mut out,
+            "tigress_replica_lookups_total",
+            "Lookups run to find a replica this node had no address for.",
+            "counter",
+            self.replica_lookups.load(Ordering::Relaxed),
+        );
+        gauge(
+            &mut out,
+            "tigress_replica_lookups_spared_total",
+            "Replicas without an address not looked up (recently not found, lookups busy, or a relayed request).",
+            "counter",
+            self.replica_lookups_spared.load(Ordering::Relaxed),
         );
         if let Some(s) = store {
             gauge(

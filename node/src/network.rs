@@ -134,6 +134,8 @@ pub struct NetworkHandle {
 pub(crate) struct Finding {
     slots: tokio::sync::Semaphore,
     unfound: std::sync::Mutex<hashlink::LruCache<PeerId, std::time::Instant>>,
+    /// Counts lookups run and spared.
+    metrics: Arc<Metrics>,
 }
 
 /// Lookups of undialable replicas at once.
@@ -142,12 +144,20 @@ const FINDING_SLOTS: usize = 8;
 /// How long a peer a lookup did not find is not looked up again.
 const UNFOUND_FOR: Duration = Duration::from_secs(60);
 
-impl Default for Finding {
-    fn default() -> Self {
+impl Finding {
+    fn new(metrics: Arc<Metrics>) -> Self {
         Self {
             slots: tokio::sync::Semaphore::new(FINDING_SLOTS),
             unfound: std::sync::Mutex::new(hashlink::LruCache::new(4096)),
+            metrics,
         }
+    }
+
+    fn spare(&self) -> CallError {
+        self.metrics
+            .replica_lookups_spared
+            .fetch_add(1, Ordering::Relaxed);
+        CallError::Unreachable
     }
 }
 
@@ -188,26 +198,30 @@ impl NetworkHandle {
             // addresses in the address book, and asked again. Not for a request that came
             // through a relay: the lookup could ask the relay about the replicas.
             Outcome::Undialable(request) => {
+                let finding = &self.finding;
                 if crate::entry::via().is_some() {
-                    return Err(CallError::Unreachable);
+                    return Err(finding.spare());
                 }
-                let recently_unfound = self
-                    .finding
+                let recently_unfound = finding
                     .unfound
                     .lock()
                     .ok()
                     .and_then(|mut u| u.get(&peer).copied())
                     .is_some_and(|at| at.elapsed() < UNFOUND_FOR);
                 if recently_unfound {
-                    return Err(CallError::Unreachable);
+                    return Err(finding.spare());
                 }
-                let Ok(_slot) = self.finding.slots.try_acquire() else {
-                    return Err(CallError::Unreachable);
+                let Ok(_slot) = finding.slots.try_acquire() else {
+                    return Err(finding.spare());
                 };
+                finding
+                    .metrics
+                    .replica_lookups
+                    .fetch_add(1, Ordering::Relaxed);
                 let found = self.lookup(peer.to_bytes()).await.peers.contains(&peer);
                 tracing::debug!(%peer, found, "an undialable replica looked up");
                 if !found {
-                    if let Ok(mut u) = self.finding.unfound.lock() {
+                    if let Ok(mut u) = finding.unfound.lock() {
                         u.insert(peer, std::time::Instant::now());
                     }
                     return Err(CallError::Unreachable);
@@ -409,6 +423,7 @@ impl Network {
         config: &Config,
         tap: Option<crate::tap::Tap>,
         without_links: bool,
+        metrics: Arc<Metrics>,
     ) -> Result<Self, NetworkError> {
         let relay = config.role == NodeRole::Relay;
         let reachability = config.reachability;
@@ -599,7 +614,7 @@ impl Network {
             local: *swarm.local_peer_id(),
             public: Arc::new(AtomicBool::new(reachability == Reachability::Public)),
             links: crate::link::Links::new(control, idle, without_links),
-            finding: Arc::new(Finding::default()),
+            finding: Arc::new(Finding::new(metrics)),
         };
         tracing::info!(
             setting = reachability.as_str(),
@@ -1358,5 +1373,88 @@ fn probe_tcp(addr: &Multiaddr) -> Result<(), String> {
                 _ => e.to_string(),
             }),
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A lone node on loopback with its event loop running.
+    async fn lone() -> (NetworkHandle, Arc<Metrics>) {
+        let config = Config {
+            listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
+            reachability: Reachability::Public,
+            ..Config::default()
+        };
+        let metrics = Arc::new(Metrics::default());
+        let keypair = libp2p::identity::Keypair::generate_ed25519();
+        let network = Network::bind(keypair, &config, None, false, metrics.clone())
+            .await
+            .expect("binding on loopback");
+        let handle = network.handle();
+        let (inbound, _inbound_rx) = mpsc::channel(16);
+        tokio::spawn(network.run(LoopContext {
+            inbound,
+            answering: Arc::new(AtomicUsize::new(0)),
+            metrics: metrics.clone(),
+            budgets: Arc::new(
+                crate::budget::Budgets::new(&config.budgets).expect("default budgets"),
+            ),
+        }));
+        (handle, metrics)
+    }
+
+    fn counts(metrics: &Metrics) -> (u64, u64) {
+        (
+            metrics.replica_lookups.load(Ordering::Relaxed),
+            metrics.replica_lookups_spared.load(Ordering::Relaxed),
+        )
+    }
+
+    fn digest() -> ReplicaRequest {
+        ReplicaRequest::Digest {
+            address: tigress_protocol::Address([9; 32]),
+        }
+    }
+
+    /// A genesis may name replicas that do not exist, so that every request to its
+    /// mailbox would cost a lookup: a peer not found is not looked up again soon, no
+    /// more than `FINDING_SLOTS` lookups run at once, and a request that came through a
+    /// relay never looks one up (the lookup could ask the relay).
+    #[tokio::test]
+    async fn undialable_replicas_cost_a_bounded_number_of_lookups() {
+        let (net, metrics) = lone().await;
+        let nowhere = PeerId::random();
+
+        // Through a relay: refused without a lookup.
+        let relay = tigress_protocol::crypto::SigningKey::from_seed(&[5; 32]).public_key();
+        let relayed = crate::entry::VIA.scope(relay, net.replica_request(nowhere, digest()));
+        assert!(matches!(relayed.await, Err(CallError::Unreachable)));
+        assert_eq!(counts(&metrics), (0, 1));
+
+        // Directly: looked up once, not found; asked again, not looked up.
+        for _ in 0..2 {
+            let answer = net.replica_request(nowhere, digest()).await;
+            assert!(matches!(answer, Err(CallError::Unreachable)), "{answer:?}");
+        }
+        assert_eq!(counts(&metrics), (1, 2));
+
+        // Every slot busy: another unknown peer is not looked up either.
+        let held = net
+            .finding
+            .slots
+            .try_acquire_many(FINDING_SLOTS as u32)
+            .expect("idle slots");
+        let answer = net.replica_request(PeerId::random(), digest()).await;
+        assert!(matches!(answer, Err(CallError::Unreachable)), "{answer:?}");
+        assert_eq!(counts(&metrics), (1, 3));
+        drop(held);
+
+        // A slot free again: that peer is looked up.
+        let answer = net.replica_request(PeerId::random(), digest()).await;
+        assert!(matches!(answer, Err(CallError::Unreachable)), "{answer:?}");
+        assert_eq!(counts(&metrics), (2, 3));
+        net.stop().await;
     }
 }
