@@ -701,7 +701,7 @@ impl Node {
 
     /// Stops gracefully: refuses new requests, answers waiting long-polls at once, lets
     /// other in-flight requests finish (up to 30 s),
-    /// stops the network and HTTP, and flushes the database.
+    /// stops the network and HTTP, and flushes and closes the database.
     pub async fn shutdown(mut self) {
         self.accepting.store(false, Ordering::Release);
         // Waiting long-polls answer now with what they have.
@@ -729,8 +729,10 @@ impl Node {
         for task in self.background.drain(..) {
             task.abort();
         }
+        // Closed, not only flushed: a node started again on this directory in the same
+        // process finds the database free.
         if let Some(store) = &self.store {
-            store.flush().await;
+            store.close().await;
         }
         tracing::info!("node stopped");
     }

@@ -70,6 +70,8 @@ enum Op {
     Sweep,
     List,
     Flush,
+    /// Flushes, lets go of the database, and stops the store thread.
+    Close,
 }
 
 struct Job {
@@ -258,6 +260,13 @@ impl Store {
     pub async fn flush(&self) {
         let _ = self.submit(Op::Flush).await;
     }
+
+    /// Waits until every job sent so far is applied, flushes, and stops the store: the
+    /// database is closed when this returns (its directory can be opened again), and
+    /// every later request is answered "the store has stopped".
+    pub async fn close(&self) {
+        let _ = self.submit(Op::Close).await;
+    }
 }
 
 struct Actor {
@@ -396,6 +405,7 @@ impl Actor {
     }
 
     fn run(mut self, mut rx: mpsc::Receiver<Job>, arrivals: broadcast::Sender<Arrival>) {
+        let mut closing = None;
         while let Some(first) = rx.blocking_recv() {
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH {
@@ -422,6 +432,11 @@ impl Actor {
                     Op::Flush => {
                         dirty = true;
                         internal.push(job.reply);
+                        continue;
+                    }
+                    Op::Close => {
+                        dirty = true;
+                        closing = Some(job.reply);
                         continue;
                     }
                     Op::List => {
@@ -457,9 +472,20 @@ impl Actor {
             for reply in internal {
                 let _ = reply.send(Reply::Done(flushed.is_ok()));
             }
+            if closing.is_some() {
+                break;
+            }
         }
-        if let Err(e) = self.db.flush() {
+        let flushed = self.db.flush();
+        if let Err(e) = &flushed {
             tracing::error!(error = %e, "final flush failed");
+        }
+        // Jobs still queued are answered "stopped" as their replies drop; the database
+        // is let go of before the close is answered.
+        drop(rx);
+        drop(self);
+        if let Some(reply) = closing {
+            let _ = reply.send(Reply::Done(flushed.is_ok()));
         }
     }
 
@@ -682,6 +708,50 @@ mod tests {
         )
         .unwrap();
         s.genesis().clone()
+    }
+
+    /// A closed store has written what it acknowledged and let go of its directory
+    /// while a handle on it is still held: the directory opens again in the same process
+    /// with the mailbox in it, and the old handle is told the store stopped.
+    #[tokio::test]
+    async fn a_closed_store_lets_go_of_its_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = SigningKey::from_seed(&[3; 32]);
+        let g = genesis(&node, 1, 3600);
+        let open = || {
+            Store::open(
+                dir.path(),
+                node.clone(),
+                Limits::default(),
+                1 << 20,
+                Clock::manual(T0),
+            )
+        };
+        let store = open().unwrap();
+        let r = store
+            .apply(ReplicaRequest::StoreGenesis { genesis: g.clone() })
+            .await;
+        assert!(matches!(r, ReplicaResponse::Stored { .. }), "{r:?}");
+        store.close().await;
+        let again = open().expect("the directory is free once the store is closed");
+        let digest = again
+            .apply(ReplicaRequest::Digest {
+                address: g.header().address,
+            })
+            .await;
+        assert!(
+            matches!(&digest, ReplicaResponse::Digest(d) if d.genesis == g),
+            "{digest:?}"
+        );
+        let late = store
+            .apply(ReplicaRequest::Digest {
+                address: g.header().address,
+            })
+            .await;
+        assert!(
+            matches!(&late, ReplicaResponse::Error(e) if e.code == ErrorCode::Unavailable),
+            "{late:?}"
+        );
     }
 
     #[tokio::test]
