@@ -398,6 +398,8 @@ pub struct Network {
     prefix_limits: prefix::Limits,
     /// The addresses the node listens on.
     pub listen_addrs: Vec<Multiaddr>,
+    /// The seeds it joins the network through, dialed again while it is cut off.
+    seeds: Vec<Multiaddr>,
 }
 
 /// Why the network could not start.
@@ -635,6 +637,7 @@ impl Network {
                 total: config.max_peers_per_prefix,
                 per_bucket: config.max_peers_per_prefix_per_bucket,
             },
+            seeds: Vec::new(),
         })
     }
 
@@ -646,26 +649,19 @@ impl Network {
     /// Dials the seeds and adds them to the routing table.
     pub fn add_seeds(&mut self, seeds: &[Multiaddr]) {
         for seed in seeds {
-            let peer = seed.iter().find_map(|p| match p {
-                Protocol::P2p(id) => Some(id),
-                _ => None,
-            });
+            let peer = peer_of(seed);
+            if peer == Some(*self.swarm.local_peer_id()) {
+                continue;
+            }
             if let Some(peer) = peer {
-                if peer == *self.swarm.local_peer_id() {
-                    continue;
-                }
                 self.swarm
                     .behaviour_mut()
                     .kad
                     .add_address(&peer, seed.clone());
             }
-            if let Err(e) = self.swarm.dial(seed.clone()) {
-                tracing::warn!(%seed, error = %e, "cannot dial seed");
-            }
+            self.seeds.push(seed.clone());
         }
-        if !seeds.is_empty() {
-            let _ = self.swarm.behaviour_mut().kad.bootstrap();
-        }
+        dial_seeds(&mut self.swarm, &self.seeds);
     }
 
     /// Runs the event loop until stopped.
@@ -676,6 +672,7 @@ impl Network {
             prefix_limits,
             handle,
             serves_links,
+            seeds,
             ..
         } = self;
         // Other nodes' links to this replica.
@@ -717,6 +714,7 @@ impl Network {
         ctx.metrics
             .reachable
             .store(state.public.load(Ordering::Relaxed), Ordering::Relaxed);
+        let mut rejoin = Rejoin::new(seeds);
         loop {
             tokio::select! {
                 command = commands.recv() => match command {
@@ -724,6 +722,9 @@ impl Network {
                     Some(c) => state.command(&mut swarm, c),
                 },
                 event = swarm.select_next_some() => state.event(&mut swarm, event, &ctx),
+                () = tokio::time::sleep_until(rejoin.next), if !rejoin.seeds.is_empty() => {
+                    rejoin.check(&mut swarm);
+                }
             }
         }
         handle.links.stop();
@@ -757,6 +758,89 @@ impl Network {
                 () = tokio::time::sleep_until(linger) => break,
             }
         }
+    }
+}
+
+/// The peer ID a multiaddr ends with, if it names one.
+fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
+    addr.iter().find_map(|p| match p {
+        Protocol::P2p(id) => Some(id),
+        _ => None,
+    })
+}
+
+/// Dials every seed not connected or being dialed, and starts a Kademlia bootstrap.
+fn dial_seeds(swarm: &mut Swarm<NodeBehaviour>, seeds: &[Multiaddr]) {
+    for seed in seeds {
+        let opts = match peer_of(seed) {
+            Some(peer) => DialOpts::peer_id(peer)
+                .addresses(vec![seed.clone()])
+                .condition(PeerCondition::DisconnectedAndNotDialing)
+                .build(),
+            None => DialOpts::unknown_peer_id().address(seed.clone()).build(),
+        };
+        if let Err(e) = swarm.dial(opts) {
+            tracing::debug!(%seed, error = %e, "seed not dialed");
+        }
+    }
+    if !seeds.is_empty() {
+        let _ = swarm.behaviour_mut().kad.bootstrap();
+    }
+}
+
+/// How soon a node cut off from the network first dials its seeds again.
+const REJOIN_FIRST: Duration = Duration::from_secs(1);
+
+/// The longest wait between two tries to rejoin.
+const REJOIN_MAX: Duration = Duration::from_secs(60);
+
+/// How often a joined node checks it still is (a walk over its routing table).
+const REJOIN_CHECK: Duration = Duration::from_secs(5);
+
+/// Dials the seeds again, backing off, while the node is connected to no node of its
+/// routing table and to no seed: a seed that was down or slow when the node started (or
+/// a network outage since) would otherwise leave it alone until the next periodic
+/// bootstrap, minutes away.
+struct Rejoin {
+    seeds: Vec<Multiaddr>,
+    next: tokio::time::Instant,
+    wait: Duration,
+}
+
+impl Rejoin {
+    fn new(seeds: Vec<Multiaddr>) -> Self {
+        Self {
+            seeds,
+            next: tokio::time::Instant::now() + REJOIN_FIRST,
+            wait: REJOIN_FIRST,
+        }
+    }
+
+    fn check(&mut self, swarm: &mut Swarm<NodeBehaviour>) {
+        let now = tokio::time::Instant::now();
+        let seed_connected = self
+            .seeds
+            .iter()
+            .filter_map(peer_of)
+            .any(|p| swarm.is_connected(&p));
+        let routed = swarm.behaviour_mut().kad.kbuckets().any(|bucket| {
+            bucket
+                .iter()
+                .any(|e| e.status == kad::NodeStatus::Connected)
+        });
+        if seed_connected || routed {
+            self.wait = REJOIN_FIRST;
+            self.next = now + REJOIN_CHECK;
+            return;
+        }
+        tracing::warn!(
+            seeds = self.seeds.len(),
+            next_try_secs = self.wait.as_secs(),
+            "connected to no node of the network; dialing the seeds again"
+        );
+        dial_seeds(swarm, &self.seeds);
+        self.next = now + self.wait;
+        self.wait = (self.wait * 2).min(REJOIN_MAX);
     }
 }
 

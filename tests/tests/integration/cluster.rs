@@ -870,29 +870,33 @@ async fn a_replica_the_routing_table_lacks_is_found_not_unreachable() {
         // Each from a network prefix of its own: one prefix's connections are budgeted,
         // and a loaded node may not have seen the last stranger's close yet.
         let listen: Multiaddr = format!("/ip4/127.0.{}.1/tcp/0", 60 + s).parse().unwrap();
-        swarm.listen_on(listen).unwrap();
+        let mut listener = swarm.listen_on(listen.clone()).unwrap();
         // Listening before dialing, so its identify lists the address; dialed again if
         // the connection fails or closes first (a loaded node may refuse it for a while).
-        let mut listening = false;
+        // A dial leaves from the listening port, so a dial again first listens on a new
+        // one: the old pair of ports may still be held by the closed connection.
         let mut last = String::from("nothing yet");
         let identified = tokio::time::timeout(Duration::from_secs(60), async {
             use libp2p::swarm::SwarmEvent;
             loop {
                 match swarm.next().await {
-                    Some(SwarmEvent::NewListenAddr { .. }) if !listening => {
-                        listening = true;
+                    Some(SwarmEvent::NewListenAddr { listener_id, .. })
+                        if listener_id == listener =>
+                    {
                         swarm.dial(lone_addr.clone()).unwrap();
                     }
                     Some(SwarmEvent::Behaviour(identify::Event::Received { .. })) => break,
                     Some(SwarmEvent::OutgoingConnectionError { error, .. }) => {
                         last = error.to_string();
                         tokio::time::sleep(Duration::from_millis(200)).await;
-                        swarm.dial(lone_addr.clone()).unwrap();
+                        swarm.remove_listener(listener);
+                        listener = swarm.listen_on(listen.clone()).unwrap();
                     }
                     Some(SwarmEvent::ConnectionClosed { cause, .. }) => {
                         last = format!("closed: {cause:?}");
                         tokio::time::sleep(Duration::from_millis(200)).await;
-                        swarm.dial(lone_addr.clone()).unwrap();
+                        swarm.remove_listener(listener);
+                        listener = swarm.listen_on(listen.clone()).unwrap();
                     }
                     _ => {}
                 }
@@ -931,4 +935,59 @@ async fn a_replica_the_routing_table_lacks_is_found_not_unreachable() {
         "{answer:?}"
     );
     cluster.shutdown().await;
+}
+
+/// A node cut off from the network (its only peer, its seed, went away) dials the seed
+/// again once it is back, long before its periodic bootstrap (five minutes here): nothing
+/// else would reconnect them, since the seed does not know the node and the node's
+/// table already holds the seed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_from_its_seed_rejoins_when_the_seed_is_back() {
+    use tigress_node::{Config, Node, NodeIdentity, Reachability};
+    let tmp = tempfile::tempdir().unwrap();
+    let config = |name: &str, listen: String, bootstrap: Vec<String>| Config {
+        data_dir: Some(tmp.path().join(name)),
+        listen: vec![listen],
+        http: None,
+        admin: Some("off".into()),
+        bootstrap,
+        bootstrap_interval_secs: 300,
+        anti_entropy_interval_secs: 3600,
+        reachability: Reachability::Public,
+        max_peers_per_prefix: 0,
+        max_peers_per_prefix_per_bucket: 0,
+        ..Config::default()
+    };
+    let seed_id = NodeIdentity::load_or_create(&tmp.path().join("seed"))
+        .unwrap()
+        .peer_id();
+    let seed = Node::start(config("seed", "/ip4/127.0.0.1/tcp/0".into(), Vec::new()))
+        .await
+        .unwrap();
+    let seed_listen = seed.listen_addrs().first().unwrap().clone();
+    let node = Node::start(config(
+        "node",
+        "/ip4/127.0.0.1/tcp/0".into(),
+        vec![format!("{seed_listen}/p2p/{seed_id}")],
+    ))
+    .await
+    .unwrap();
+    let joined = async |node: &Node, want: bool, what: &str| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !(node.is_connected(seed_id).await == want
+            && node.routing_table().await.contains(&seed_id))
+        {
+            assert!(std::time::Instant::now() < deadline, "{what} within 60 s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    joined(&node, true, "the node did not join").await;
+    seed.shutdown().await;
+    joined(&node, false, "the node stayed connected to a stopped seed").await;
+    let seed = Node::start(config("seed", seed_listen.to_string(), Vec::new()))
+        .await
+        .unwrap();
+    joined(&node, true, "the node did not rejoin its seed").await;
+    node.shutdown().await;
+    seed.shutdown().await;
 }
