@@ -483,7 +483,7 @@ async fn the_cli_gets_past_a_lying_entry_of_a_process_cluster() {
         .arg("--dir")
         .arg(&dir)
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::fs::File::create(tmp.path().join("up.log")).unwrap())
         .spawn()
         .unwrap();
     // `up` prints one line once the cluster is ready.
@@ -497,7 +497,8 @@ async fn the_cli_gets_past_a_lying_entry_of_a_process_cluster() {
     .unwrap();
     assert!(
         line.starts_with("tigress-cluster ready nodes=5"),
-        "{line:?}"
+        "{line:?}\n{}",
+        crate::support::logs(&[tmp.path().join("up.log")], &dir)
     );
     let file = dir.join("cluster.json");
     let doc: serde_json::Value =

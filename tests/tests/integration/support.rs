@@ -492,3 +492,31 @@ pub(crate) async fn share_placed(
     }
     panic!("no share was placed as the test needs in sixty tries")
 }
+
+/// The last lines of `files` and of every `node.log` one level under `cluster_dir`, for a
+/// failure message that says why a cluster did not come up.
+pub(crate) fn logs(files: &[PathBuf], cluster_dir: &Path) -> String {
+    const LINES: usize = 30;
+    let mut paths = files.to_vec();
+    if let Ok(entries) = std::fs::read_dir(cluster_dir) {
+        let mut nodes: Vec<PathBuf> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.path().join("node.log"))
+            .filter(|p| p.exists())
+            .collect();
+        nodes.sort();
+        paths.extend(nodes);
+    }
+    let mut out = String::new();
+    for path in paths {
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| format!("({e})"));
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = &lines[lines.len().saturating_sub(LINES)..];
+        out.push_str(&format!(
+            "--- {} ---\n{}\n",
+            path.display(),
+            tail.join("\n")
+        ));
+    }
+    out
+}
