@@ -442,9 +442,10 @@ pub async fn run(
     admins: &[String],
     opts: &BenchOptions,
 ) -> anyhow::Result<BenchReport> {
-    // Several connections per node, as many clients would have: each is its own peer to
-    // the node's per-peer rate limit.
-    let per_node = opts.concurrency.div_ceil(8).max(1);
+    // A connection per concurrent transfer and node, as many clients would have: each is
+    // its own peer to the node's per-peer rate limit (a few clients sharing a connection
+    // went over it once a transfer got cheap enough).
+    let per_node = opts.concurrency.max(1);
     let mut conns = Vec::new();
     for a in addrs {
         for _ in 0..per_node {

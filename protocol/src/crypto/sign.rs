@@ -219,7 +219,17 @@ impl SigningKey {
         if let Some(sig) = super::danger::sign(self, kind, body) {
             return sig;
         }
-        Signature(self.0.sign(&signed_bytes(kind, body)).to_bytes())
+        let signature = Signature(self.0.sign(&signed_bytes(kind, body)).to_bytes());
+        // A signature this process made verifies (its key is never weak, its encoding
+        // canonical): remembered, so that checking it later (a node's own replica
+        // answering its entry) costs no verification.
+        verified::insert(verified::fingerprint(
+            &self.public_key(),
+            kind,
+            body,
+            &signature,
+        ));
+        signature
     }
 }
 
@@ -416,6 +426,33 @@ mod tests {
     use super::*;
     use rand_chacha::ChaCha20Rng;
     use rand_core::SeedableRng;
+
+    #[test]
+    fn a_signature_made_here_is_remembered_as_verified_and_holds_up() {
+        let mut rng = ChaCha20Rng::from_seed([4; 32]);
+        let key = SigningKey::generate(&mut rng);
+        let public = key.public_key();
+        let sig = key.sign(SignatureKind::Receipt, b"made here");
+        assert!(verified::contains(&verified::fingerprint(
+            &public,
+            SignatureKind::Receipt,
+            b"made here",
+            &sig
+        )));
+        // What the memory vouches for is what strict verification says.
+        let strict = ed25519_dalek::VerifyingKey::from_bytes(public.as_bytes())
+            .unwrap()
+            .verify_strict(
+                &signed_bytes(SignatureKind::Receipt, b"made here"),
+                &ed25519_dalek::Signature::from_bytes(&sig.0),
+            );
+        assert!(strict.is_ok());
+        assert!(
+            public
+                .verify(SignatureKind::Receipt, b"made there", &sig)
+                .is_err()
+        );
+    }
 
     #[test]
     fn a_verified_signature_is_remembered_and_a_bad_one_never() {
