@@ -797,10 +797,11 @@ const REJOIN_MAX: Duration = Duration::from_secs(60);
 /// How often a joined node checks it still is (a walk over its routing table).
 const REJOIN_CHECK: Duration = Duration::from_secs(5);
 
-/// Dials the seeds again, backing off, while the node is connected to no node of its
-/// routing table and to no seed: a seed that was down or slow when the node started (or
-/// a network outage since) would otherwise leave it alone until the next periodic
-/// bootstrap, minutes away.
+/// Dials the seeds again, backing off, while the node knows no node but its seeds and is
+/// connected to none of them: a seed that was down or slow when the node started, or the
+/// only peers it had going away, would otherwise leave it alone until the next periodic
+/// bootstrap, minutes away. (A node whose table holds other nodes is not cut off even
+/// when every connection has idled out: its lookups dial them.)
 struct Rejoin {
     seeds: Vec<Multiaddr>,
     next: tokio::time::Instant,
@@ -818,17 +819,16 @@ impl Rejoin {
 
     fn check(&mut self, swarm: &mut Swarm<NodeBehaviour>) {
         let now = tokio::time::Instant::now();
-        let seed_connected = self
-            .seeds
-            .iter()
-            .filter_map(peer_of)
-            .any(|p| swarm.is_connected(&p));
-        let routed = swarm.behaviour_mut().kad.kbuckets().any(|bucket| {
-            bucket
-                .iter()
-                .any(|e| e.status == kad::NodeStatus::Connected)
+        let seeds: HashSet<PeerId> = self.seeds.iter().filter_map(peer_of).collect();
+        let seed_connected = seeds.iter().any(|p| swarm.is_connected(p));
+        // A node that knows others besides its seeds is not cut off, connected or not
+        // (connections idle out): its lookups dial them.
+        let knows_others = swarm.behaviour_mut().kad.kbuckets().any(|bucket| {
+            bucket.iter().any(|e| {
+                e.status == kad::NodeStatus::Connected || !seeds.contains(e.node.key.preimage())
+            })
         });
-        if seed_connected || routed {
+        if seed_connected || knows_others {
             self.wait = REJOIN_FIRST;
             self.next = now + REJOIN_CHECK;
             return;
@@ -836,7 +836,7 @@ impl Rejoin {
         tracing::warn!(
             seeds = self.seeds.len(),
             next_try_secs = self.wait.as_secs(),
-            "connected to no node of the network; dialing the seeds again"
+            "knows no node of the network but its seeds and reaches none; dialing them again"
         );
         dial_seeds(swarm, &self.seeds);
         self.next = now + self.wait;
