@@ -172,6 +172,48 @@ pub(crate) mod verified {
     }
 }
 
+/// Public keys this process decoded (decompressed to a curve point and found not weak),
+/// so that verifying another signature of a key it has seen (a sender's messages, a
+/// node's receipts) skips the square root of decompression. Only keys that decoded are
+/// kept, under their exact bytes; two generations of at most [`decoded::GENERATION`]
+/// entries each, as for verified signatures, so a peer presenting new keys can only push
+/// others out.
+pub(crate) mod decoded {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    /// Entries per generation.
+    pub(crate) const GENERATION: usize = 4096;
+
+    type Keys = HashMap<[u8; 32], ed25519_dalek::VerifyingKey>;
+
+    static KEYS: Mutex<Option<(Keys, Keys)>> = Mutex::new(None);
+
+    pub(crate) fn get(bytes: &[u8; 32]) -> Option<ed25519_dalek::VerifyingKey> {
+        let keys = KEYS.lock().ok()?;
+        let (current, previous) = keys.as_ref()?;
+        current.get(bytes).or_else(|| previous.get(bytes)).copied()
+    }
+
+    pub(crate) fn insert(bytes: [u8; 32], key: ed25519_dalek::VerifyingKey) {
+        if let Ok(mut keys) = KEYS.lock() {
+            let (current, previous) = keys.get_or_insert_with(Default::default);
+            if current.len() >= GENERATION {
+                *previous = std::mem::take(current);
+            }
+            current.insert(bytes, key);
+        }
+    }
+
+    /// Entries held (both generations).
+    #[cfg(test)]
+    pub(crate) fn len() -> usize {
+        KEYS.lock()
+            .ok()
+            .map_or(0, |k| k.as_ref().map_or(0, |(c, p)| c.len() + p.len()))
+    }
+}
+
 /// Signature verifications this process ran (Ed25519, strict) and those it answered from
 /// the memory of verified signatures, since it started.
 pub fn verification_counts() -> (u64, u64) {
@@ -286,10 +328,14 @@ impl PublicKey {
     }
 
     fn decode(&self) -> Result<ed25519_dalek::VerifyingKey, SignatureError> {
+        if let Some(key) = decoded::get(&self.0) {
+            return Ok(key);
+        }
         let key = ed25519_dalek::VerifyingKey::from_bytes(&self.0).map_err(|_| SignatureError)?;
         if key.is_weak() {
             return Err(SignatureError);
         }
+        decoded::insert(self.0, key);
         Ok(key)
     }
 
@@ -427,8 +473,69 @@ mod tests {
     use rand_chacha::ChaCha20Rng;
     use rand_core::SeedableRng;
 
+    /// Held by the tests that look into the memories or fill them: a test filling one
+    /// would otherwise push out what another has just checked is there.
+    fn memories() -> std::sync::MutexGuard<'static, ()> {
+        static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        LOCK.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A key is decoded once and its decoding reused; a weak or invalid key is never
+    /// kept, and is refused every time.
+    #[test]
+    fn decoded_keys_are_kept_and_refused_ones_never() {
+        let _memories = memories();
+        let mut rng = ChaCha20Rng::from_seed([6; 32]);
+        let key = SigningKey::generate(&mut rng);
+        let public = key.public_key();
+        assert!(decoded::get(public.as_bytes()).is_none());
+        assert!(public.validate().is_ok());
+        let kept = decoded::get(public.as_bytes()).expect("kept once decoded");
+        assert_eq!(kept.to_bytes(), public.0);
+        // The identity point: small order, so weak.
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        // Not on the curve: the first small y without an x.
+        let off_curve = (2u8..)
+            .map(|y| {
+                let mut b = [0u8; 32];
+                b[0] = y;
+                b
+            })
+            .find(|b| ed25519_dalek::VerifyingKey::from_bytes(b).is_err())
+            .expect("about half of all y have no x");
+        for bytes in [identity, off_curve] {
+            for _ in 0..2 {
+                assert!(PublicKey(bytes).validate().is_err());
+                let sig = key.sign(SignatureKind::Message, b"x");
+                assert!(
+                    PublicKey(bytes)
+                        .verify(SignatureKind::Message, b"x", &sig)
+                        .is_err()
+                );
+            }
+            assert!(decoded::get(&bytes).is_none());
+        }
+    }
+
+    #[test]
+    fn the_memory_of_decoded_keys_is_bounded() {
+        let _memories = memories();
+        let key = ed25519_dalek::VerifyingKey::from_bytes(
+            SigningKey::from_seed(&[8; 32]).public_key().as_bytes(),
+        )
+        .unwrap();
+        for i in 0..(2 * decoded::GENERATION + 10) {
+            let mut label = [0xee; 32];
+            label[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            decoded::insert(label, key);
+        }
+        assert!(decoded::len() <= 2 * decoded::GENERATION);
+    }
+
     #[test]
     fn a_signature_made_here_is_remembered_as_verified_and_holds_up() {
+        let _memories = memories();
         let mut rng = ChaCha20Rng::from_seed([4; 32]);
         let key = SigningKey::generate(&mut rng);
         let public = key.public_key();
@@ -456,6 +563,7 @@ mod tests {
 
     #[test]
     fn a_verified_signature_is_remembered_and_a_bad_one_never() {
+        let _memories = memories();
         let mut rng = ChaCha20Rng::from_seed([2; 32]);
         let key = SigningKey::generate(&mut rng);
         let public = key.public_key();
@@ -506,6 +614,7 @@ mod tests {
 
     #[test]
     fn the_memory_of_verified_signatures_is_bounded() {
+        let _memories = memories();
         for i in 0..(3 * verified::GENERATION as u64) {
             let mut f = [0xa5u8; 32];
             f[..8].copy_from_slice(&i.to_le_bytes());
