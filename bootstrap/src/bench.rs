@@ -274,7 +274,7 @@ impl Pool {
 }
 
 fn unexpected(what: &'static str) -> ClientError {
-    ClientError::UnexpectedResponse(what)
+    ClientError::UnexpectedResponse(what.into())
 }
 
 async fn timed<T>(
@@ -283,7 +283,12 @@ async fn timed<T>(
     f: impl std::future::Future<Output = Result<T, ClientError>>,
 ) -> Result<T, String> {
     let start = Instant::now();
-    let r = f.await.map_err(|e| format!("{step}: {}", e.code_name()));
+    // A refusal is counted by its code; anything else (a check the client made that
+    // failed, a broken connection) by what it says.
+    let r = f.await.map_err(|e| match e.code() {
+        Some(code) => format!("{step}: {}", code.as_str()),
+        None => format!("{step}: {e}"),
+    });
     steps.push((step, start.elapsed()));
     r
 }
@@ -299,7 +304,28 @@ async fn stored(
     genesis: &tigress_protocol::record::Genesis,
     record: [u8; 32],
 ) -> Result<(), ClientError> {
-    flow::stored(conn.request(request).await?, genesis, &record)?;
+    let mut answer = conn.request(request.clone()).await?;
+    // A loaded node asks a proof of work for a new mailbox: made, as a client makes it,
+    // and the create sent again.
+    if let (ClientResponse::AdmissionRequired { bits }, ClientRequest::Create { genesis, .. }) =
+        (&answer, request)
+    {
+        let (bits, digest) = (*bits, genesis.digest());
+        let nonce = tokio::task::spawn_blocking(move || {
+            tigress_protocol::admission::solve_from(&digest, bits, getrandom::u64().unwrap_or(0))
+        })
+        .await
+        .ok()
+        .flatten()
+        .ok_or(ClientError::Admission { bits })?;
+        answer = conn
+            .request(ClientRequest::Create {
+                genesis,
+                admission: nonce,
+            })
+            .await?;
+    }
+    flow::stored(answer, genesis, &record)?;
     Ok(())
 }
 

@@ -392,7 +392,7 @@ impl Client {
             .ok_or_else(|| ClientError::Unreachable("not connected".into()))?;
         match conn.request(ClientRequest::Info).await? {
             ClientResponse::Info(info) => Ok(info),
-            _ => Err(ClientError::UnexpectedResponse("info")),
+            _ => Err(ClientError::UnexpectedResponse("info".into())),
         }
     }
 
@@ -401,7 +401,7 @@ impl Client {
         let via = self.via(&address).await?;
         match via.request(ClientRequest::Status { address }).await? {
             ClientResponse::Status(s) => Ok(s),
-            _ => Err(ClientError::UnexpectedResponse("status")),
+            _ => Err(ClientError::UnexpectedResponse("status".into())),
         }
     }
 
@@ -498,7 +498,7 @@ impl Client {
         // Saved first: a share the network stored but the device forgot would be lost.
         self.state.save(&state)?;
         let Party::Sender(session) = &state.party else {
-            return Err(ClientError::UnexpectedResponse("sender state"));
+            return Err(ClientError::UnexpectedResponse("sender state".into()));
         };
         // The proof of work the node asks for a new mailbox: as its information says,
         // and again as its refusal says if that rose meanwhile (never past MAX_BITS).
@@ -575,7 +575,7 @@ impl Client {
             self.state.save(&state)?;
         }
         let Party::Recipient(session) = &state.party else {
-            return Err(ClientError::UnexpectedResponse("recipient state"));
+            return Err(ClientError::UnexpectedResponse("recipient state".into()));
         };
         Ok(session.first_payload()?)
     }

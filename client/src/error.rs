@@ -33,7 +33,7 @@ pub enum ClientError {
     },
     /// The node answered something that makes no sense for the request.
     #[error("unexpected answer from the node: {0}")]
-    UnexpectedResponse(&'static str),
+    UnexpectedResponse(String),
     /// No local state for this share.
     #[error("no local state for share {0}: run `tigress share` or `tigress accept` first")]
     UnknownShare(String),
@@ -55,9 +55,11 @@ impl From<tigress_protocol::flow::FlowError> for ClientError {
         use tigress_protocol::flow::FlowError;
         match e {
             FlowError::Refused(r) => ClientError::Remote(r),
-            FlowError::Unexpected(what) => ClientError::UnexpectedResponse(what),
+            FlowError::Unexpected { expected, got } => {
+                ClientError::UnexpectedResponse(format!("expected {expected}, got {got}"))
+            }
             FlowError::Protocol(p) => ClientError::Protocol(p),
-            _ => ClientError::UnexpectedResponse("an answer this client does not know"),
+            _ => ClientError::UnexpectedResponse("an answer this client does not know".into()),
         }
     }
 }

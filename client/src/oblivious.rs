@@ -49,11 +49,11 @@ impl Directory {
     pub async fn fetch(conn: &Connection) -> Result<Self, ClientError> {
         let info = match conn.request(ClientRequest::Info).await? {
             ClientResponse::Info(i) => i,
-            _ => return Err(ClientError::UnexpectedResponse("info")),
+            _ => return Err(ClientError::UnexpectedResponse("info".into())),
         };
         let nodes = match conn.request(ClientRequest::Nodes).await {
             Ok(ClientResponse::Nodes(n)) => n.into_vec(),
-            Ok(_) => return Err(ClientError::UnexpectedResponse("nodes")),
+            Ok(_) => return Err(ClientError::UnexpectedResponse("nodes".into())),
             // A node that predates oblivious requests lists nobody.
             Err(ClientError::Remote(e)) if e.code == ErrorCode::Malformed => Vec::new(),
             Err(e) => return Err(e),
@@ -222,7 +222,7 @@ impl Route {
             .await
         {
             Ok(ClientResponse::Sealed(b)) => b,
-            Ok(_) => return Err(ClientError::UnexpectedResponse("relay")),
+            Ok(_) => return Err(ClientError::UnexpectedResponse("relay".into())),
             Err(ClientError::Remote(e)) => return Err(ClientError::Relay(e)),
             Err(e) => return Err(e),
         };
@@ -243,7 +243,7 @@ impl Route {
             .await
         {
             Ok(ClientResponse::Keys(k)) => k,
-            Ok(_) => return Err(ClientError::UnexpectedResponse("keys")),
+            Ok(_) => return Err(ClientError::UnexpectedResponse("keys".into())),
             Err(ClientError::Remote(e)) => return Err(ClientError::Relay(e)),
             Err(e) => return Err(e),
         };

@@ -26,8 +26,13 @@ pub enum FlowError {
     #[error(transparent)]
     Refused(RemoteError),
     /// The entry node answered with something else than the step expects.
-    #[error("unexpected answer from the node: expected {0}")]
-    Unexpected(&'static str),
+    #[error("unexpected answer from the node: expected {expected}, got {got}")]
+    Unexpected {
+        /// What the step expects.
+        expected: &'static str,
+        /// What came ([`ClientResponse::kind`]).
+        got: &'static str,
+    },
     /// The answer failed a protocol check.
     #[error(transparent)]
     Protocol(#[from] Error),
@@ -49,7 +54,7 @@ impl FlowError {
     pub fn code(&self) -> ErrorCode {
         match self {
             FlowError::Refused(e) => e.code,
-            FlowError::Unexpected(_) => ErrorCode::Unavailable,
+            FlowError::Unexpected { .. } => ErrorCode::Unavailable,
             FlowError::Protocol(e) => e.code(),
             FlowError::Contested(_) => ErrorCode::Conflict,
         }
@@ -59,7 +64,10 @@ impl FlowError {
 fn refused_or(answer: ClientResponse, expected: &'static str) -> FlowError {
     match answer {
         ClientResponse::Error(e) => FlowError::Refused(e),
-        _ => FlowError::Unexpected(expected),
+        other => FlowError::Unexpected {
+            expected,
+            got: other.kind(),
+        },
     }
 }
 

@@ -343,6 +343,27 @@ pub enum ClientResponse {
     Error(RemoteError),
 }
 
+impl ClientResponse {
+    /// The answer's kind, for messages about an answer that does not fit its request.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ClientResponse::Info(_) => "info",
+            ClientResponse::AdmissionRequired { .. } => "admission required",
+            ClientResponse::Located { .. } => "located",
+            ClientResponse::Stored { .. } => "stored",
+            ClientResponse::Genesis(_) => "genesis",
+            ClientResponse::Certified { .. } => "certified",
+            ClientResponse::View(_) => "view",
+            ClientResponse::Messages { .. } => "messages",
+            ClientResponse::Status(_) => "status",
+            ClientResponse::Keys(_) => "keys",
+            ClientResponse::Nodes(_) => "nodes",
+            ClientResponse::Sealed(_) => "sealed",
+            ClientResponse::Error(_) => "error",
+        }
+    }
+}
+
 /// A request from an entry node to a replica.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[allow(clippy::large_enum_variant)]
