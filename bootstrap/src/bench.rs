@@ -307,23 +307,9 @@ async fn stored(
     let mut answer = conn.request(request.clone()).await?;
     // A loaded node asks a proof of work for a new mailbox: made, as a client makes it,
     // and the create sent again.
-    if let (ClientResponse::AdmissionRequired { bits }, ClientRequest::Create { genesis, .. }) =
-        (&answer, request)
-    {
-        let (bits, digest) = (*bits, genesis.digest());
-        let nonce = tokio::task::spawn_blocking(move || {
-            tigress_protocol::admission::solve_from(&digest, bits, getrandom::u64().unwrap_or(0))
-        })
-        .await
-        .ok()
-        .flatten()
-        .ok_or(ClientError::Admission { bits })?;
-        answer = conn
-            .request(ClientRequest::Create {
-                genesis,
-                admission: nonce,
-            })
-            .await?;
+    if let ClientResponse::AdmissionRequired { bits } = answer {
+        let request = tigress_client::with_admission(request, genesis, bits).await?;
+        answer = conn.request(request).await?;
     }
     flow::stored(answer, genesis, &record)?;
     Ok(())

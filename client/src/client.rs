@@ -132,8 +132,9 @@ impl Via {
     }
 }
 
-/// `create` with a proof of `bits` of work for `genesis`, found on a blocking thread.
-async fn with_admission(
+/// `create` with a proof of `bits` of work for `genesis`, found on a blocking thread (what
+/// a node asks, in `AdmissionRequired`, before it stores a new mailbox).
+pub async fn with_admission(
     create: ClientRequest,
     genesis: &Genesis,
     bits: u8,

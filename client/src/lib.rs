@@ -34,7 +34,7 @@ pub mod error;
 pub mod oblivious;
 pub mod state;
 
-pub use client::{Client, Received, Sent, Shared, unix_now};
+pub use client::{Client, Received, Sent, Shared, unix_now, with_admission};
 pub use connection::Connection;
 pub use error::ClientError;
 pub use state::{Party, ShareState, StateDir};
