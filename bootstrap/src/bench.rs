@@ -304,15 +304,23 @@ async fn stored(
     genesis: &tigress_protocol::record::Genesis,
     record: [u8; 32],
 ) -> Result<(), ClientError> {
-    let mut answer = conn.request(request.clone()).await?;
     // A loaded node asks a proof of work for a new mailbox: made, as a client makes it,
-    // and the create sent again.
-    if let ClientResponse::AdmissionRequired { bits } = answer {
-        let request = tigress_client::with_admission(request, genesis, bits).await?;
-        answer = conn.request(request).await?;
+    // and the create sent again (again if the demand rose meanwhile).
+    let (mut request, mut bits) = (request, 0);
+    loop {
+        match conn.request(request.clone()).await? {
+            ClientResponse::AdmissionRequired { bits: asked }
+                if tigress_protocol::admission::work_again(bits, asked) =>
+            {
+                bits = asked;
+                request = tigress_client::with_admission(request, genesis, bits).await?;
+            }
+            answer => {
+                flow::stored(answer, genesis, &record)?;
+                return Ok(());
+            }
+        }
     }
-    flow::stored(answer, genesis, &record)?;
-    Ok(())
 }
 
 /// One transfer; returns each step's duration.

@@ -515,7 +515,7 @@ impl Client {
                 .await
             {
                 Err(ClientError::Admission { bits: asked })
-                    if asked > bits && asked <= tigress_protocol::admission::MAX_BITS =>
+                    if tigress_protocol::admission::work_again(bits, asked) =>
                 {
                     bits = asked;
                 }

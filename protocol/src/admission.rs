@@ -54,6 +54,13 @@ pub fn solve_from(digest: &[u8; 32], bits: u8, start: u64) -> Option<u64> {
     Some(nonce)
 }
 
+/// Whether a client that worked for `done` bits (0: none) works again for the `asked` a
+/// node's refusal names: only if the demand rose (a node that asks the same again is not
+/// satisfied by more of the same) and not past [`MAX_BITS`].
+pub fn work_again(done: u8, asked: u8) -> bool {
+    asked > done && asked <= MAX_BITS
+}
+
 /// [`solve_from`] counting from 0.
 pub fn solve(digest: &[u8; 32], bits: u8) -> Option<u64> {
     solve_from(digest, bits, 0)
@@ -62,6 +69,16 @@ pub fn solve(digest: &[u8; 32], bits: u8) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_client_works_again_only_for_a_higher_demand_it_can_meet() {
+        assert!(work_again(0, FIRST_LEVEL));
+        assert!(work_again(FIRST_LEVEL, FIRST_LEVEL + 1));
+        assert!(!work_again(FIRST_LEVEL, FIRST_LEVEL));
+        assert!(!work_again(FIRST_LEVEL + 1, FIRST_LEVEL));
+        assert!(work_again(0, MAX_BITS));
+        assert!(!work_again(0, MAX_BITS + 1));
+    }
 
     #[test]
     fn a_proof_holds_for_its_digest_only() {
