@@ -804,6 +804,8 @@ const REJOIN_CHECK: Duration = Duration::from_secs(5);
 /// when every connection has idled out: its lookups dial them.)
 struct Rejoin {
     seeds: Vec<Multiaddr>,
+    /// The seeds' peer IDs (those of `seeds` that name one).
+    seed_peers: HashSet<PeerId>,
     next: tokio::time::Instant,
     wait: Duration,
 }
@@ -811,6 +813,7 @@ struct Rejoin {
 impl Rejoin {
     fn new(seeds: Vec<Multiaddr>) -> Self {
         Self {
+            seed_peers: seeds.iter().filter_map(peer_of).collect(),
             seeds,
             next: tokio::time::Instant::now() + REJOIN_FIRST,
             wait: REJOIN_FIRST,
@@ -819,14 +822,14 @@ impl Rejoin {
 
     fn check(&mut self, swarm: &mut Swarm<NodeBehaviour>) {
         let now = tokio::time::Instant::now();
-        let seeds: HashSet<PeerId> = self.seeds.iter().filter_map(peer_of).collect();
-        let seed_connected = seeds.iter().any(|p| swarm.is_connected(p));
+        let seed_connected = self.seed_peers.iter().any(|p| swarm.is_connected(p));
         // A node that knows others besides its seeds is not cut off, connected or not
         // (connections idle out): its lookups dial them.
+        let seeds = &self.seed_peers;
         let knows_others = swarm.behaviour_mut().kad.kbuckets().any(|bucket| {
-            bucket.iter().any(|e| {
-                e.status == kad::NodeStatus::Connected || !seeds.contains(e.node.key.preimage())
-            })
+            bucket
+                .iter()
+                .any(|e| !seeds.contains(e.node.key.preimage()))
         });
         if seed_connected || knows_others {
             self.wait = REJOIN_FIRST;
