@@ -137,7 +137,7 @@ impl Cluster {
             .filter(|(_, c)| c.role == tigress_node::NodeRole::Relay)
             .filter_map(|(n, _)| n.as_ref().map(Node::peer_id))
             .collect();
-        ready::wait(
+        let waited = ready::wait(
             running.len(),
             &peers,
             |i| running.get(i).map_or(0, |(_, r)| *r),
@@ -147,7 +147,39 @@ impl Cluster {
                 None => Vec::new(),
             },
         )
-        .await
+        .await;
+        match waited {
+            Ok(()) => Ok(()),
+            Err(e) => Err(e.context(self.describe().await)),
+        }
+    }
+
+    /// Each running node's key, routing-table size and connections to the other running
+    /// nodes: what a readiness failure needs to be understood.
+    async fn describe(&self) -> String {
+        let running: Vec<(usize, &Node)> = self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| n.as_ref().map(|n| (i, n)))
+            .collect();
+        let mut lines = Vec::with_capacity(running.len());
+        for &(i, node) in &running {
+            let table = node.routing_table().await.len();
+            let mut connected = 0;
+            for &(j, other) in &running {
+                if j != i && node.is_connected(other.peer_id()).await {
+                    connected += 1;
+                }
+            }
+            lines.push(format!(
+                "node {i} ({}): {table} in its routing table, connected to {connected} of {}",
+                tigress_node::identity::key_of(&node.peer_id())
+                    .map_or_else(|| "?".into(), |k| k.short()),
+                running.len() - 1
+            ));
+        }
+        lines.join("; ")
     }
 
     /// The number of node slots.

@@ -50,15 +50,31 @@ pub async fn wait(
             let address = probe(p);
             let r = replication(i);
             let found = lookup(i, address, r).await;
-            (!agrees(&found, &closest(peers, &address, r))).then_some((i, p))
+            let want = closest(peers, &address, r);
+            (!agrees(&found, &want)).then_some(Miss {
+                node: i,
+                probe: p,
+                missing: want
+                    .iter()
+                    .filter(|k| !found.contains(k))
+                    .copied()
+                    .collect(),
+                extra: found
+                    .iter()
+                    .filter(|k| !want.contains(k))
+                    .copied()
+                    .collect(),
+            })
         });
-        pending = futures::stream::iter(checks)
+        // What the disagreeing lookups found, for the error.
+        let mut misses: Vec<Miss> = futures::stream::iter(checks)
             .buffer_unordered(CONCURRENT_LOOKUPS)
             .collect::<Vec<_>>()
             .await
             .into_iter()
             .flatten()
             .collect();
+        pending = misses.iter().map(|m| (m.node, m.probe)).collect();
         if pending.is_empty() {
             return Ok(());
         }
@@ -68,13 +84,39 @@ pub async fn wait(
             "cluster not ready yet"
         );
         if Instant::now() >= deadline {
+            misses.sort_by_key(|m| (m.node, m.probe));
+            let examples: Vec<String> = misses.iter().take(8).map(Miss::to_string).collect();
             anyhow::bail!(
-                "the cluster was not ready within {limit:?}: {} of {} node lookups still disagree on the closest nodes",
+                "the cluster was not ready within {limit:?}: {} of {} node lookups still disagree on the closest nodes ({})",
                 pending.len(),
-                nodes * PROBES as usize
+                nodes * PROBES as usize,
+                examples.join("; ")
             );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A lookup that did not name the closest nodes: which it missed, which it named wrongly.
+struct Miss {
+    node: usize,
+    probe: u32,
+    missing: Vec<PublicKey>,
+    extra: Vec<PublicKey>,
+}
+
+impl std::fmt::Display for Miss {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let short =
+            |keys: &[PublicKey]| keys.iter().map(|k| k.short()).collect::<Vec<_>>().join(",");
+        write!(
+            f,
+            "node {} probe {}: missed [{}], named [{}] instead",
+            self.node,
+            self.probe,
+            short(&self.missing),
+            short(&self.extra)
+        )
     }
 }
 
