@@ -739,23 +739,33 @@ async fn a_peer_holds_only_its_share_of_replica_links() {
         matches!(a, Some(ReplicaResponse::Error(e))
             if e.code == tigress_protocol::ErrorCode::Unauthorized)
     };
-    let mut links = Vec::new();
-    for _ in 0..6 {
-        links.push(control.open_stream(peer, REPLICA_LINK).await.unwrap());
-    }
+    // Links up to the peer's share are served. A busy node may also drop a new stream
+    // before it counts it (libp2p-stream hands streams over one at a time), so a link
+    // that goes unanswered here is tried again.
     let mut served: Vec<libp2p::Stream> = Vec::new();
-    for (i, mut link) in links.into_iter().enumerate() {
-        let answer = ask(&mut link, i as u64).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while served.len() < 4 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {} links were served",
+            served.len()
+        );
+        let mut link = control.open_stream(peer, REPLICA_LINK).await.unwrap();
+        let answer = ask(&mut link, served.len() as u64).await;
         if answer.is_some() {
-            assert!(refused(&answer), "link {i}: {answer:?}");
+            assert!(refused(&answer), "link {}: {answer:?}", served.len());
             served.push(link);
         }
     }
-    assert_eq!(
-        served.len(),
-        4,
-        "four links per peer are served, the others dropped"
-    );
+    // ...and while they are open, no more.
+    for i in 0..2 {
+        let mut link = control.open_stream(peer, REPLICA_LINK).await.unwrap();
+        let answer = ask(&mut link, 50 + i).await;
+        assert!(
+            answer.is_none(),
+            "a link over the peer's share was served: {answer:?}"
+        );
+    }
     // Several requests in a row on one link, each answered with its id.
     for id in 100..110 {
         assert!(refused(&ask(&mut served[0], id).await), "request {id}");
