@@ -92,11 +92,22 @@ struct Call {
     reply: oneshot::Sender<Outcome>,
 }
 
+/// Has the node dial a peer unless it is connected or dialing. libp2p-stream dials a
+/// peer it is asked a stream to and is not connected to, but it hands its dials to the
+/// swarm through a channel of one: of several links opened at once to peers not
+/// connected, all but one would wait until something else connected their peer.
+pub(crate) type Connect = Arc<dyn Fn(PeerId) + Send + Sync>;
+
 /// The links of one node to the replicas it asks.
 pub(crate) struct Links {
     control: Mutex<libp2p_stream::Control>,
+    connect: Connect,
     peers: Mutex<HashMap<PeerId, mpsc::Sender<Call>>>,
     legacy: Mutex<HashSet<PeerId>>,
+    /// Peers whose identification lists the link protocol: a refused negotiation with
+    /// one of them is a stream it dropped (multistream-select reads a stream closed
+    /// mid-negotiation as a refusal), not a node of the old kind.
+    serving: Mutex<HashSet<PeerId>>,
     idle: Duration,
     stopped: AtomicBool,
     /// Asks every peer over request-response (a node of the old kind, in tests).
@@ -108,11 +119,14 @@ impl Links {
         control: libp2p_stream::Control,
         idle: Duration,
         disabled: bool,
+        connect: Connect,
     ) -> Arc<Self> {
         Arc::new(Self {
             control: Mutex::new(control),
+            connect,
             peers: Mutex::new(HashMap::new()),
             legacy: Mutex::new(HashSet::new()),
+            serving: Mutex::new(HashSet::new()),
             idle: idle.max(Duration::from_secs(1)),
             stopped: AtomicBool::new(false),
             disabled,
@@ -134,6 +148,34 @@ impl Links {
 
     fn is_legacy(&self, peer: &PeerId) -> bool {
         self.legacy.lock().is_ok_and(|l| l.contains(peer))
+    }
+
+    /// `peer` identified itself, listing the link protocol or not.
+    pub(crate) fn identified(&self, peer: PeerId, serves_links: bool) {
+        if let Ok(mut serving) = self.serving.lock() {
+            if serves_links {
+                if serving.len() >= MAX_LEGACY {
+                    serving.clear();
+                }
+                serving.insert(peer);
+            } else {
+                serving.remove(&peer);
+            }
+        }
+        if serves_links && let Ok(mut legacy) = self.legacy.lock() {
+            legacy.remove(&peer);
+        }
+    }
+
+    /// `peer` refused to negotiate the link protocol: remembered as a node of the old
+    /// kind, unless it said it serves links (then the stream was dropped, and the
+    /// requests go over a new link). Returns whether it is taken for the old kind.
+    fn refused(&self, peer: PeerId) -> bool {
+        if self.serving.lock().is_ok_and(|s| s.contains(&peer)) {
+            return false;
+        }
+        self.mark_legacy(peer);
+        true
     }
 
     fn mark_legacy(&self, peer: PeerId) {
@@ -255,15 +297,20 @@ async fn run(
     me: mpsc::Sender<Call>,
     mut calls: mpsc::Receiver<Call>,
 ) {
+    (links.connect)(peer);
     let opened = tokio::time::timeout(OPEN_TIMEOUT, control.open_stream(peer, REPLICA_LINK)).await;
     let stream = match opened {
         Ok(Ok(stream)) => Some(stream),
         Ok(Err(libp2p_stream::OpenStreamError::UnsupportedProtocol(_))) => {
-            links.mark_legacy(peer);
+            let legacy = links.refused(peer);
             links.forget(peer, &me);
             calls.close();
             while let Some(call) = calls.recv().await {
-                let _ = call.reply.send(Outcome::Legacy(call.request));
+                let _ = call.reply.send(if legacy {
+                    Outcome::Legacy(call.request)
+                } else {
+                    Outcome::Closed(call.request)
+                });
             }
             return;
         }
@@ -555,5 +602,36 @@ async fn serve_one(peer: PeerId, stream: libp2p::Stream, ctx: &ServeContext) {
             writing.await;
         }
         () = &mut writing => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stream dropped mid-negotiation reads as a refusal of the protocol. A peer whose
+    /// identification lists the link protocol is not taken for a node of the old kind for
+    /// that (its requests would go over request-response for good); a peer that does not
+    /// list it is, until it identifies itself as serving links.
+    #[test]
+    fn a_refusal_from_a_peer_that_serves_links_is_not_taken_for_an_old_node() {
+        let control = libp2p_stream::Behaviour::new().new_control();
+        let links = Links::new(control, Duration::from_secs(5), false, Arc::new(|_| {}));
+        let (old, new, unknown) = (PeerId::random(), PeerId::random(), PeerId::random());
+        links.identified(old, false);
+        links.identified(new, true);
+        assert!(!links.refused(new));
+        assert!(!links.is_legacy(&new));
+        assert!(links.refused(old));
+        assert!(links.is_legacy(&old));
+        assert!(links.refused(unknown));
+        assert!(links.is_legacy(&unknown));
+        // Upgraded: identified as serving links, asked over links again.
+        links.identified(old, true);
+        assert!(!links.is_legacy(&old));
+        // Downgraded: no longer listing the protocol, a refusal is believed.
+        links.identified(new, false);
+        assert!(links.refused(new));
+        assert!(links.is_legacy(&new));
     }
 }

@@ -103,6 +103,10 @@ enum Command {
         peer: PeerId,
         reply: oneshot::Sender<bool>,
     },
+    /// Dial `peer` unless connected or dialing.
+    Connect {
+        peer: PeerId,
+    },
     Stop,
 }
 
@@ -611,11 +615,16 @@ impl Network {
         }
         let (tx, commands) = mpsc::channel(1024);
         let control = swarm.behaviour().stream.new_control();
+        let connecting = tx.clone();
+        let connect: crate::link::Connect = Arc::new(move |peer| {
+            // A full queue skips it: libp2p-stream dials on its own too.
+            let _ = connecting.try_send(Command::Connect { peer });
+        });
         let handle = NetworkHandle {
             commands: tx,
             local: *swarm.local_peer_id(),
             public: Arc::new(AtomicBool::new(reachability == Reachability::Public)),
-            links: crate::link::Links::new(control, idle, without_links),
+            links: crate::link::Links::new(control, idle, without_links, connect),
             finding: Arc::new(Finding::new(metrics)),
         };
         tracing::info!(
@@ -696,21 +705,12 @@ impl Network {
         } else {
             None
         };
-        let mut state = LoopState {
-            pending_replica: HashMap::new(),
-            pending_client: HashMap::new(),
-            pending_closest: HashMap::new(),
-            routing_only: HashSet::new(),
-            responding: 0,
-            remote: HashMap::new(),
-            addrs: HashMap::new(),
-            prefixes: prefix::PrefixTable::default(),
+        let mut state = LoopState::new(
             prefix_limits,
-            dialed: HashMap::new(),
-            verifying: HashMap::new(),
-            checks: HashMap::new(),
-            public: handle.public.clone(),
-        };
+            handle.public.clone(),
+            &seeds,
+            handle.links.clone(),
+        );
         ctx.metrics
             .reachable
             .store(state.public.load(Ordering::Relaxed), Ordering::Relaxed);
@@ -887,6 +887,14 @@ pub(crate) struct LoopContext {
     pub(crate) budgets: Arc<crate::budget::Budgets>,
 }
 
+/// The bucket `peer` goes to in this node's routing table.
+fn bucket_of(swarm: &Swarm<NodeBehaviour>, peer: &PeerId) -> u32 {
+    kad::KBucketKey::from(*swarm.local_peer_id())
+        .distance(&kad::KBucketKey::from(*peer))
+        .ilog2()
+        .unwrap_or(0)
+}
+
 /// Whether `peer` is in the routing table.
 fn in_routing_table(swarm: &mut Swarm<NodeBehaviour>, peer: &PeerId) -> bool {
     swarm
@@ -978,6 +986,11 @@ struct LoopState {
     checks: HashMap<PeerId, usize>,
     /// Whether this node is reachable (see [`NetworkHandle::is_public`]).
     public: Arc<AtomicBool>,
+    /// The configured seeds' peer IDs: the operator chose them, so they are not counted
+    /// against their network prefix.
+    seed_peers: HashSet<PeerId>,
+    /// This node's links to other replicas (told which peers serve links).
+    links: Arc<crate::link::Links>,
 }
 
 /// The most addresses of one peer that are checked and put in the routing table.
@@ -1003,6 +1016,31 @@ fn without_peer(addr: &Multiaddr) -> Multiaddr {
 }
 
 impl LoopState {
+    fn new(
+        prefix_limits: prefix::Limits,
+        public: Arc<AtomicBool>,
+        seeds: &[Multiaddr],
+        links: Arc<crate::link::Links>,
+    ) -> Self {
+        Self {
+            links,
+            pending_replica: HashMap::new(),
+            pending_client: HashMap::new(),
+            pending_closest: HashMap::new(),
+            routing_only: HashSet::new(),
+            responding: 0,
+            remote: HashMap::new(),
+            addrs: HashMap::new(),
+            prefixes: prefix::PrefixTable::default(),
+            prefix_limits,
+            dialed: HashMap::new(),
+            verifying: HashMap::new(),
+            checks: HashMap::new(),
+            public,
+            seed_peers: seeds.iter().filter_map(peer_of).collect(),
+        }
+    }
+
     /// Puts `peer`'s announced addresses in the routing table, each only once this node has
     /// reached the peer there itself: an address it dialed already counts, any other is
     /// dialed first. An address nobody can dial (behind NAT, private, someone else's)
@@ -1058,26 +1096,26 @@ impl LoopState {
         ctx.metrics.reachable.store(public, Ordering::Relaxed);
     }
 
-    /// Whether `peer` may enter the routing table: its connection's prefix has room, in
-    /// all and in the bucket it would go to.
-    fn admit(&mut self, swarm: &mut Swarm<NodeBehaviour>, peer: &PeerId) -> bool {
-        let Some(prefix) = self.remote.get(peer).and_then(prefix::Prefix::of_addr) else {
+    /// Whether `peer`, identified on a connection from `from`, may enter the routing
+    /// table: that connection's prefix has room, in all and in the bucket the peer would
+    /// go to. A peer whose connection closed before its identification was handled is not
+    /// admitted (it has no address to count it by); a connection without an IP address
+    /// (no prefix) is not limited.
+    fn admit(
+        &mut self,
+        swarm: &mut Swarm<NodeBehaviour>,
+        peer: &PeerId,
+        from: Option<&Multiaddr>,
+    ) -> bool {
+        let Some(from) = from else {
+            tracing::debug!(%peer, "identified on a connection already closed; not routed");
+            return false;
+        };
+        let Some(prefix) = prefix::Prefix::of_addr(from) else {
             return true;
         };
-        // Count against the table as it is (Kademlia drops entries on its own, and an
-        // insert may stay pending).
-        let mut table = HashSet::new();
-        for bucket in swarm.behaviour_mut().kad.kbuckets() {
-            for entry in bucket.iter() {
-                table.insert(*entry.node.key.preimage());
-            }
-        }
-        self.prefixes.retain(|p| table.contains(p));
-        let local = kad::KBucketKey::from(*swarm.local_peer_id());
-        let bucket = local
-            .distance(&kad::KBucketKey::from(*peer))
-            .ilog2()
-            .unwrap_or(0);
+        self.count_table(swarm);
+        let bucket = bucket_of(swarm, peer);
         if self
             .prefixes
             .admits(self.prefix_limits, peer, prefix, bucket)
@@ -1087,6 +1125,51 @@ impl LoopState {
         } else {
             tracing::debug!(%peer, ?prefix, "routing table: the peer's network prefix is full");
             false
+        }
+    }
+
+    /// Forgets the counted entries Kademlia no longer holds (it drops entries on its own),
+    /// keeping those whose address is still being dialed back before they enter.
+    fn count_table(&mut self, swarm: &mut Swarm<NodeBehaviour>) {
+        let mut table: HashSet<PeerId> = self.verifying.values().map(|(p, _)| *p).collect();
+        for bucket in swarm.behaviour_mut().kad.kbuckets() {
+            for entry in bucket.iter() {
+                table.insert(*entry.node.key.preimage());
+            }
+        }
+        self.prefixes.retain(|p| table.contains(p));
+    }
+
+    /// A peer entered the routing table: one that was not counted when admitted (its
+    /// insert waited for a place, or its dial-back outlived the count) is counted now, and
+    /// taken out again if its prefix has no room left.
+    fn entered(
+        &mut self,
+        swarm: &mut Swarm<NodeBehaviour>,
+        peer: &PeerId,
+        address: Option<&Multiaddr>,
+    ) {
+        if self.prefixes.contains(peer) || self.seed_peers.contains(peer) {
+            return;
+        }
+        let Some(prefix) = self
+            .remote
+            .get(peer)
+            .or(address)
+            .and_then(prefix::Prefix::of_addr)
+        else {
+            return;
+        };
+        self.count_table(swarm);
+        let bucket = bucket_of(swarm, peer);
+        if self
+            .prefixes
+            .admits(self.prefix_limits, peer, prefix, bucket)
+        {
+            self.prefixes.insert(*peer, prefix, bucket);
+        } else {
+            tracing::debug!(%peer, ?prefix, "routing table: a late entry's network prefix is full; removed");
+            swarm.behaviour_mut().kad.remove_peer(peer);
         }
     }
 
@@ -1158,6 +1241,16 @@ impl LoopState {
                     .take(count)
                     .collect();
                 let _ = reply.send(peers);
+            }
+            Command::Connect { peer } => {
+                if !swarm.is_connected(&peer) {
+                    let opts = DialOpts::peer_id(peer)
+                        .condition(PeerCondition::DisconnectedAndNotDialing)
+                        .build();
+                    if let Err(error) = swarm.dial(opts) {
+                        tracing::debug!(%peer, %error, "replica not dialed for its link");
+                    }
+                }
             }
             Command::Remote { peer, reply } => {
                 let _ = reply.send(self.remote.get(&peer).cloned());
@@ -1301,10 +1394,13 @@ impl LoopState {
             }
             SwarmEvent::Behaviour(NodeBehaviourEvent::Identify(identify::Event::Received {
                 peer_id,
+                connection_id,
                 info,
-                ..
             })) => {
-                if info.protocols.contains(&KAD_PROTOCOL) && self.admit(swarm, &peer_id) {
+                let from = self.addrs.get(&connection_id).cloned();
+                if info.protocols.contains(&KAD_PROTOCOL)
+                    && self.admit(swarm, &peer_id, from.as_ref())
+                {
                     self.add_verified(swarm, peer_id, info.listen_addrs);
                 }
                 if info.protocols.contains(&REPLICA_STREAM) {
@@ -1312,6 +1408,8 @@ impl LoopState {
                 } else {
                     self.routing_only.insert(peer_id);
                 }
+                self.links
+                    .identified(peer_id, info.protocols.contains(&REPLICA_LINK));
             }
             SwarmEvent::Behaviour(NodeBehaviourEvent::Kad(
                 kad::Event::OutboundQueryProgressed {
@@ -1348,8 +1446,14 @@ impl LoopState {
                 }
             }
             SwarmEvent::Behaviour(NodeBehaviourEvent::Kad(kad::Event::RoutingUpdated {
+                peer,
+                is_new_peer,
+                addresses,
                 ..
             })) => {
+                if is_new_peer {
+                    self.entered(swarm, &peer, Some(addresses.first()));
+                }
                 let n: usize = swarm
                     .behaviour_mut()
                     .kad
@@ -1543,5 +1647,77 @@ mod tests {
         assert!(matches!(answer, Err(CallError::Unreachable)), "{answer:?}");
         assert_eq!(counts(&metrics), (2, 3));
         net.stop().await;
+    }
+
+    /// The peers of `swarm`'s routing table.
+    fn table(swarm: &mut Swarm<NodeBehaviour>) -> HashSet<PeerId> {
+        let mut peers = HashSet::new();
+        for bucket in swarm.behaviour_mut().kad.kbuckets() {
+            for entry in bucket.iter() {
+                peers.insert(*entry.node.key.preimage());
+            }
+        }
+        peers
+    }
+
+    /// One network prefix gets no more than its share of the routing table, whichever
+    /// way its peers come: identified on a connection that closed before the
+    /// identification was handled (no address to count them by: not admitted), or
+    /// entering the table late, uncounted (a pending insert, a dial-back that outlived
+    /// the count): taken out again when they enter.
+    #[tokio::test]
+    async fn a_prefix_gets_its_share_of_the_table_however_its_peers_enter() {
+        let limits = prefix::Limits {
+            total: 2,
+            per_bucket: 2,
+        };
+        let config = Config {
+            listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
+            reachability: Reachability::Public,
+            max_peers_per_prefix: limits.total,
+            max_peers_per_prefix_per_bucket: limits.per_bucket,
+            ..Config::default()
+        };
+        let keypair = libp2p::identity::Keypair::generate_ed25519();
+        let network = Network::bind(keypair, &config, None, false, Arc::new(Metrics::default()))
+            .await
+            .expect("binding on loopback");
+        assert_eq!(network.prefix_limits, limits);
+        let mut swarm = network.swarm;
+        let links = network.handle.links.clone();
+        let mut state = LoopState::new(limits, Arc::new(AtomicBool::new(true)), &[], links);
+        let at = |i: u8| -> Multiaddr { format!("/ip4/192.0.2.{i}/tcp/4001").parse().unwrap() };
+
+        // Identified on a connection already gone: not admitted.
+        assert!(!state.admit(&mut swarm, &PeerId::random(), None));
+
+        // Admitted while there is room, then refused.
+        let mut admitted = 0;
+        for i in 0..4 {
+            let peer = PeerId::random();
+            if state.admit(&mut swarm, &peer, Some(&at(i))) {
+                swarm.behaviour_mut().kad.add_address(&peer, at(i));
+                state.entered(&mut swarm, &peer, Some(&at(i)));
+                admitted += 1;
+            }
+        }
+        assert_eq!(admitted, 2);
+        assert_eq!(table(&mut swarm).len(), 2);
+
+        // Entering late, uncounted: counted when they enter, and over the share, removed.
+        for i in 10..13 {
+            let peer = PeerId::random();
+            swarm.behaviour_mut().kad.add_address(&peer, at(i));
+            state.entered(&mut swarm, &peer, Some(&at(i)));
+            assert!(!table(&mut swarm).contains(&peer), "late entry {i} stayed");
+        }
+        assert_eq!(table(&mut swarm).len(), 2);
+
+        // Another prefix has room of its own.
+        let other = PeerId::random();
+        let addr: Multiaddr = "/ip4/198.51.100.7/tcp/4001".parse().unwrap();
+        swarm.behaviour_mut().kad.add_address(&other, addr.clone());
+        state.entered(&mut swarm, &other, Some(&addr));
+        assert!(table(&mut swarm).contains(&other));
     }
 }

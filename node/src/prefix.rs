@@ -78,6 +78,11 @@ impl PrefixTable {
         total_ok && bucket_ok
     }
 
+    /// Whether `peer` is counted.
+    pub fn contains(&self, peer: &PeerId) -> bool {
+        self.entries.contains_key(peer)
+    }
+
     /// Records that `peer` entered the table.
     pub fn insert(&mut self, peer: PeerId, prefix: Prefix, bucket: u32) {
         self.entries.insert(peer, (prefix, bucket));

@@ -991,3 +991,51 @@ async fn a_node_cut_off_from_its_seed_rejoins_when_the_seed_is_back() {
     node.shutdown().await;
     seed.shutdown().await;
 }
+
+/// An entry whose connections to its replicas have all idled out asks them all at once
+/// (the first request of a transfer after a quiet spell): every replica is dialed and
+/// answers. libp2p-stream passes on one dial at a time, so without the node dialing the
+/// replicas of the links it opens, all but one link would wait for a connection that
+/// nothing else makes (no lookups and no reconciliation run here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_whose_connections_idled_out_are_all_dialed_again() {
+    let cluster = Cluster::start(5, |_, c| {
+        c.idle_timeout_secs = 1;
+        c.bootstrap_interval_secs = 3600;
+        c.anti_entropy_interval_secs = 3600;
+    })
+    .await
+    .unwrap();
+    let entry = cluster.node(0).unwrap();
+    let others: Vec<libp2p::PeerId> = (1..5).map(|i| cluster.node(i).unwrap().peer_id()).collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut connected = 0;
+        for peer in &others {
+            connected += usize::from(entry.is_connected(*peer).await);
+        }
+        if connected == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{connected} connections did not idle out within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let asked = others.iter().map(|peer| async move {
+        let answer = entry
+            .ask_replica(
+                *peer,
+                tigress_protocol::rpc::ReplicaRequest::Digest {
+                    address: tigress_bootstrap::ready::probe(0),
+                },
+            )
+            .await;
+        (*peer, answer)
+    });
+    for (peer, answer) in futures::future::join_all(asked).await {
+        assert!(answer.is_ok(), "{peer} did not answer: {answer:?}");
+    }
+    cluster.shutdown().await;
+}
