@@ -535,6 +535,13 @@ impl Entry {
             }
         }
         let refusal = absence(&address, &asked, &heard, r);
+        tracing::debug!(
+            address = %address.short(),
+            asked = asked.len(),
+            ?heard,
+            code = ?refusal.code,
+            "a genesis search found nothing"
+        );
         if refusal.code == ErrorCode::NotFound
             && let Ok(mut absent) = self.absent.lock()
         {
@@ -615,8 +622,14 @@ impl Entry {
                 .unwrap_or(Err(CallError::Timeout)),
             }
         };
-        if let Err(e) = &answer {
-            tracing::debug!(replica = %replica.short(), error = %e, "replica did not answer");
+        match &answer {
+            Err(e) => {
+                tracing::debug!(replica = %replica.short(), error = %e, "replica did not answer");
+            }
+            Ok(ReplicaResponse::Error(e)) => {
+                tracing::debug!(replica = %replica.short(), code = ?e.code, message = ?e.message, "replica refused");
+            }
+            Ok(_) => {}
         }
         (replica, answer)
     }

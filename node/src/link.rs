@@ -303,6 +303,7 @@ async fn run(
         Ok(Ok(stream)) => Some(stream),
         Ok(Err(libp2p_stream::OpenStreamError::UnsupportedProtocol(_))) => {
             let legacy = links.refused(peer);
+            tracing::debug!(%peer, legacy, "replica link refused by the peer");
             links.forget(peer, &me);
             calls.close();
             while let Some(call) = calls.recv().await {
