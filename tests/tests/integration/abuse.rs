@@ -56,6 +56,27 @@ async fn try_request(
     Ok(parse_reply(&raw))
 }
 
+/// One request as a client of the draft sends it: a 503 ("try again later": a replica
+/// busy for a moment) is sent again, for up to 30 s. The requests given to it are
+/// idempotent (a create or an update carries its request ID).
+async fn request_again(
+    from: &str,
+    to: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> HttpReply {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = request(from, to, method, path, headers, body).await;
+        if r.status != 503 || tokio::time::Instant::now() >= deadline {
+            return r;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Waits for `what` until `deadline`, checking whenever `changed` fires (and at least
 /// every 100 ms).
 async fn until(deadline: Duration, what: &str, changed: &Notify, ok: impl Fn() -> bool) {
@@ -80,7 +101,7 @@ fn create_body() -> Vec<u8> {
 
 /// Creates a mailbox from `from` and has the recipient read it; its path.
 async fn mailbox(from: &str, to: SocketAddr, rid: &str) -> String {
-    let r = request(
+    let r = request_again(
         from,
         to,
         "POST",
@@ -95,7 +116,7 @@ async fn mailbox(from: &str, to: SocketAddr, rid: &str) -> String {
     assert_eq!(r.status, 200, "create: {}", r.body);
     let link = r.json()["urlLink"].as_str().unwrap().to_owned();
     let path = link[link.find("/v1/m/").unwrap()..].to_owned();
-    let read = request(
+    let read = request_again(
         from,
         to,
         "POST",
@@ -296,10 +317,13 @@ async fn a_long_poll_flood_leaves_room_for_writes_and_neighbours() {
     );
     assert_eq!(refused.load(Ordering::SeqCst), tries - waiting);
 
-    // An honest host elsewhere writes while they wait.
+    // An honest host elsewhere writes while they wait (trying again on a 503, as a
+    // client does: the admitted long-polls, on their way to the replicas, may hold all
+    // of a replica's request slots for a moment; without a budget of their own they
+    // would hold them for as long as they wait).
     for i in 0..3 {
         let path = mailbox(OUTSIDER, gw, &format!("o-{i}")).await;
-        let r = request(
+        let r = request_again(
             OUTSIDER,
             gw,
             "PUT",
@@ -331,7 +355,7 @@ async fn a_long_poll_flood_leaves_room_for_writes_and_neighbours() {
     };
     // The answer comes from elsewhere: the wait ends with it (or, had the update come
     // first, the read finds it at once).
-    let r = request(
+    let r = request_again(
         OUTSIDER,
         gw,
         "PUT",
