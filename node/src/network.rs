@@ -1114,18 +1114,30 @@ impl LoopState {
         let Some(prefix) = prefix::Prefix::of_addr(from) else {
             return true;
         };
+        let admitted = self.take_place(swarm, peer, prefix);
+        if !admitted {
+            tracing::debug!(%peer, ?prefix, "routing table: the peer's network prefix is full");
+        }
+        admitted
+    }
+
+    /// Counts `peer` under `prefix` if the prefix has room in all and in the peer's bucket;
+    /// whether it had.
+    fn take_place(
+        &mut self,
+        swarm: &mut Swarm<NodeBehaviour>,
+        peer: &PeerId,
+        prefix: prefix::Prefix,
+    ) -> bool {
         self.count_table(swarm);
         let bucket = bucket_of(swarm, peer);
-        if self
+        let room = self
             .prefixes
-            .admits(self.prefix_limits, peer, prefix, bucket)
-        {
+            .admits(self.prefix_limits, peer, prefix, bucket);
+        if room {
             self.prefixes.insert(*peer, prefix, bucket);
-            true
-        } else {
-            tracing::debug!(%peer, ?prefix, "routing table: the peer's network prefix is full");
-            false
         }
+        room
     }
 
     /// Forgets the counted entries Kademlia no longer holds (it drops entries on its own),
@@ -1160,14 +1172,7 @@ impl LoopState {
         else {
             return;
         };
-        self.count_table(swarm);
-        let bucket = bucket_of(swarm, peer);
-        if self
-            .prefixes
-            .admits(self.prefix_limits, peer, prefix, bucket)
-        {
-            self.prefixes.insert(*peer, prefix, bucket);
-        } else {
+        if !self.take_place(swarm, peer, prefix) {
             tracing::debug!(%peer, ?prefix, "routing table: a late entry's network prefix is full; removed");
             swarm.behaviour_mut().kad.remove_peer(peer);
         }
