@@ -708,13 +708,12 @@ impl Network {
         let mut state = LoopState::new(
             prefix_limits,
             handle.public.clone(),
-            &seeds,
+            seeds,
             handle.links.clone(),
         );
         ctx.metrics
             .reachable
             .store(state.public.load(Ordering::Relaxed), Ordering::Relaxed);
-        let mut rejoin = Rejoin::new(seeds);
         loop {
             tokio::select! {
                 command = commands.recv() => match command {
@@ -722,8 +721,8 @@ impl Network {
                     Some(c) => state.command(&mut swarm, c),
                 },
                 event = swarm.select_next_some() => state.event(&mut swarm, event, &ctx),
-                () = tokio::time::sleep_until(rejoin.next), if !rejoin.seeds.is_empty() => {
-                    rejoin.check(&mut swarm);
+                () = tokio::time::sleep_until(state.rejoin.next), if !state.rejoin.seeds.is_empty() => {
+                    state.rejoin.check(&mut swarm);
                 }
             }
         }
@@ -887,6 +886,17 @@ pub(crate) struct LoopContext {
     pub(crate) budgets: Arc<crate::budget::Budgets>,
 }
 
+/// The peers of this node's routing table.
+fn table_peers(swarm: &mut Swarm<NodeBehaviour>) -> HashSet<PeerId> {
+    let mut peers = HashSet::new();
+    for bucket in swarm.behaviour_mut().kad.kbuckets() {
+        for entry in bucket.iter() {
+            peers.insert(*entry.node.key.preimage());
+        }
+    }
+    peers
+}
+
 /// The bucket `peer` goes to in this node's routing table.
 fn bucket_of(swarm: &Swarm<NodeBehaviour>, peer: &PeerId) -> u32 {
     kad::KBucketKey::from(*swarm.local_peer_id())
@@ -986,9 +996,9 @@ struct LoopState {
     checks: HashMap<PeerId, usize>,
     /// Whether this node is reachable (see [`NetworkHandle::is_public`]).
     public: Arc<AtomicBool>,
-    /// The configured seeds' peer IDs: the operator chose them, so they are not counted
-    /// against their network prefix.
-    seed_peers: HashSet<PeerId>,
+    /// The configured seeds, dialed again while the node is cut off. The operator chose
+    /// them: they are not counted against their network prefix.
+    rejoin: Rejoin,
     /// This node's links to other replicas (told which peers serve links).
     links: Arc<crate::link::Links>,
 }
@@ -1019,7 +1029,7 @@ impl LoopState {
     fn new(
         prefix_limits: prefix::Limits,
         public: Arc<AtomicBool>,
-        seeds: &[Multiaddr],
+        seeds: Vec<Multiaddr>,
         links: Arc<crate::link::Links>,
     ) -> Self {
         Self {
@@ -1037,7 +1047,7 @@ impl LoopState {
             verifying: HashMap::new(),
             checks: HashMap::new(),
             public,
-            seed_peers: seeds.iter().filter_map(peer_of).collect(),
+            rejoin: Rejoin::new(seeds),
         }
     }
 
@@ -1114,6 +1124,9 @@ impl LoopState {
         let Some(prefix) = prefix::Prefix::of_addr(from) else {
             return true;
         };
+        if self.rejoin.seed_peers.contains(peer) {
+            return true;
+        }
         let admitted = self.take_place(swarm, peer, prefix);
         if !admitted {
             tracing::debug!(%peer, ?prefix, "routing table: the peer's network prefix is full");
@@ -1143,12 +1156,8 @@ impl LoopState {
     /// Forgets the counted entries Kademlia no longer holds (it drops entries on its own),
     /// keeping those whose address is still being dialed back before they enter.
     fn count_table(&mut self, swarm: &mut Swarm<NodeBehaviour>) {
-        let mut table: HashSet<PeerId> = self.verifying.values().map(|(p, _)| *p).collect();
-        for bucket in swarm.behaviour_mut().kad.kbuckets() {
-            for entry in bucket.iter() {
-                table.insert(*entry.node.key.preimage());
-            }
-        }
+        let mut table = table_peers(swarm);
+        table.extend(self.verifying.values().map(|(p, _)| *p));
         self.prefixes.retain(|p| table.contains(p));
     }
 
@@ -1161,7 +1170,7 @@ impl LoopState {
         peer: &PeerId,
         address: Option<&Multiaddr>,
     ) {
-        if self.prefixes.contains(peer) || self.seed_peers.contains(peer) {
+        if self.prefixes.contains(peer) || self.rejoin.seed_peers.contains(peer) {
             return;
         }
         let Some(prefix) = self
@@ -1654,17 +1663,6 @@ mod tests {
         net.stop().await;
     }
 
-    /// The peers of `swarm`'s routing table.
-    fn table(swarm: &mut Swarm<NodeBehaviour>) -> HashSet<PeerId> {
-        let mut peers = HashSet::new();
-        for bucket in swarm.behaviour_mut().kad.kbuckets() {
-            for entry in bucket.iter() {
-                peers.insert(*entry.node.key.preimage());
-            }
-        }
-        peers
-    }
-
     /// One network prefix gets no more than its share of the routing table, whichever
     /// way its peers come: identified on a connection that closed before the
     /// identification was handled (no address to count them by: not admitted), or
@@ -1690,7 +1688,16 @@ mod tests {
         assert_eq!(network.prefix_limits, limits);
         let mut swarm = network.swarm;
         let links = network.handle.links.clone();
-        let mut state = LoopState::new(limits, Arc::new(AtomicBool::new(true)), &[], links);
+        let seed = PeerId::random();
+        let seed_addr: Multiaddr = format!("/ip4/192.0.2.99/tcp/4001/p2p/{seed}")
+            .parse()
+            .unwrap();
+        let mut state = LoopState::new(
+            limits,
+            Arc::new(AtomicBool::new(true)),
+            vec![seed_addr],
+            links,
+        );
         let at = |i: u8| -> Multiaddr { format!("/ip4/192.0.2.{i}/tcp/4001").parse().unwrap() };
 
         // Identified on a connection already gone: not admitted.
@@ -1707,22 +1714,32 @@ mod tests {
             }
         }
         assert_eq!(admitted, 2);
-        assert_eq!(table(&mut swarm).len(), 2);
+        assert_eq!(table_peers(&mut swarm).len(), 2);
+
+        // A seed is the operator's: it enters a full prefix, both ways.
+        assert!(state.admit(&mut swarm, &seed, Some(&at(99))));
+        swarm.behaviour_mut().kad.add_address(&seed, at(99));
+        state.entered(&mut swarm, &seed, Some(&at(99)));
+        assert!(table_peers(&mut swarm).contains(&seed));
+        assert_eq!(table_peers(&mut swarm).len(), 3);
 
         // Entering late, uncounted: counted when they enter, and over the share, removed.
         for i in 10..13 {
             let peer = PeerId::random();
             swarm.behaviour_mut().kad.add_address(&peer, at(i));
             state.entered(&mut swarm, &peer, Some(&at(i)));
-            assert!(!table(&mut swarm).contains(&peer), "late entry {i} stayed");
+            assert!(
+                !table_peers(&mut swarm).contains(&peer),
+                "late entry {i} stayed"
+            );
         }
-        assert_eq!(table(&mut swarm).len(), 2);
+        assert_eq!(table_peers(&mut swarm).len(), 3);
 
         // Another prefix has room of its own.
         let other = PeerId::random();
         let addr: Multiaddr = "/ip4/198.51.100.7/tcp/4001".parse().unwrap();
         swarm.behaviour_mut().kad.add_address(&other, addr.clone());
         state.entered(&mut swarm, &other, Some(&addr));
-        assert!(table(&mut swarm).contains(&other));
+        assert!(table_peers(&mut swarm).contains(&other));
     }
 }
