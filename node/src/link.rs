@@ -288,6 +288,37 @@ fn answer_all(pending: &Pending) {
     }
 }
 
+/// How many times a link's stream is asked for again after the connection it was asked
+/// on closed under it.
+const OPEN_AGAIN: u32 = 4;
+
+/// Opens a link's stream to `peer`, dialing it first if need be. libp2p-stream asks for the
+/// stream on a connection it holds, and a connection that closes before the stream is
+/// negotiated (one idling out as the link picks it) fails the request with
+/// `ConnectionReset`, though the peer is up: the peer is dialed and asked again, after a
+/// moment for the swarm to forget the closed connection. A failed dial (`NotConnected`)
+/// is final.
+async fn open(
+    links: &Links,
+    peer: PeerId,
+    control: &mut libp2p_stream::Control,
+) -> Result<libp2p::Stream, libp2p_stream::OpenStreamError> {
+    let mut again = 0;
+    loop {
+        (links.connect)(peer);
+        match control.open_stream(peer, REPLICA_LINK).await {
+            Err(libp2p_stream::OpenStreamError::Io(e))
+                if e.kind() == std::io::ErrorKind::ConnectionReset && again < OPEN_AGAIN =>
+            {
+                tracing::debug!(%peer, "a connection closed under a link being opened; asked again");
+                again += 1;
+                tokio::time::sleep(Duration::from_millis(20) * 2u32.pow(again)).await;
+            }
+            opened => return opened,
+        }
+    }
+}
+
 /// One link: opens the stream, then writes the calls handed to it and matches the
 /// answers, until it has been idle for the node's idle timeout or the stream fails.
 async fn run(
@@ -297,8 +328,7 @@ async fn run(
     me: mpsc::Sender<Call>,
     mut calls: mpsc::Receiver<Call>,
 ) {
-    (links.connect)(peer);
-    let opened = tokio::time::timeout(OPEN_TIMEOUT, control.open_stream(peer, REPLICA_LINK)).await;
+    let opened = tokio::time::timeout(OPEN_TIMEOUT, open(&links, peer, &mut control)).await;
     let stream = match opened {
         Ok(Ok(stream)) => Some(stream),
         Ok(Err(libp2p_stream::OpenStreamError::UnsupportedProtocol(_))) => {
@@ -634,5 +664,164 @@ mod tests {
         links.identified(new, false);
         assert!(links.refused(new));
         assert!(links.is_legacy(&new));
+    }
+
+    #[derive(libp2p::swarm::NetworkBehaviour)]
+    #[behaviour(prelude = "libp2p::swarm::derive_prelude")]
+    struct Streams {
+        stream: libp2p_stream::Behaviour,
+        addresses: crate::addresses::AddressBook,
+    }
+
+    fn swarm() -> libp2p::Swarm<Streams> {
+        libp2p::SwarmBuilder::with_new_identity()
+            .with_tokio()
+            .with_tcp(
+                Default::default(),
+                libp2p::noise::Config::new,
+                libp2p::yamux::Config::default,
+            )
+            .expect("a TCP transport")
+            .with_behaviour(|_| Streams {
+                stream: libp2p_stream::Behaviour::new(),
+                addresses: Default::default(),
+            })
+            .expect("a behaviour")
+            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+            .build()
+    }
+
+    /// A connection that closes as a link is opened on it (one idling out) fails the
+    /// stream with a reset, though the peer is up. The link dials the peer and opens the
+    /// stream again: the request is answered, not handed back as if the peer could not be
+    /// dialed (then a node looked the peer up and, having found it, gave up).
+    #[tokio::test]
+    async fn a_link_opened_on_a_connection_closing_under_it_is_opened_again() {
+        use libp2p::swarm::SwarmEvent;
+        use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+
+        // The replica: answers every request on every link with "not found".
+        let mut replica = swarm();
+        let replica_id = *replica.local_peer_id();
+        let mut incoming = replica
+            .behaviour()
+            .stream
+            .new_control()
+            .accept(REPLICA_LINK)
+            .expect("accepting links");
+        replica
+            .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+            .expect("listening");
+        let addr = loop {
+            if let SwarmEvent::NewListenAddr { address, .. } = replica.select_next_some().await {
+                break address;
+            }
+        };
+        tokio::spawn(async move {
+            while let Some((_, mut stream)) = incoming.next().await {
+                tokio::spawn(async move {
+                    while let Ok(Some((id, _))) =
+                        read_tagged::<_, ReplicaRequest>(&mut stream, None).await
+                    {
+                        let answer = ReplicaResponse::Error(RemoteError::new(
+                            ErrorCode::NotFound,
+                            "nothing here",
+                        ));
+                        if write_tagged(&mut stream, id, &answer).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        let (seen_tx, mut seen) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            loop {
+                match replica.select_next_some().await {
+                    SwarmEvent::ConnectionEstablished { .. } => {
+                        let _ = seen_tx.send(true);
+                    }
+                    SwarmEvent::ConnectionClosed { .. } => {
+                        let _ = seen_tx.send(false);
+                    }
+                    _ => {}
+                }
+            }
+        });
+
+        // The asker, connected to the replica (both ends see it).
+        let mut asker = swarm();
+        asker.behaviour_mut().addresses.found(replica_id, &[addr]);
+        asker.dial(replica_id).expect("dialing the replica");
+        tokio::time::timeout_at(deadline, async {
+            loop {
+                if let SwarmEvent::ConnectionEstablished { .. } = asker.select_next_some().await {
+                    break;
+                }
+            }
+        })
+        .await
+        .expect("the asker never connected");
+        let established = tokio::time::timeout_at(deadline, seen.recv()).await;
+        assert_eq!(
+            established,
+            Ok(Some(true)),
+            "the replica never saw the connection"
+        );
+
+        // The connection closes; the asker's swarm has not yet seen it go, so a stream
+        // asked for now is asked on the closed connection.
+        asker.disconnect_peer_id(replica_id).expect("connected");
+        let closed = tokio::time::timeout_at(deadline, seen.recv()).await;
+        assert_eq!(closed, Ok(Some(false)), "the connection never closed");
+        let (connect_tx, mut connect) = mpsc::unbounded_channel();
+        let links = Links::new(
+            asker.behaviour().stream.new_control(),
+            Duration::from_secs(5),
+            false,
+            Arc::new(move |peer| {
+                let _ = connect_tx.send(peer);
+            }),
+        );
+        let request = ReplicaRequest::Status {
+            address: tigress_protocol::Address([9; 32]),
+        };
+        let mut call = tokio::spawn(async move { links.call(replica_id, request).await });
+        // The link asks for its dial, then (in the same poll of its task, on this
+        // single-threaded runtime) for its stream, before the asker's swarm runs again.
+        let first = tokio::time::timeout_at(deadline, connect.recv()).await;
+        assert_eq!(
+            first,
+            Ok(Some(replica_id)),
+            "the link never asked for a dial"
+        );
+        let _ = asker.dial(replica_id);
+
+        let outcome = tokio::time::timeout_at(deadline, async {
+            loop {
+                tokio::select! {
+                    outcome = &mut call => break outcome.expect("the call ran"),
+                    Some(peer) = connect.recv() => {
+                        let opts = DialOpts::peer_id(peer)
+                            .condition(PeerCondition::DisconnectedAndNotDialing)
+                            .build();
+                        let _ = asker.dial(opts);
+                    }
+                    _ = asker.select_next_some() => {}
+                }
+            }
+        })
+        .await
+        .expect("the call never ended");
+        match outcome {
+            Outcome::Answered(Ok(ReplicaResponse::Error(e))) => {
+                assert_eq!(e.code, ErrorCode::NotFound)
+            }
+            Outcome::Answered(answer) => panic!("answered {answer:?}"),
+            Outcome::Undialable(_) => panic!("taken for a peer that cannot be dialed"),
+            Outcome::Legacy(_) => panic!("taken for a node of the old kind"),
+            Outcome::Closed(_) => panic!("handed back"),
+        }
     }
 }
