@@ -1144,13 +1144,7 @@ impl LoopState {
     ) -> bool {
         self.count_table(swarm);
         let bucket = bucket_of(swarm, peer);
-        let room = self
-            .prefixes
-            .admits(self.prefix_limits, peer, prefix, bucket);
-        if room {
-            self.prefixes.insert(*peer, prefix, bucket);
-        }
-        room
+        self.prefixes.take(self.prefix_limits, peer, prefix, bucket)
     }
 
     /// Forgets the counted entries Kademlia no longer holds (it drops entries on its own),

@@ -65,9 +65,11 @@ pub struct PrefixTable {
 }
 
 impl PrefixTable {
-    /// Whether `peer`, from `prefix`, in bucket `bucket`, may enter the table under
-    /// `limits` (a peer already in it may always stay).
-    pub fn admits(&self, limits: Limits, peer: &PeerId, prefix: Prefix, bucket: u32) -> bool {
+    /// Counts `peer`, from `prefix`, in bucket `bucket`, if the table has room for it under
+    /// `limits`; whether it is counted. A peer already counted stays counted where it was:
+    /// seen again from another prefix (over another connection), it neither frees its
+    /// place nor passes the other prefix's limit.
+    pub fn take(&mut self, limits: Limits, peer: &PeerId, prefix: Prefix, bucket: u32) -> bool {
         if self.entries.contains_key(peer) {
             return true;
         }
@@ -75,17 +77,16 @@ impl PrefixTable {
         let total_ok = limits.total == 0 || same().count() < limits.total;
         let bucket_ok = limits.per_bucket == 0
             || same().filter(|(_, b)| *b == bucket).count() < limits.per_bucket;
-        total_ok && bucket_ok
+        let room = total_ok && bucket_ok;
+        if room {
+            self.entries.insert(*peer, (prefix, bucket));
+        }
+        room
     }
 
     /// Whether `peer` is counted.
     pub fn contains(&self, peer: &PeerId) -> bool {
         self.entries.contains_key(peer)
-    }
-
-    /// Records that `peer` entered the table.
-    pub fn insert(&mut self, peer: PeerId, prefix: Prefix, bucket: u32) {
-        self.entries.insert(peer, (prefix, bucket));
     }
 
     /// Forgets every entry that is no longer in the table.
@@ -132,8 +133,7 @@ mod tests {
         let mut admitted = 0;
         for i in 0..10u32 {
             let p = peer();
-            if table.admits(limits, &p, sybil, 250 + i % 2) {
-                table.insert(p, sybil, 250 + i % 2);
+            if table.take(limits, &p, sybil, 250 + i % 2) {
                 admitted += 1;
             }
         }
@@ -143,26 +143,55 @@ mod tests {
         let mut in_bucket = 0;
         for _ in 0..10 {
             let p = peer();
-            if table.admits(limits, &p, sybil, 255) {
-                table.insert(p, sybil, 255);
+            if table.take(limits, &p, sybil, 255) {
                 in_bucket += 1;
             }
         }
         assert_eq!(in_bucket, 2);
         // Another prefix is not held back, and a peer already in stays.
         let other = peer();
-        assert!(table.admits(limits, &other, honest, 255));
+        assert!(table.take(limits, &other, honest, 255));
+        assert!(table.take(limits, &other, honest, 255));
         // An entry Kademlia dropped stops counting.
         let p = peer();
-        table.insert(p, sybil, 254);
-        assert!(!table.admits(limits, &peer(), sybil, 253));
+        assert!(table.take(limits, &p, sybil, 254));
+        assert!(!table.take(limits, &peer(), sybil, 253));
         table.retain(|x| *x != p);
-        assert!(table.admits(limits, &peer(), sybil, 253));
+        assert!(table.take(limits, &peer(), sybil, 253));
         // No limits.
         let none = Limits {
             total: 0,
             per_bucket: 0,
         };
-        assert!(table.admits(none, &peer(), sybil, 255));
+        assert!(table.take(none, &peer(), sybil, 255));
+    }
+
+    /// A counted peer identified again over a connection from another prefix (on
+    /// loopback, or a host with two networks) stays where it was counted: moving it
+    /// would free its place for one more of its prefix and put it past the other's limit.
+    #[test]
+    fn a_peer_seen_from_another_prefix_does_not_move() {
+        let limits = Limits {
+            total: 2,
+            per_bucket: 2,
+        };
+        let mut table = PrefixTable::default();
+        let a = Prefix::of("192.0.2.1".parse().unwrap());
+        let b = Prefix::of("198.51.100.1".parse().unwrap());
+        let crowd: Vec<PeerId> = (0..6).map(|_| peer()).collect();
+        // Two from each prefix fill both.
+        for p in &crowd[..2] {
+            assert!(table.take(limits, p, a, 255));
+        }
+        for p in &crowd[2..4] {
+            assert!(table.take(limits, p, b, 255));
+        }
+        // One seen again from the other prefix: still in, and still counted under the
+        // first.
+        assert!(table.take(limits, &crowd[0], b, 255));
+        // So neither prefix has room for another.
+        assert!(!table.take(limits, &crowd[4], a, 255));
+        assert!(!table.take(limits, &crowd[5], b, 255));
+        assert_eq!(crowd.iter().filter(|p| table.contains(p)).count(), 4);
     }
 }
