@@ -265,7 +265,9 @@ async fn a_long_poll_flood_leaves_room_for_writes_and_neighbours() {
 
     // The attacker, on two hosts of its /24, makes mailboxes of its own and waits on
     // them, far more than its share: together more long-polls than a replica has
-    // request slots.
+    // request slots. They go one at a time, each until it is refused or waits at both
+    // other replicas, so none is refused for arriving in a burst: every one the gateway
+    // admits must wait at every replica.
     let hosts = [ATTACKER, ATTACKER_2];
     let mut paths = Vec::new();
     for (h, host) in hosts.iter().enumerate() {
@@ -274,15 +276,15 @@ async fn a_long_poll_flood_leaves_room_for_writes_and_neighbours() {
         }
     }
     let tries = paths.len() * per_mailbox;
-    let (refused, admitted) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let changed = Arc::new(Notify::new());
+    let waiting_at = |n: usize| long_polls_waiting(cluster.node(n).unwrap());
+    let (mut refused, mut admitted) = (0, 0);
     let mut polls = Vec::new();
     for (host, path) in &paths {
         for _ in 0..per_mailbox {
-            let (refused, admitted, changed) = (refused.clone(), admitted.clone(), changed.clone());
+            let before = [waiting_at(1), waiting_at(2)];
             let (host, path) = (*host, format!("{path}?wait=100"));
-            polls.push(tokio::spawn(async move {
-                let r = try_request(
+            let poll = tokio::spawn(async move {
+                try_request(
                     host,
                     gw,
                     "POST",
@@ -290,32 +292,50 @@ async fn a_long_poll_flood_leaves_room_for_writes_and_neighbours() {
                     &[("Mailbox-Device-Claim", INITIATOR)],
                     b"",
                 )
-                .await;
-                // Refused: 429, or the connection closed over the host's connection
-                // budget.
-                match r.map(|r| r.status) {
-                    Ok(429) | Err(_) => refused.fetch_add(1, Ordering::SeqCst),
-                    Ok(_) => admitted.fetch_add(1, Ordering::SeqCst),
-                };
-                changed.notify_waiters();
-            }));
+                .await
+                .map(|r| r.status)
+            });
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                if poll.is_finished() {
+                    // Refused: 429, or the connection closed over the host's
+                    // connection budget.
+                    let status = poll.await.unwrap();
+                    assert!(
+                        matches!(status, Ok(429) | Err(_)),
+                        "a long-poll ended: {status:?}"
+                    );
+                    refused += 1;
+                    break;
+                }
+                if waiting_at(1) > before[0] && waiting_at(2) > before[1] {
+                    admitted += 1;
+                    polls.push(poll);
+                    break;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "long-poll {} was neither refused nor waiting at both other replicas \
+                     (waiting there: {}, {}; {admitted} admitted before it)",
+                    refused + admitted,
+                    waiting_at(1),
+                    waiting_at(2),
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
         }
     }
     let waiting = hosts.len() * per_host;
     assert!(waiting > 24, "the test floods more than the request slots");
-    until(
-        Duration::from_secs(60),
-        "the long-polls over each host's share to be refused",
-        &changed,
-        || refused.load(Ordering::SeqCst) >= tries - waiting,
-    )
-    .await;
-    assert_eq!(
-        admitted.load(Ordering::SeqCst),
-        0,
-        "the admitted long-polls are still waiting"
-    );
-    assert_eq!(refused.load(Ordering::SeqCst), tries - waiting);
+    assert_eq!(admitted, waiting, "each host gets its share of long-polls");
+    assert_eq!(refused, tries - waiting);
+    for n in 1..3 {
+        assert!(
+            waiting_at(n) >= waiting as u64,
+            "node {n} holds {} long-polls",
+            waiting_at(n)
+        );
+    }
 
     // An honest host elsewhere writes while they wait (trying again on a 503, as a
     // client does: the admitted long-polls, on their way to the replicas, may hold all
@@ -337,10 +357,12 @@ async fn a_long_poll_flood_leaves_room_for_writes_and_neighbours() {
         .await;
         assert_eq!(r.status, 200, "update: {}", r.body);
     }
-    // The neighbour in the attacker's /24 waits for an answer and gets it.
+    // The neighbour in the attacker's /24 waits for an answer and gets it. It waits for
+    // any update (`after=0`): by default a long-poll waits for one newer than the latest
+    // when it arrives, which would be the update, had it come first.
     let path = mailbox(NEIGHBOUR, gw, "n-1").await;
     let waiting = {
-        let path = format!("{path}?wait=100");
+        let path = format!("{path}?wait=100&after=0");
         tokio::spawn(async move {
             request(
                 NEIGHBOUR,
@@ -375,6 +397,15 @@ async fn a_long_poll_flood_leaves_room_for_writes_and_neighbours() {
         p.abort();
     }
     cluster.shutdown().await;
+}
+
+/// How many long-polls wait at `node` now.
+fn long_polls_waiting(node: &tigress_node::Node) -> u64 {
+    node.metrics_text()
+        .lines()
+        .find_map(|l| l.strip_prefix("tigress_long_polls_waiting "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 /// How many replica-protocol `op` requests `node` answered.
