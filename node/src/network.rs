@@ -1736,4 +1736,57 @@ mod tests {
         state.entered(&mut swarm, &other, Some(&addr));
         assert!(table_peers(&mut swarm).contains(&other));
     }
+
+    /// A node that knows no node but its seeds, and reaches none, dials its seeds again.
+    /// A node whose table holds another node does not, even with no connection at all:
+    /// connections idle out, and its lookups dial the nodes it knows (hundreds of quiet
+    /// nodes would otherwise redial their seed every few seconds).
+    #[tokio::test]
+    async fn only_a_node_that_knows_no_one_but_its_seeds_dials_them_again() {
+        let config = Config {
+            listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
+            reachability: Reachability::Public,
+            ..Config::default()
+        };
+        let keypair = libp2p::identity::Keypair::generate_ed25519();
+        let network = Network::bind(keypair, &config, None, false, Arc::new(Metrics::default()))
+            .await
+            .expect("binding on loopback");
+        let mut swarm = network.swarm;
+        // Ports nothing listens on: a dial fails, but only once the swarm runs, and this
+        // test never runs it, so a dial stays pending where it can be counted.
+        let closed_port = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free port")
+                .port()
+        };
+        let seed = PeerId::random();
+        let seed_at: Multiaddr = format!("/ip4/127.0.0.1/tcp/{}", closed_port())
+            .parse()
+            .unwrap();
+        let mut rejoin = Rejoin::new(vec![seed_at.clone().with(Protocol::P2p(seed))]);
+        let pending = |swarm: &Swarm<NodeBehaviour>| {
+            swarm
+                .network_info()
+                .connection_counters()
+                .num_pending_outgoing()
+        };
+        swarm.behaviour_mut().kad.add_address(&seed, seed_at);
+        let other = PeerId::random();
+        let other_at: Multiaddr = format!("/ip4/127.0.0.1/tcp/{}", closed_port())
+            .parse()
+            .unwrap();
+        swarm.behaviour_mut().kad.add_address(&other, other_at);
+        assert_eq!(table_peers(&mut swarm).len(), 2);
+
+        // Quiet: no connection, but another node known.
+        rejoin.check(&mut swarm);
+        assert_eq!(pending(&swarm), 0, "a quiet node dialed its seed");
+
+        // Cut off: its only other node gone from the table.
+        swarm.behaviour_mut().kad.remove_peer(&other);
+        rejoin.check(&mut swarm);
+        assert_eq!(pending(&swarm), 1, "a node cut off did not dial its seed");
+    }
 }
