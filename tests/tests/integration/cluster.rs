@@ -930,9 +930,18 @@ async fn a_replica_the_routing_table_lacks_is_found_not_unreachable() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
+    let lookups: Vec<String> = cluster
+        .node(lone)
+        .unwrap()
+        .metrics_text()
+        .lines()
+        .filter(|l| l.starts_with("tigress_replica_lookups"))
+        .map(str::to_owned)
+        .collect();
     assert!(
         matches!(&answer, Ok(ReplicaResponse::Error(e)) if e.code == ErrorCode::NotFound),
-        "{answer:?}"
+        "{answer:?} (the lone node's {lookups:?}, table {:?})",
+        cluster.node(lone).unwrap().routing_table().await
     );
     cluster.shutdown().await;
 }
