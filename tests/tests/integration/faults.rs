@@ -155,12 +155,30 @@ async fn replicas_killed_restarted_and_a_lost_majority() {
     // Back up: the next send delivers the pending message first, then the new one.
     let back: Vec<NodeProc> = (0..3).map(|i| restart(&dir, i)).collect();
     let bob0 = crate::support::client(&back[0].addr().parse().unwrap(), &b).await;
+    // The restarted nodes had no connection left: until they reach a majority of the
+    // replicas again, a request is refused "unavailable, try again later". A read tells
+    // when they do, without touching the outbox.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while let Err(e) = bob0.party_status(&id).await {
+        assert!(
+            e.code() == Some(ErrorCode::Unavailable) && Instant::now() < deadline,
+            "the restarted nodes never served a read: {e}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     bob0.send(&id, b"m4", None).await.unwrap();
     assert!(bob0.state().load(&id).unwrap().outbox.is_empty());
     let alice1 = crate::support::client(&back[1].addr().parse().unwrap(), &a).await;
     let mut texts = Vec::new();
     while texts.len() < 2 {
-        let got = alice1.recv(&id, Duration::from_secs(10)).await.unwrap();
+        let got = match alice1.recv(&id, Duration::from_secs(10)).await {
+            Ok(got) => got,
+            Err(e) if e.code() == Some(ErrorCode::Unavailable) && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+            Err(e) => panic!("recv: {e}"),
+        };
         assert!(!got.messages.is_empty(), "m3 and m4 arrive");
         texts.extend(got.messages.into_iter().map(|m| m.plaintext));
     }
