@@ -227,6 +227,12 @@ impl Links {
                 if self.stopped.load(Ordering::Acquire) {
                     break;
                 }
+                // A call that raced a link found refused (its channel closed under it)
+                // goes the old way, not over another link that would be refused too.
+                if !peers.contains_key(&peer) && self.is_legacy(&peer) {
+                    let _ = call.reply.send(Outcome::Legacy(call.request));
+                    return;
+                }
                 peers
                     .entry(peer)
                     .or_insert_with(|| {
@@ -664,6 +670,40 @@ mod tests {
         links.identified(new, false);
         assert!(links.refused(new));
         assert!(links.is_legacy(&new));
+    }
+
+    /// A call that reaches a peer's link as the link closes on a refusal (its channel
+    /// closed under it) is handed on: it goes the old way, and no second link is opened to
+    /// be refused again.
+    #[tokio::test]
+    async fn a_call_handed_on_after_a_refusal_opens_no_other_link() {
+        let control = libp2p_stream::Behaviour::new().new_control();
+        let dialed = Arc::new(AtomicUsize::new(0));
+        let counted = dialed.clone();
+        let links = Links::new(
+            control,
+            Duration::from_secs(5),
+            false,
+            Arc::new(move |_| {
+                counted.fetch_add(1, Ordering::Relaxed);
+            }),
+        );
+        let old = PeerId::random();
+        links.mark_legacy(old);
+        let (reply, answer) = oneshot::channel();
+        let request = ReplicaRequest::Digest {
+            address: tigress_protocol::Address([7; 32]),
+        };
+        links.send(old, Call { request, reply }).await;
+        let outcome = tokio::time::timeout(Duration::from_secs(10), answer)
+            .await
+            .expect("the call was never handed back");
+        assert!(
+            matches!(outcome, Ok(Outcome::Legacy(_))),
+            "not sent the old way"
+        );
+        assert_eq!(dialed.load(Ordering::Relaxed), 0, "a link was opened");
+        assert_eq!(links.open(), 0);
     }
 
     #[derive(libp2p::swarm::NetworkBehaviour)]
