@@ -92,11 +92,14 @@ struct Call {
     reply: oneshot::Sender<Outcome>,
 }
 
-/// Has the node dial a peer unless it is connected or dialing. libp2p-stream dials a
-/// peer it is asked a stream to and is not connected to, but it hands its dials to the
-/// swarm through a channel of one: of several links opened at once to peers not
-/// connected, all but one would wait until something else connected their peer.
-pub(crate) type Connect = Arc<dyn Fn(PeerId) + Send + Sync>;
+/// Has the node dial a peer unless it is connected or dialing, and answer `true` once it
+/// is connected, `false` if the dial failed (the sender dropped: not known). A link asks
+/// for its stream only then. libp2p-stream dials a peer it is asked a stream to and is
+/// not connected to, but it hands its dials to the swarm through a channel of one (of
+/// several links opened at once to peers not connected, all but one would wait until
+/// something else connected their peer), and a request made as another connection to
+/// the peer is being set up waits in a channel no connection takes.
+pub(crate) type Connect = Arc<dyn Fn(PeerId, oneshot::Sender<bool>) + Send + Sync>;
 
 /// The links of one node to the replicas it asks.
 pub(crate) struct Links {
@@ -298,12 +301,12 @@ fn answer_all(pending: &Pending) {
 /// on closed under it.
 const OPEN_AGAIN: u32 = 4;
 
-/// Opens a link's stream to `peer`, dialing it first if need be. libp2p-stream asks for the
-/// stream on a connection it holds, and a connection that closes before the stream is
-/// negotiated (one idling out as the link picks it) fails the request with
-/// `ConnectionReset`, though the peer is up: the peer is dialed and asked again, after a
-/// moment for the swarm to forget the closed connection. A failed dial (`NotConnected`)
-/// is final.
+/// Opens a link's stream to `peer`, once the node has a connection to it (dialing it if
+/// need be). libp2p-stream asks for the stream on a connection it holds, and a connection
+/// that closes before the stream is negotiated (one idling out as the link picks it) fails
+/// the request with `ConnectionReset`, though the peer is up: the peer is dialed and asked
+/// again, after a moment for the swarm to forget the closed connection. A failed dial
+/// (`NotConnected`) is final.
 async fn open(
     links: &Links,
     peer: PeerId,
@@ -311,7 +314,14 @@ async fn open(
 ) -> Result<libp2p::Stream, libp2p_stream::OpenStreamError> {
     let mut again = 0;
     loop {
-        (links.connect)(peer);
+        let (reply, connected) = oneshot::channel();
+        (links.connect)(peer, reply);
+        if connected.await == Ok(false) {
+            return Err(libp2p_stream::OpenStreamError::Io(std::io::Error::new(
+                std::io::ErrorKind::NotConnected,
+                "no address of the peer answered",
+            )));
+        }
         match control.open_stream(peer, REPLICA_LINK).await {
             Err(libp2p_stream::OpenStreamError::Io(e))
                 if e.kind() == std::io::ErrorKind::ConnectionReset && again < OPEN_AGAIN =>
@@ -653,7 +663,7 @@ mod tests {
     #[test]
     fn a_refusal_from_a_peer_that_serves_links_is_not_taken_for_an_old_node() {
         let control = libp2p_stream::Behaviour::new().new_control();
-        let links = Links::new(control, Duration::from_secs(5), false, Arc::new(|_| {}));
+        let links = Links::new(control, Duration::from_secs(5), false, Arc::new(|_, _| {}));
         let (old, new, unknown) = (PeerId::random(), PeerId::random(), PeerId::random());
         links.identified(old, false);
         links.identified(new, true);
@@ -684,7 +694,7 @@ mod tests {
             control,
             Duration::from_secs(5),
             false,
-            Arc::new(move |_| {
+            Arc::new(move |_, _| {
                 counted.fetch_add(1, Ordering::Relaxed);
             }),
         );
@@ -704,6 +714,81 @@ mod tests {
         );
         assert_eq!(dialed.load(Ordering::Relaxed), 0, "a link was opened");
         assert_eq!(links.open(), 0);
+    }
+
+    /// A link opened while a connection to its peer is being set up (the swarm has made
+    /// the connection's handlers and not yet told the behaviours it is established: a
+    /// peer dialing this node as this node opens a link to it) gets its stream on that
+    /// connection. Asked for at once, the stream would wait in libp2p-stream's channel for
+    /// a connection still to come, which no connection takes, until the link's open
+    /// timeout: the replica taken for unreachable.
+    #[tokio::test]
+    async fn a_link_opened_as_a_connection_is_set_up_gets_its_stream_on_it() {
+        use libp2p::core::ConnectedPoint;
+        use libp2p::swarm::behaviour::ConnectionEstablished;
+        use libp2p::swarm::{
+            ConnectionHandler, ConnectionHandlerEvent, ConnectionId, FromSwarm, NetworkBehaviour,
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let mut behaviour = libp2p_stream::Behaviour::new();
+        let peer = PeerId::random();
+        let connection = ConnectionId::new_unchecked(1);
+        let local: libp2p::Multiaddr = "/ip4/127.0.0.1/tcp/4001".parse().unwrap();
+        let remote: libp2p::Multiaddr = "/ip4/127.0.0.1/tcp/50000".parse().unwrap();
+
+        // The swarm sets up an inbound connection from the peer: its handler first...
+        let mut handler = behaviour
+            .handle_established_inbound_connection(connection, peer, &local, &remote)
+            .expect("the connection is accepted");
+        // ...a link to the peer is opened now...
+        let (connect_tx, mut connect) = mpsc::unbounded_channel();
+        let links = Links::new(
+            behaviour.new_control(),
+            Duration::from_secs(5),
+            false,
+            Arc::new(move |peer, reply| {
+                let _ = connect_tx.send((peer, reply));
+            }),
+        );
+        let request = ReplicaRequest::Status {
+            address: tigress_protocol::Address([3; 32]),
+        };
+        let call = tokio::spawn(async move { links.call(peer, request).await });
+        let (asked, reply) = tokio::time::timeout_at(deadline, connect.recv())
+            .await
+            .expect("the link never asked for a connection")
+            .expect("the link asks");
+        assert_eq!(asked, peer);
+        // ...and then the behaviours hear the connection is established, and the node's
+        // network loop (which hears it after them) tells the link.
+        let endpoint = ConnectedPoint::Listener {
+            local_addr: local,
+            send_back_addr: remote,
+        };
+        behaviour.on_swarm_event(FromSwarm::ConnectionEstablished(ConnectionEstablished {
+            peer_id: peer,
+            connection_id: connection,
+            endpoint: &endpoint,
+            failed_addresses: &[],
+            other_established: 0,
+        }));
+        let _ = reply.send(true);
+
+        let requested = tokio::time::timeout_at(
+            deadline,
+            std::future::poll_fn(|cx| match handler.poll(cx) {
+                std::task::Poll::Ready(ConnectionHandlerEvent::OutboundSubstreamRequest {
+                    ..
+                }) => std::task::Poll::Ready(()),
+                _ => std::task::Poll::Pending,
+            }),
+        )
+        .await;
+        call.abort();
+        assert!(
+            requested.is_ok(),
+            "the link's stream was never asked of the connection"
+        );
     }
 
     #[derive(libp2p::swarm::NetworkBehaviour)]
@@ -820,35 +905,50 @@ mod tests {
             asker.behaviour().stream.new_control(),
             Duration::from_secs(5),
             false,
-            Arc::new(move |peer| {
-                let _ = connect_tx.send(peer);
+            Arc::new(move |peer, reply| {
+                let _ = connect_tx.send((peer, reply));
             }),
         );
         let request = ReplicaRequest::Status {
             address: tigress_protocol::Address([9; 32]),
         };
         let mut call = tokio::spawn(async move { links.call(replica_id, request).await });
-        // The link asks for its dial, then (in the same poll of its task, on this
-        // single-threaded runtime) for its stream, before the asker's swarm runs again.
-        let first = tokio::time::timeout_at(deadline, connect.recv()).await;
-        assert_eq!(
-            first,
-            Ok(Some(replica_id)),
-            "the link never asked for a dial"
-        );
-        let _ = asker.dial(replica_id);
+        // The link asks whether the peer is connected: yes, as far as the asker's swarm
+        // knows. It asks for its stream as soon as it runs (on this single-threaded
+        // runtime, before the asker's swarm runs again).
+        let first = tokio::time::timeout_at(deadline, connect.recv())
+            .await
+            .expect("the link never asked for a connection")
+            .expect("the link asks");
+        assert_eq!(first.0, replica_id);
+        assert!(asker.is_connected(&replica_id));
+        let _ = first.1.send(true);
+        tokio::task::yield_now().await;
 
+        // Then as the node's network loop does: dial, and answer once connected.
+        let mut waiting = Vec::new();
         let outcome = tokio::time::timeout_at(deadline, async {
             loop {
                 tokio::select! {
                     outcome = &mut call => break outcome.expect("the call ran"),
-                    Some(peer) = connect.recv() => {
-                        let opts = DialOpts::peer_id(peer)
-                            .condition(PeerCondition::DisconnectedAndNotDialing)
-                            .build();
-                        let _ = asker.dial(opts);
+                    Some((peer, reply)) = connect.recv() => {
+                        if asker.is_connected(&peer) {
+                            let _ = reply.send(true);
+                        } else {
+                            let opts = DialOpts::peer_id(peer)
+                                .condition(PeerCondition::DisconnectedAndNotDialing)
+                                .build();
+                            let _ = asker.dial(opts);
+                            waiting.push(reply);
+                        }
                     }
-                    _ = asker.select_next_some() => {}
+                    event = asker.select_next_some() => {
+                        if let SwarmEvent::ConnectionEstablished { .. } = event {
+                            for reply in waiting.drain(..) {
+                                let _ = reply.send(true);
+                            }
+                        }
+                    }
                 }
             }
         })

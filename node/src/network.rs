@@ -103,9 +103,11 @@ enum Command {
         peer: PeerId,
         reply: oneshot::Sender<bool>,
     },
-    /// Dial `peer` unless connected or dialing.
+    /// Dial `peer` unless connected or dialing, and say whether it is connected (`true`,
+    /// once the swarm has the connection) or the dial failed (`false`).
     Connect {
         peer: PeerId,
+        reply: oneshot::Sender<bool>,
     },
     Stop,
 }
@@ -616,9 +618,9 @@ impl Network {
         let (tx, commands) = mpsc::channel(1024);
         let control = swarm.behaviour().stream.new_control();
         let connecting = tx.clone();
-        let connect: crate::link::Connect = Arc::new(move |peer| {
-            // A full queue skips it: libp2p-stream dials on its own too.
-            let _ = connecting.try_send(Command::Connect { peer });
+        let connect: crate::link::Connect = Arc::new(move |peer, reply| {
+            // A full queue drops `reply` (not known): libp2p-stream dials on its own too.
+            let _ = connecting.try_send(Command::Connect { peer, reply });
         });
         let handle = NetworkHandle {
             commands: tx,
@@ -1001,7 +1003,32 @@ struct LoopState {
     rejoin: Rejoin,
     /// This node's links to other replicas (told which peers serve links).
     links: Arc<crate::link::Links>,
+    /// Links waiting for a connection to their peer, by peer.
+    connecting: HashMap<PeerId, Connecting>,
 }
+
+/// Links waiting for a connection to one peer, and the dial made for them.
+#[derive(Default)]
+struct Connecting {
+    /// This node's dial, if it made one (another dial under way answers them otherwise).
+    dial: Option<ConnectionId>,
+    waiting: Vec<oneshot::Sender<bool>>,
+}
+
+impl Connecting {
+    fn answer(self, connected: bool) {
+        for reply in self.waiting {
+            let _ = reply.send(connected);
+        }
+    }
+}
+
+/// The most peers links wait for a connection to at once; beyond it a link is not told
+/// and asks for its stream at once (libp2p-stream dials the peer itself).
+const MAX_CONNECTING: usize = 4096;
+
+/// The most links waiting for a connection to one peer (a peer has one link at a time).
+const MAX_WAITING_PER_PEER: usize = 8;
 
 /// The most addresses of one peer that are checked and put in the routing table.
 const MAX_ADDRS_PER_PEER: usize = 8;
@@ -1048,7 +1075,57 @@ impl LoopState {
             checks: HashMap::new(),
             public,
             rejoin: Rejoin::new(seeds),
+            connecting: HashMap::new(),
         }
+    }
+
+    /// Has `reply` told when `peer` is connected, dialing it unless it is connected or being
+    /// dialed. Opening a link's stream only on a connection the swarm has (not through
+    /// libp2p-stream's own dial) keeps the request from landing in libp2p-stream's pending
+    /// channel for the peer just as another connection to it is being set up: no
+    /// connection ever takes that channel then, and the link waits out its open timeout.
+    fn connect(
+        &mut self,
+        swarm: &mut Swarm<NodeBehaviour>,
+        peer: PeerId,
+        reply: oneshot::Sender<bool>,
+    ) {
+        if swarm.is_connected(&peer) {
+            let _ = reply.send(true);
+            return;
+        }
+        if self.connecting.len() >= MAX_CONNECTING && !self.connecting.contains_key(&peer) {
+            self.connecting
+                .retain(|_, c| c.waiting.iter().any(|w| !w.is_closed()));
+            if self.connecting.len() >= MAX_CONNECTING {
+                return;
+            }
+        }
+        let connecting = self.connecting.entry(peer).or_default();
+        connecting.waiting.retain(|w| !w.is_closed());
+        if connecting.waiting.len() >= MAX_WAITING_PER_PEER {
+            return;
+        }
+        if connecting.dial.is_none() {
+            let opts = DialOpts::peer_id(peer)
+                .condition(PeerCondition::DisconnectedAndNotDialing)
+                .build();
+            let id = opts.connection_id();
+            match swarm.dial(opts) {
+                Ok(()) => connecting.dial = Some(id),
+                // Being dialed already: that dial's end answers.
+                Err(libp2p::swarm::DialError::DialPeerConditionFalse(_)) => {}
+                Err(error) => {
+                    tracing::debug!(%peer, %error, "replica not dialed for its link");
+                    let _ = reply.send(false);
+                    if connecting.waiting.is_empty() {
+                        self.connecting.remove(&peer);
+                    }
+                    return;
+                }
+            }
+        }
+        connecting.waiting.push(reply);
     }
 
     /// Puts `peer`'s announced addresses in the routing table, each only once this node has
@@ -1250,16 +1327,7 @@ impl LoopState {
                     .collect();
                 let _ = reply.send(peers);
             }
-            Command::Connect { peer } => {
-                if !swarm.is_connected(&peer) {
-                    let opts = DialOpts::peer_id(peer)
-                        .condition(PeerCondition::DisconnectedAndNotDialing)
-                        .build();
-                    if let Err(error) = swarm.dial(opts) {
-                        tracing::debug!(%peer, %error, "replica not dialed for its link");
-                    }
-                }
-            }
+            Command::Connect { peer, reply } => self.connect(swarm, peer, reply),
             Command::Remote { peer, reply } => {
                 let _ = reply.send(self.remote.get(&peer).cloned());
             }
@@ -1498,6 +1566,9 @@ impl LoopState {
                     tracing::debug!(%peer, %addr, "address reached; into the routing table");
                     swarm.behaviour_mut().kad.add_address(&peer, addr);
                 }
+                if let Some(waiting) = self.connecting.remove(&peer_id) {
+                    waiting.answer(true);
+                }
                 ctx.metrics
                     .peers
                     .store(swarm.connected_peers().count() as u64, Ordering::Relaxed);
@@ -1521,10 +1592,23 @@ impl LoopState {
             SwarmEvent::OutgoingConnectionError {
                 connection_id,
                 error,
-                ..
+                peer_id,
             } => {
                 if let Some((peer, addr)) = self.verifying.remove(&connection_id) {
                     tracing::debug!(%peer, %addr, %error, "announced address not reachable; not routed");
+                }
+                // The dial links waited on failed: they hear it (another dial to the peer
+                // failing leaves them waiting on their own).
+                if let Some(peer) = peer_id
+                    && !swarm.is_connected(&peer)
+                    && self
+                        .connecting
+                        .get(&peer)
+                        .is_some_and(|c| c.dial.is_none_or(|d| d == connection_id))
+                    && let Some(waiting) = self.connecting.remove(&peer)
+                {
+                    tracing::debug!(%peer, %error, "replica not reached for its link");
+                    waiting.answer(false);
                 }
             }
             SwarmEvent::IncomingConnectionError { error, .. } => {
