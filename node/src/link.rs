@@ -716,6 +716,26 @@ mod tests {
         assert_eq!(links.open(), 0);
     }
 
+    /// Links whose requests for a connection come out of the receiver, to be answered
+    /// as the node's network loop would.
+    fn links_asking(
+        control: libp2p_stream::Control,
+    ) -> (
+        Arc<Links>,
+        mpsc::UnboundedReceiver<(PeerId, oneshot::Sender<bool>)>,
+    ) {
+        let (connect_tx, connect) = mpsc::unbounded_channel();
+        let links = Links::new(
+            control,
+            Duration::from_secs(5),
+            false,
+            Arc::new(move |peer, reply| {
+                let _ = connect_tx.send((peer, reply));
+            }),
+        );
+        (links, connect)
+    }
+
     /// A link opened while a connection to its peer is being set up (the swarm has made
     /// the connection's handlers and not yet told the behaviours it is established: a
     /// peer dialing this node as this node opens a link to it) gets its stream on that
@@ -741,15 +761,7 @@ mod tests {
             .handle_established_inbound_connection(connection, peer, &local, &remote)
             .expect("the connection is accepted");
         // ...a link to the peer is opened now...
-        let (connect_tx, mut connect) = mpsc::unbounded_channel();
-        let links = Links::new(
-            behaviour.new_control(),
-            Duration::from_secs(5),
-            false,
-            Arc::new(move |peer, reply| {
-                let _ = connect_tx.send((peer, reply));
-            }),
-        );
+        let (links, mut connect) = links_asking(behaviour.new_control());
         let request = ReplicaRequest::Status {
             address: tigress_protocol::Address([3; 32]),
         };
@@ -900,15 +912,7 @@ mod tests {
         asker.disconnect_peer_id(replica_id).expect("connected");
         let closed = tokio::time::timeout_at(deadline, seen.recv()).await;
         assert_eq!(closed, Ok(Some(false)), "the connection never closed");
-        let (connect_tx, mut connect) = mpsc::unbounded_channel();
-        let links = Links::new(
-            asker.behaviour().stream.new_control(),
-            Duration::from_secs(5),
-            false,
-            Arc::new(move |peer, reply| {
-                let _ = connect_tx.send((peer, reply));
-            }),
-        );
+        let (links, mut connect) = links_asking(asker.behaviour().stream.new_control());
         let request = ReplicaRequest::Status {
             address: tigress_protocol::Address([9; 32]),
         };
