@@ -802,6 +802,7 @@ async fn a_mailbox_whose_holders_are_away_is_unavailable_not_absent() {
 /// finds it with a lookup and keeps the addresses lookups find.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_the_routing_table_lacks_is_found_not_unreachable() {
+    crate::support::debug_logs();
     use futures::StreamExt as _;
     use libp2p::identify;
     const CROWD: usize = 5;
@@ -1008,6 +1009,7 @@ async fn a_node_cut_off_from_its_seed_rejoins_when_the_seed_is_back() {
 /// nothing else makes (no lookups and no reconciliation run here).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_whose_connections_idled_out_are_all_dialed_again() {
+    crate::support::debug_logs();
     let cluster = Cluster::start(5, |_, c| {
         c.idle_timeout_secs = 1;
         c.bootstrap_interval_secs = 3600;

@@ -28,6 +28,21 @@ pub(crate) fn bins() -> &'static (PathBuf, PathBuf) {
     })
 }
 
+/// Has the nodes of this process log the link and dial paths at debug level into the
+/// output of the test that runs them, which the harness prints only for a test that
+/// fails. `TIGRESS_TEST_LOG` (an `EnvFilter`) replaces the default filter. Called by
+/// tests that failed now and then in CI without saying why; the first call sets it for
+/// the whole process.
+pub(crate) fn debug_logs() {
+    let filter = std::env::var("TIGRESS_TEST_LOG").unwrap_or_else(|_| {
+        "warn,tigress_node::link=debug,tigress_node::network=debug,libp2p_stream=debug".into()
+    });
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_test_writer()
+        .try_init();
+}
+
 /// The path of the workspace binary `name` (built with the others by [`bins`]).
 pub(crate) fn bin(name: &str) -> PathBuf {
     bins();
