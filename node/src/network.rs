@@ -1873,4 +1873,58 @@ mod tests {
         rejoin.check(&mut swarm);
         assert_eq!(pending(&swarm), 1, "a node cut off did not dial its seed");
     }
+
+    /// A link asking for a connection to a peer no address is known for hears at once
+    /// that the dial failed; links asking for one to a peer being dialed wait for that
+    /// one dial, not a dial each.
+    #[tokio::test]
+    async fn a_link_hears_its_dial_failed_and_links_share_a_dial() {
+        let config = Config {
+            listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
+            reachability: Reachability::Public,
+            ..Config::default()
+        };
+        let keypair = libp2p::identity::Keypair::generate_ed25519();
+        let network = Network::bind(keypair, &config, None, false, Arc::new(Metrics::default()))
+            .await
+            .expect("binding on loopback");
+        let mut swarm = network.swarm;
+        let mut state = LoopState::new(
+            network.prefix_limits,
+            Arc::new(AtomicBool::new(true)),
+            Vec::new(),
+            network.handle.links.clone(),
+        );
+
+        let nowhere = PeerId::random();
+        let (reply, mut heard) = oneshot::channel();
+        state.connect(&mut swarm, nowhere, reply);
+        assert_eq!(heard.try_recv(), Ok(false), "not told the dial failed");
+        assert!(!state.connecting.contains_key(&nowhere));
+
+        // A port nothing listens on; the swarm is never run, so the dial stays pending.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let somewhere = PeerId::random();
+        swarm.behaviour_mut().kad.add_address(
+            &somewhere,
+            format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap(),
+        );
+        let (first, mut first_heard) = oneshot::channel();
+        let (second, mut second_heard) = oneshot::channel();
+        state.connect(&mut swarm, somewhere, first);
+        state.connect(&mut swarm, somewhere, second);
+        assert!(first_heard.try_recv().is_err() && second_heard.try_recv().is_err());
+        let pending = swarm
+            .network_info()
+            .connection_counters()
+            .num_pending_outgoing();
+        assert_eq!(pending, 1, "one dial for both links");
+        assert_eq!(
+            state.connecting.get(&somewhere).map(|c| c.waiting.len()),
+            Some(2)
+        );
+    }
 }
