@@ -1827,15 +1827,7 @@ mod tests {
     /// nodes would otherwise redial their seed every few seconds).
     #[tokio::test]
     async fn only_a_node_that_knows_no_one_but_its_seeds_dials_them_again() {
-        let config = Config {
-            listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
-            reachability: Reachability::Public,
-            ..Config::default()
-        };
-        let keypair = libp2p::identity::Keypair::generate_ed25519();
-        let network = Network::bind(keypair, &config, None, false, Arc::new(Metrics::default()))
-            .await
-            .expect("binding on loopback");
+        let network = public_on_loopback().await;
         let mut swarm = network.swarm;
         // Ports nothing listens on: a dial fails, but only once the swarm runs, and this
         // test never runs it, so a dial stays pending where it can be counted.
@@ -1874,20 +1866,25 @@ mod tests {
         assert_eq!(pending(&swarm), 1, "a node cut off did not dial its seed");
     }
 
-    /// A link asking for a connection to a peer no address is known for hears at once
-    /// that the dial failed; links asking for one to a peer being dialed wait for that
-    /// one dial, not a dial each.
-    #[tokio::test]
-    async fn a_link_hears_its_dial_failed_and_links_share_a_dial() {
+    /// A public node's network bound on loopback, with the default configuration.
+    async fn public_on_loopback() -> Network {
         let config = Config {
             listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
             reachability: Reachability::Public,
             ..Config::default()
         };
         let keypair = libp2p::identity::Keypair::generate_ed25519();
-        let network = Network::bind(keypair, &config, None, false, Arc::new(Metrics::default()))
+        Network::bind(keypair, &config, None, false, Arc::new(Metrics::default()))
             .await
-            .expect("binding on loopback");
+            .expect("binding on loopback")
+    }
+
+    /// A link asking for a connection to a peer no address is known for hears at once
+    /// that the dial failed; links asking for one to a peer being dialed wait for that
+    /// one dial, not a dial each.
+    #[tokio::test]
+    async fn a_link_hears_its_dial_failed_and_links_share_a_dial() {
+        let network = public_on_loopback().await;
         let mut swarm = network.swarm;
         let mut state = LoopState::new(
             network.prefix_limits,
